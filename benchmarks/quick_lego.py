@@ -1,0 +1,34 @@
+"""Train the `quick` preset on lego under a wall-clock budget; print test PSNR and peak RSS.
+
+python benchmarks/quick_lego.py [--minutes 15] [--run-dir runs/bench_quick] [extra options]
+"""
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+from common import ROOT, header
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--minutes", type=float, default=15.0)
+parser.add_argument("--run-dir", default=str(ROOT / "runs" / "bench_quick"))
+args, extra = parser.parse_known_args()
+
+header(f"quick preset, --max-minutes {args.minutes}, all test views")
+shutil.rmtree(args.run_dir, ignore_errors=True)
+cmd = [sys.executable, str(ROOT / "train_lego.py"), "quick", "--run-dir", args.run_dir,
+       "--max-minutes", str(args.minutes), *extra]  # fmt: skip
+print("# command:", " ".join(cmd), flush=True)
+start = time.perf_counter()
+subprocess.run(cmd, check=True, cwd=ROOT)
+wall = time.perf_counter() - start
+peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+m = json.loads((ROOT / args.run_dir / "metrics.json").read_text())
+print(f"test PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} over {m['n_views']} views; "
+      f"step {m['step']}, train {m['train_seconds'] / 60:.1f} min, "
+      f"render {m['seconds_per_image']:.2f} s/image, wall {wall / 60:.1f} min, "
+      f"peak RSS {peak_gb:.2f} GB")  # fmt: skip

@@ -1,0 +1,1 @@
+"""TensoRF (Tensorial Radiance Fields, Chen et al. 2022) in JAX."""

@@ -1,0 +1,169 @@
+"""Configuration: one tree of frozen dataclasses, parsed by tyro; presets are named configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from tensorf.data import default_dataset_path
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The radiance field: VM grids plus the shading MLP."""
+
+    density_components: int = 16
+    """Density components per axis pair (VM-192 uses 16)."""
+    appearance_components: int = 48
+    """Appearance components per axis pair (VM-192 uses 48)."""
+    appearance_dim: int = 27
+    """Output size of the appearance basis matrix, i.e. the MLP's feature input."""
+    mlp_width: int = 128
+    """Width of the two hidden layers of the shading MLP."""
+    feature_pe: int = 2
+    """Positional-encoding frequencies applied to the appearance features."""
+    view_pe: int = 2
+    """Positional-encoding frequencies applied to the view direction."""
+    density_shift: float = -10.0
+    """Added to the density feature before softplus, so a new grid starts nearly empty."""
+    distance_scale: float = 25.0
+    """Multiplies sample spacing in alpha = 1 - exp(-sigma * dt * distance_scale)."""
+    init_scale: float = 0.1
+    """Standard deviation of the normal initialisation of grid values."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderConfig:
+    """Ray sampling and compositing."""
+
+    step_ratio: float = 0.5
+    """Sample spacing as a fraction of the mean voxel size."""
+    max_samples: int = 100_000
+    """Upper bound on samples per ray (the official code has none in practice)."""
+    appearance_samples: int = 48
+    """Samples per ray that get the shading MLP: the top-k by compositing weight."""
+    unselected: Literal["renormalize", "black"] = "renormalize"
+    """Colour of samples outside the top-k. 'renormalize' scales the selected weights to
+    the ray's full opacity (the skipped samples take their average colour); 'black' drops
+    them, as the official code does below its 1e-4 weight threshold."""
+    near: float = 2.0
+    """Rays start no closer than this to the camera (Blender scenes: 2)."""
+    far: float = 6.0
+    """Rays end no further than this (Blender scenes: 6)."""
+    chunk: int = 8192
+    """Rays rendered per jitted call at evaluation time (bounds memory)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A full training run: data, schedule, outputs."""
+
+    dataset_path: Path = dataclasses.field(default_factory=default_dataset_path)
+    """Blender-format scene folder (with transforms_train.json); TENSORF_DATA_DIR overrides."""
+    run_dir: Path = Path("runs/lego")
+    """Where checkpoints, TensorBoard logs, renders and metrics.json go."""
+    downscale: int = 1
+    """Integer image downscale factor for training and evaluation."""
+    model: ModelConfig = ModelConfig()
+    render: RenderConfig = RenderConfig()
+
+    n_iters: int = 30_000
+    """Optimisation steps."""
+    batch_size: int = 4096
+    """Rays per step."""
+    lr_grid: float = 0.02
+    """Adam learning rate of the grid values."""
+    lr_network: float = 1e-3
+    """Adam learning rate of the basis matrix and the MLP."""
+    lr_decay_ratio: float = 0.1
+    """Learning rates decay exponentially to this fraction over n_iters (reset on upsample)."""
+    aabb: tuple[float, float, float, float, float, float] = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
+    """Initial scene box: xmin ymin zmin xmax ymax zmax."""
+    grid_init: int = 128
+    """Initial grid resolution (cube root of the voxel count)."""
+    grid_final: int = 300
+    """Final grid resolution (cube root of the voxel count)."""
+    upsample_steps: tuple[int, ...] = (2000, 3000, 4000, 5500, 7000)
+    """Steps at which the voxel count grows, log-linearly from grid_init^3 to grid_final^3."""
+    mask_steps: tuple[int, ...] = (2000, 4000)
+    """Steps at which the alpha mask is recomputed; the first shrinks the aabb, the
+    second filters out training rays that miss occupied space."""
+    mask_threshold: float = 1e-4
+    """Alpha above which a cell counts as occupied."""
+    mask_max_resolution: int = 256
+    """The mask is computed at the grid resolution while that has fewer voxels than this
+    cubed, otherwise at the previous mask's resolution (official behaviour)."""
+    l1_initial: float = 8e-5
+    """L1 weight on density grid values before the first alpha-mask update."""
+    l1_rest: float = 4e-5
+    """L1 weight on density grid values after it."""
+    adam_on_upsample: Literal["reset", "resample"] = "reset"
+    """What Adam's moments do when the grid is upsampled: 'reset' re-creates the optimizer
+    (official code); 'resample' interpolates the moments onto the new grid."""
+
+    seed: int = 0
+    """Random seed for initialisation and ray sampling."""
+    max_minutes: float | None = None
+    """Stop training after this many minutes (checkpoint and evaluation still run)."""
+    resume: bool = False
+    """Continue from the latest checkpoint in run_dir."""
+    checkpoint_every: int = 1000
+    """Save a checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 3
+    """How many checkpoints to keep."""
+    log_every: int = 100
+    """TensorBoard scalars every this many steps."""
+    eval_max_views: int | None = None
+    """Evaluate on this many evenly spaced test views at the end (None: all)."""
+    eval_split: str = "test"
+    """Split evaluated at the end of training."""
+
+
+PRESETS: dict[str, tuple[str, TrainConfig]] = {
+    "paper": (
+        "Official lego settings (VM-192, 30k steps, 128^3 -> 300^3). Meant for a GPU.",
+        TrainConfig(),
+    ),
+    "quick": (
+        "Tuned for a 2-core CPU (use with --max-minutes 15): VM-96, 64^3 -> 200^3 over 4k "
+        "steps of 1024 rays, one sample per voxel, early and repeated alpha masks.",
+        TrainConfig(
+            batch_size=1024,
+            n_iters=4000,
+            grid_init=64,
+            grid_final=200,
+            upsample_steps=(500, 1000, 1500),
+            mask_steps=(500, 1000, 2000),
+            model=ModelConfig(density_components=8, appearance_components=24),
+            render=RenderConfig(step_ratio=1.0, appearance_samples=16),
+            checkpoint_every=500,
+            log_every=50,
+        ),
+    ),
+}
+
+
+def to_dict(cfg: Any) -> dict:
+    """A config as JSON-ready nested dicts (paths as strings, tuples as lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def from_dict(cls: type, values: dict) -> Any:
+    """Inverse of `to_dict` for a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value, hint = values[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            value = from_dict(hint, value)
+        elif hint is Path:
+            value = Path(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)

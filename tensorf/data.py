@@ -1,0 +1,374 @@
+"""Loader for scenes in the Blender (NeRF-synthetic) format.
+
+A scene folder holds `transforms_<split>.json` files (`camera_angle_x` plus a list of
+`frames`, each with a `file_path` and a 4x4 camera-to-world `transform_matrix`) and the
+images they name. Everything here is numpy only so that data loading never touches
+the accelerator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+
+_DOWNLOAD_HINT = (
+    "download 'nerf_synthetic.zip' (the NeRF-synthetic Blender data from the original NeRF "
+    "project, Mildenhall et al. 2020), unzip it, and point --dataset-path at a scene folder "
+    "such as .../nerf_synthetic/lego, or set TENSORF_DATA_DIR to the folder that contains "
+    "nerf_synthetic/"
+)
+# Reader messages can be long and multi-line; they are only a hint after our own text.
+_MAX_READER_MESSAGE = 160
+
+
+class DatasetError(Exception):
+    """Bad input data. str(error) is ONE line naming the file and the problem and the fix."""
+
+    def __init__(self, message: str) -> None:
+        # Collapsing whitespace keeps the one-line promise even when the message embeds
+        # text from a third-party exception.
+        super().__init__(" ".join(message.split()))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on arrays is ambiguous
+class Views:
+    """A set of posed images from one split of a scene.
+
+    Attributes:
+        images: `(n, H, W, 3)` float32 in [0, 1], composited on a white background.
+        c2w: `(n, 4, 4)` float32 camera-to-world (OpenGL: camera looks down -z, +y up).
+        focal: focal length in pixels for images of width `W`.
+        names: the frames' `file_path` strings as written in the JSON, length `n`.
+    """
+
+    images: np.ndarray
+    c2w: np.ndarray
+    focal: float
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        if self.images.ndim != 4 or self.images.shape[0] != n or self.images.shape[3] != 3:
+            raise ValueError(f"images must be (n={n}, H, W, 3), got {self.images.shape}")
+        if self.c2w.shape != (n, 4, 4):
+            raise ValueError(f"c2w must be (n={n}, 4, 4), got {self.c2w.shape}")
+
+    @property
+    def n_views(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.images.shape[2])
+
+
+def default_dataset_path() -> Path:
+    """The lego scene: under `$TENSORF_DATA_DIR` if set, else the repo's sibling `shared/`."""
+    data_dir = os.environ.get("TENSORF_DATA_DIR")
+    if data_dir:
+        return Path(data_dir) / "nerf_synthetic" / "lego"
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf_synthetic" / "lego"
+
+
+def available_splits(dataset_path: Path | str) -> list[str]:
+    """Names of the splits that have a `transforms_<split>.json` in `dataset_path`, sorted."""
+    path = Path(dataset_path)
+    if not path.is_dir():
+        return []
+    prefix = "transforms_"
+    return sorted(p.stem[len(prefix) :] for p in path.glob(f"{prefix}*.json") if p.is_file())
+
+
+def load_views(
+    dataset_path: Path | str,
+    split: str,
+    downscale: int = 1,
+    max_views: int | None = None,
+) -> Views:
+    """Load one split of a Blender-format scene.
+
+    Args:
+        dataset_path: the scene folder (the one holding `transforms_<split>.json`).
+        split: e.g. "train" or "test".
+        downscale: integer factor >= 1; images are box-averaged by it after compositing.
+        max_views: if given, keep this many frames evenly spaced over the split.
+
+    Returns:
+        Views with images `(n, H // downscale, W // downscale, 3)` and c2w `(n, 4, 4)`.
+
+    Raises:
+        DatasetError: for any problem with the files on disk.
+        ValueError: for a `downscale` or `max_views` that is not a positive integer.
+    """
+    if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
+        raise ValueError(f"downscale must be an integer >= 1, got {downscale!r}")
+    if max_views is not None and (isinstance(max_views, bool) or max_views < 1):
+        raise ValueError(f"max_views must be a positive integer or None, got {max_views!r}")
+
+    root = _check_scene_folder(Path(dataset_path))
+    json_path = _transforms_path(root, split)
+    meta = _read_json_object(json_path)
+    camera_angle_x = _camera_angle_x(meta, json_path)
+    frames = _frames(meta, json_path)
+
+    # Every frame is checked, not just the chosen ones, so that a broken JSON entry is
+    # reported the same way whatever max_views is.
+    parsed = [_parse_frame(frame, index, json_path) for index, frame in enumerate(frames)]
+    chosen = _spread_indices(len(parsed), max_views)
+    names = [parsed[i][0] for i in chosen]
+    poses = [parsed[i][1] for i in chosen]
+
+    images = _load_images(root, names, downscale)
+    width = images.shape[2]
+    focal = 0.5 * width / math.tan(0.5 * camera_angle_x)
+    return Views(
+        images=images,
+        c2w=np.stack(poses).astype(np.float32),
+        focal=float(focal),
+        names=tuple(names),
+    )
+
+
+def _check_scene_folder(root: Path) -> Path:
+    if not root.exists():
+        raise DatasetError(f"{root}: dataset folder not found; {_DOWNLOAD_HINT}")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: is a file, not a dataset folder; {_DOWNLOAD_HINT}")
+    return root
+
+
+def _transforms_path(root: Path, split: str) -> Path:
+    json_path = root / f"transforms_{split}.json"
+    if json_path.is_file():
+        return json_path
+    splits = available_splits(root)
+    if splits:
+        raise DatasetError(
+            f"{json_path}: not found; splits in this folder are {', '.join(splits)}; "
+            f"choose one of those or point --dataset-path at a scene with a '{split}' split"
+        )
+    # A common slip is pointing at nerf_synthetic/ itself rather than at one scene.
+    scenes = sorted(p.name for p in root.iterdir() if (p / f"transforms_{split}.json").is_file())
+    if scenes:
+        hint = f"point --dataset-path at one of the scene folders inside it: {', '.join(scenes)}"
+    else:
+        hint = _DOWNLOAD_HINT
+    raise DatasetError(
+        f"{json_path}: not found and the folder has no transforms_*.json at all; {hint}"
+    )
+
+
+def _read_json_object(json_path: Path) -> dict[str, Any]:
+    try:
+        text = json_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(
+            f"{json_path}: cannot be read as UTF-8 text ({error}); re-extract the dataset"
+        ) from error
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DatasetError(
+            f"{json_path}: invalid JSON at line {error.lineno} column {error.colno} "
+            f"({error.msg}); fix or re-extract the file"
+        ) from error
+    if not isinstance(meta, dict):
+        raise DatasetError(
+            f"{json_path}: top level is a JSON {type(meta).__name__}, expected an object "
+            "with 'camera_angle_x' and 'frames'; re-extract the file"
+        )
+    return meta
+
+
+def _camera_angle_x(meta: dict[str, Any], json_path: Path) -> float:
+    if "camera_angle_x" not in meta:
+        raise DatasetError(
+            f"{json_path}: missing key 'camera_angle_x' (horizontal field of view in radians); "
+            "add it or re-extract the file"
+        )
+    angle = meta["camera_angle_x"]
+    # bool is an int subclass, and an angle of pi or more has no finite focal length.
+    is_number = isinstance(angle, (int, float)) and not isinstance(angle, bool)
+    if not is_number or not math.isfinite(angle) or not 0.0 < angle < math.pi:
+        raise DatasetError(
+            f"{json_path}: 'camera_angle_x' is {angle!r}, expected a finite number of radians "
+            "in (0, pi); fix the value"
+        )
+    return float(angle)
+
+
+def _frames(meta: dict[str, Any], json_path: Path) -> list[Any]:
+    if "frames" not in meta:
+        raise DatasetError(
+            f"{json_path}: missing key 'frames' (the list of posed images); "
+            "add it or re-extract the file"
+        )
+    frames = meta["frames"]
+    if not isinstance(frames, list):
+        raise DatasetError(
+            f"{json_path}: 'frames' is a JSON {type(frames).__name__}, expected a list of "
+            "frame objects; fix the file"
+        )
+    if not frames:
+        raise DatasetError(f"{json_path}: 'frames' is empty; the split needs at least one view")
+    return frames
+
+
+def _spread_indices(n: int, max_views: int | None) -> list[int]:
+    """Indices of `max_views` frames spread over `range(n)`, covering both ends."""
+    if max_views is None or max_views >= n:
+        return list(range(n))
+    return [int(i) for i in np.unique(np.round(np.linspace(0, n - 1, max_views)).astype(int))]
+
+
+def _parse_frame(frame: Any, index: int, json_path: Path) -> tuple[str, np.ndarray]:
+    where = f"{json_path}: frames[{index}]"
+    if not isinstance(frame, dict):
+        raise DatasetError(f"{where} is a JSON {type(frame).__name__}, expected an object")
+    for key in ("file_path", "transform_matrix"):
+        if key not in frame:
+            raise DatasetError(f"{where} is missing key '{key}'; add it or drop the frame")
+    name = frame["file_path"]
+    if not isinstance(name, str) or not name:
+        raise DatasetError(
+            f"{where}: 'file_path' is {name!r}, expected a non-empty string such as "
+            "'./train/r_0'; fix the entry"
+        )
+    pose = _matrix_4x4(frame["transform_matrix"])
+    if pose is None:
+        raise DatasetError(
+            f"{where}: 'transform_matrix' must be 4 rows of 4 numbers (camera-to-world); "
+            "fix the entry"
+        )
+    if not np.all(np.isfinite(pose)):
+        raise DatasetError(
+            f"{where}: 'transform_matrix' contains NaN or infinite values; fix the entry"
+        )
+    return name, pose
+
+
+def _matrix_4x4(value: Any) -> np.ndarray | None:
+    """`value` as a `(4, 4)` float64 array, or None if it is not 4 lists of 4 numbers."""
+
+    def is_number(x: Any) -> bool:
+        # Checked by hand because np.asarray would quietly accept "1.0" or True.
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if not isinstance(value, list) or len(value) != 4:
+        return None
+    for row in value:
+        if not isinstance(row, list) or len(row) != 4 or not all(is_number(x) for x in row):
+            return None
+    return np.array(value, dtype=np.float64)
+
+
+def _image_path(root: Path, name: str) -> Path:
+    path = root / name
+    # The Blender exports list images without their extension.
+    return path if path.suffix else path.with_name(path.name + ".png")
+
+
+def _load_images(root: Path, names: Sequence[str], downscale: int) -> np.ndarray:
+    """Read, composite and downscale the named images into `(n, H', W', 3)` float32."""
+    out: np.ndarray | None = None
+    first_path: Path | None = None
+    full_size: tuple[int, int] = (0, 0)
+    for i, name in enumerate(names):
+        path = _image_path(root, name)
+        rgb = _composite_on_white(_read_image(path), path)
+        size = (rgb.shape[0], rgb.shape[1])
+        if out is None:
+            _check_downscale(size, downscale, path)
+            first_path, full_size = path, size
+            # Preallocating avoids holding a list of images plus the stacked copy.
+            shape = (len(names), size[0] // downscale, size[1] // downscale, 3)
+            out = np.empty(shape, dtype=np.float32)
+        elif size != full_size:
+            raise DatasetError(
+                f"{path}: image is {size[0]}x{size[1]} (HxW) but {first_path} is "
+                f"{full_size[0]}x{full_size[1]}; all images in a split must have the same "
+                "size, so resize it or re-extract the dataset"
+            )
+        out[i] = _box_downscale(rgb, downscale)
+    assert out is not None  # names is never empty: _frames rejects an empty list
+    return out
+
+
+def _read_image(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DatasetError(
+            f"{path}: image file not found (named by 'file_path' in the transforms JSON); "
+            "re-extract the dataset or fix the path"
+        )
+    try:
+        return np.asarray(iio.imread(path, plugin="pillow"))
+    except Exception as error:  # readers raise many exception types for bad files
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:_MAX_READER_MESSAGE]
+        raise DatasetError(
+            f"{path}: not a readable image ({reason}); the file is corrupt, truncated or not "
+            "an image, re-extract the dataset"
+        ) from error
+
+
+def _to_unit_float(image: np.ndarray, path: Path) -> np.ndarray:
+    if np.issubdtype(image.dtype, np.integer):
+        return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
+    if np.issubdtype(image.dtype, np.floating):
+        return np.clip(image.astype(np.float32), 0.0, 1.0)
+    if image.dtype == np.bool_:
+        return image.astype(np.float32)
+    raise DatasetError(f"{path}: unsupported pixel type {image.dtype}; save it as 8-bit PNG")
+
+
+def _composite_on_white(image: np.ndarray, path: Path) -> np.ndarray:
+    """`(H, W)` or `(H, W, C)` image with C in 1..4 -> `(H, W, 3)` float32 RGB on white."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or not 1 <= image.shape[2] <= 4:
+        raise DatasetError(
+            f"{path}: image has shape {image.shape}, expected (H, W) or (H, W, 1..4); "
+            "save it as a single-frame gray, RGB or RGBA PNG"
+        )
+    pixels = _to_unit_float(image, path)
+    channels = pixels.shape[2]
+    colour_channels = 3 if channels >= 3 else 1
+    colour = pixels[:, :, :colour_channels]
+    if colour_channels == 1:
+        colour = np.repeat(colour, 3, axis=2)
+    if channels in (2, 4):
+        alpha = pixels[:, :, -1:]
+        colour = colour * alpha + (1.0 - alpha)
+    return colour
+
+
+def _check_downscale(size: tuple[int, int], downscale: int, path: Path) -> None:
+    height, width = size
+    if height % downscale == 0 and width % downscale == 0:
+        return
+    common = math.gcd(height, width)
+    factors = [f for f in range(1, common + 1) if common % f == 0]
+    raise DatasetError(
+        f"{path}: image size {height}x{width} (HxW) is not divisible by downscale={downscale}; "
+        f"use one of {', '.join(map(str, factors))}"
+    )
+
+
+def _box_downscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Area-average `(H, W, 3)` over `factor` x `factor` blocks -> `(H/f, W/f, 3)`."""
+    if factor == 1:
+        return image
+    height, width, channels = image.shape
+    blocks = image.reshape(height // factor, factor, width // factor, factor, channels)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)

@@ -1,0 +1,54 @@
+"""The shading MLP ("MLPRender_Fea" in the official code)."""
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+# PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), which the official
+# code relies on; flax's default (lecun normal, zero bias) trains noticeably slower here.
+_torch_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def _torch_bias_init(fan_in: int):
+    bound = fan_in**-0.5
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+        key, shape, dtype, -bound, bound
+    )
+
+
+def positional_encoding(x: jax.Array, n_freqs: int) -> jax.Array:
+    """(..., D) -> (..., 2 * D * n_freqs): sin and cos at frequencies 2^0 .. 2^(n-1)."""
+    scaled = (x[..., None] * 2.0 ** jnp.arange(n_freqs)).reshape(*x.shape[:-1], -1)
+    return jnp.concatenate([jnp.sin(scaled), jnp.cos(scaled)], axis=-1)
+
+
+class ShadingMLP(nn.Module):
+    """Appearance features and view direction -> RGB in [0, 1]."""
+
+    feature_pe: int = 2
+    view_pe: int = 2
+    width: int = 128
+
+    @nn.compact
+    def __call__(self, features: jax.Array, viewdirs: jax.Array) -> jax.Array:
+        """features (n, F), viewdirs (n, 3) -> rgb (n, 3)."""
+        x = jnp.concatenate(
+            [
+                features,
+                viewdirs,
+                positional_encoding(features, self.feature_pe),
+                positional_encoding(viewdirs, self.view_pe),
+            ],
+            axis=-1,
+        )
+        for _ in range(2):
+            x = nn.relu(
+                nn.Dense(
+                    self.width,
+                    kernel_init=_torch_kernel_init,
+                    bias_init=_torch_bias_init(x.shape[-1]),
+                )(x)
+            )
+        # The official code zeroes the last bias so the initial colour is grey.
+        x = nn.Dense(3, kernel_init=_torch_kernel_init, bias_init=nn.initializers.zeros)(x)
+        return jax.nn.sigmoid(x)

@@ -1,0 +1,212 @@
+"""Volume rendering with static shapes: ray sampling, empty-space skipping, compositing.
+
+Per ray we take `n_samples` evenly spaced samples through the aabb. Only the samples that
+lie in the alpha mask are packed (batch-wide, cumulative-sum compaction) into a fixed-size
+buffer that gets density evaluations; compositing then runs on the dense (rays, samples)
+grid. The shading MLP runs only on each ray's top-k samples by weight that pass the
+official 1e-4 weight threshold, packed the same way. Every shape is static, so a render
+or training step is one jitted program; the buffer sizes adapt between calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tensorf import field
+from tensorf.alpha_mask import AlphaMask, is_occupied
+from tensorf.cameras import pixel_rays
+from tensorf.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderSettings:
+    """Static (hashable) sampling settings: jit specialises on them."""
+
+    n_samples: int  # evenly spaced samples per ray through the aabb
+    step_size: float
+    density_capacity: int  # occupied samples per batch that get a density evaluation
+    appearance_capacity: int  # samples per batch that get the shading MLP
+    appearance_samples: int  # top-k by weight per ray considered for shading
+    unselected: Literal["renormalize", "black"]
+    near: float
+    far: float
+    weight_threshold: float = 1e-4  # official rm_weight_mask_thre
+
+
+def ray_aabb(
+    origins: jax.Array, dirs: jax.Array, aabb: jax.Array, near: float, far: float
+) -> tuple[jax.Array, jax.Array]:
+    """Entry and exit distances (rays,) of rays (rays, 3) through the box, within [near, far].
+    A ray that misses the box has t_min >= t_max."""
+    safe = jnp.where(jnp.abs(dirs) < 1e-6, 1e-6, dirs)
+    t0 = (aabb[0] - origins) / safe
+    t1 = (aabb[1] - origins) / safe
+    t_min = jnp.clip(jnp.max(jnp.minimum(t0, t1), axis=-1), near, far)
+    t_max = jnp.clip(jnp.min(jnp.maximum(t0, t1), axis=-1), near, far)
+    return t_min, t_max
+
+
+def compositing_weights(tau: jax.Array) -> jax.Array:
+    """Optical depths tau = sigma * dt (rays, samples) -> weights alpha_i * T_i (rays, samples).
+
+    T_i = prod_{j<i} (1 - alpha_j) = exp(-sum_{j<i} tau_j), computed as an exclusive
+    cumulative sum in f32, which is stabler than a cumulative product of (1 - alpha).
+    """
+    tau = tau.astype(jnp.float32)
+    transmittance = jnp.exp(-(jnp.cumsum(tau, axis=-1) - tau))
+    return transmittance * -jnp.expm1(-tau)
+
+
+def compact(mask: jax.Array, capacity: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Flat indices of the True entries of `mask`, in a fixed-size buffer.
+
+    Returns indices (capacity,) (padding points at entry 0), a (capacity,) bool marking real
+    entries, and the number of True entries (which exceeds `capacity` on overflow; the
+    entries past it are dropped).
+    """
+    flat = mask.reshape(-1)
+    count = flat.sum()
+    idx = jnp.nonzero(flat, size=capacity, fill_value=0)[0]
+    return idx, jnp.arange(capacity) < count, count
+
+
+def render_rays(
+    params: field.Params,
+    cfg: ModelConfig,
+    settings: RenderSettings,
+    aabb: jax.Array,
+    mask: AlphaMask,
+    origins: jax.Array,
+    dirs: jax.Array,
+    jitter: jax.Array | None = None,
+) -> dict[str, jax.Array]:
+    """Render rays (rays, 3) -> rgb (rays, 3), depth (rays,), acc (rays,).
+
+    Density is evaluated only on samples inside the aabb and the alpha mask, packed into
+    a batch-wide buffer of `density_capacity`; the shading MLP only on each ray's top-k
+    samples by weight that have weight > `weight_threshold`, packed into a buffer of
+    `appearance_capacity`. `density_count` / `appearance_count` report how many samples
+    needed a slot: above the capacity, the excess samples were skipped (treated as empty
+    / unshaded), so callers enlarge the buffers and, when exactness matters, render again.
+    `jitter` (rays,) in [0, 1) offsets each ray's samples during training.
+    """
+    n_rays, n = origins.shape[0], settings.n_samples
+    t_min, t_max = ray_aabb(origins, dirs, aabb, settings.near, settings.far)
+    offset = jnp.zeros(n_rays) if jitter is None else jitter
+    t = t_min[:, None] + (jnp.arange(n, dtype=jnp.float32) + offset[:, None]) * settings.step_size
+    points = origins[:, None] + dirs[:, None] * t[..., None]  # (rays, samples, 3)
+    valid = (t < t_max[:, None]) & is_occupied(mask, points)
+
+    idx, ok, density_count = compact(valid, settings.density_capacity)
+    xyz = field.normalize(points.reshape(-1, 3)[idx], aabb)  # (capacity, 3)
+    sigma = jnp.where(ok, field.density(params, cfg, xyz), 0.0)
+    sigma = jnp.zeros(n_rays * n).at[idx].add(sigma).reshape(n_rays, n)
+    weights = compositing_weights(sigma * settings.step_size * cfg.distance_scale)
+    acc = weights.sum(-1)
+    depth = (weights * t).sum(-1)
+
+    k = min(settings.appearance_samples, n)
+    top_w, top_idx = jax.lax.top_k(weights, k)  # (rays, k)
+    app, app_ok, appearance_count = compact(
+        top_w > settings.weight_threshold, settings.appearance_capacity
+    )
+    ray = app // k
+    sample = top_idx.reshape(-1)[app]
+    w = jnp.where(app_ok, top_w.reshape(-1)[app], 0.0)
+    if settings.unselected == "renormalize":
+        shaded = jnp.zeros(n_rays).at[ray].add(w)
+        w = w * (acc / jnp.maximum(shaded, 1e-10))[ray]
+    xyz = field.normalize(points[ray, sample], aabb)
+    rgb = field.radiance(params, cfg, xyz, dirs[ray])  # (capacity, 3)
+    rgb = jnp.zeros((n_rays, 3)).at[ray].add(w[:, None] * rgb) + (1.0 - acc)[:, None]
+    return {
+        "rgb": rgb,
+        "depth": depth,
+        "acc": acc,
+        "density_count": density_count,
+        "appearance_count": appearance_count,
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "settings"))
+def _render_chunk(params, aabb, mask, origins, dirs, cfg, settings):
+    return render_rays(params, cfg, settings, aabb, mask, origins, dirs)
+
+
+def bucket(n: int) -> int:
+    """Round a buffer size up to 2^i or 1.5 * 2^i (at least 1024), bounding recompilations."""
+    size = 1024
+    while size < n:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
+
+
+def fit_capacity(
+    settings: RenderSettings, density_count: int, appearance_count: int, shrink: bool
+) -> RenderSettings:
+    """Buffers with ~25% headroom over the counts a batch needed. They grow whenever a
+    count overflowed; with `shrink`, they also shrink once less than half is used."""
+
+    def fit(cap: int, count: int) -> int:
+        if count > cap or (shrink and 2 * count < cap):
+            return bucket(int(count * 1.25) + 1)
+        return cap
+
+    return dataclasses.replace(
+        settings,
+        density_capacity=fit(settings.density_capacity, density_count),
+        appearance_capacity=fit(settings.appearance_capacity, appearance_count),
+    )
+
+
+def render_image(
+    params: field.Params,
+    cfg: ModelConfig,
+    settings: RenderSettings,
+    aabb: jax.Array,
+    mask: AlphaMask,
+    c2w: np.ndarray,
+    focal: float,
+    height: int,
+    width: int,
+    chunk: int = 8192,
+) -> tuple[dict[str, np.ndarray], RenderSettings]:
+    """Render a full view in fixed-size chunks; a chunk whose buffers overflowed is rendered
+    again with larger ones, so the image is exact.
+
+    Returns rgb (H, W, 3), depth (H, W) and acc (H, W) as numpy arrays, and the settings
+    with the buffer sizes that fitted (pass them on to the next image to avoid retries).
+    """
+    rows, cols = np.mgrid[:height, :width]
+    origins, dirs = pixel_rays(
+        jnp.asarray(c2w, jnp.float32)[None], cols.reshape(-1), rows.reshape(-1),
+        focal, height, width,
+    )  # fmt: skip
+    n = height * width
+    pad = (-n) % chunk
+    origins = jnp.pad(origins, ((0, pad), (0, 0)))
+    dirs = jnp.pad(dirs, ((0, pad), (0, 0)), constant_values=1.0)
+    outs = []
+    for i in range(0, n + pad, chunk):
+        while True:
+            out = _render_chunk(
+                params, aabb, mask, origins[i : i + chunk], dirs[i : i + chunk], cfg, settings
+            )
+            counts = int(out["density_count"]), int(out["appearance_count"])
+            fitted = fit_capacity(settings, *counts, shrink=False)
+            if fitted == settings:
+                break
+            settings = fitted
+        outs.append(out)
+    image = {
+        key: np.concatenate([np.asarray(o[key]) for o in outs])[:n].reshape(height, width, -1)
+        for key in ("rgb", "depth", "acc")
+    }
+    image["depth"], image["acc"] = image["depth"][..., 0], image["acc"][..., 0]
+    return image, settings

@@ -1,0 +1,139 @@
+"""Vector-matrix (VM) decomposition of a 3D feature grid.
+
+A feature at a point is, per component c, the sum over the three axis pairs of
+`plane_pair[c](u, v) * line_axis[c](w)`, with bilinear/linear interpolation on grids whose
+corners sit on the aabb corners (`align_corners=True`, as in the official code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Axis pairs of the planes and the complementary axis of each line (XY-Z, XZ-Y, YZ-X).
+PLANE_AXES = ((0, 1), (0, 2), (1, 2))
+LINE_AXES = (2, 1, 0)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class VMGrid:
+    planes: tuple[jax.Array, jax.Array, jax.Array]  # (R_a, R_b, C) for each pair (a, b)
+    lines: tuple[jax.Array, jax.Array, jax.Array]  # (R_c, C) for each complementary axis c
+
+    @property
+    def resolution(self) -> tuple[int, int, int]:
+        """(Rx, Ry, Rz) grid points per axis."""
+        return (self.planes[0].shape[0], self.planes[0].shape[1], self.planes[1].shape[1])
+
+    @property
+    def components(self) -> int:
+        return self.planes[0].shape[-1]
+
+
+def init_vm(key: jax.Array, resolution: tuple[int, int, int], components: int, scale: float):
+    """Grid values drawn from normal(0, scale), as the official code does."""
+    keys = jax.random.split(key, 6)
+    planes = tuple(
+        scale * jax.random.normal(k, (resolution[a], resolution[b], components))
+        for k, (a, b) in zip(keys[:3], PLANE_AXES, strict=True)
+    )
+    lines = tuple(
+        scale * jax.random.normal(k, (resolution[c], components))
+        for k, c in zip(keys[3:], LINE_AXES, strict=True)
+    )
+    return VMGrid(planes, lines)
+
+
+def _continuous_index(x: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+    """Map normalised coordinates in [-1, 1] to (lower index, fraction) on `size` points."""
+    u = jnp.clip((x + 1.0) * 0.5 * (size - 1), 0.0, size - 1)
+    i0 = jnp.clip(jnp.floor(u), 0, max(size - 2, 0)).astype(jnp.int32)
+    return i0, u - i0
+
+
+def interp_plane(plane: jax.Array, u: jax.Array, v: jax.Array) -> jax.Array:
+    """Bilinear lookup of a (A, B, C) plane at normalised (n,) coordinates -> (n, C)."""
+    a, b, c = plane.shape
+    i0, fu = _continuous_index(u, a)
+    j0, fv = _continuous_index(v, b)
+    i1 = jnp.minimum(i0 + 1, a - 1)
+    j1 = jnp.minimum(j0 + 1, b - 1)
+    flat = plane.reshape(a * b, c)
+    # One gather of all four corners: (4, n, C).
+    corners = jnp.take(flat, jnp.stack([i0 * b + j0, i0 * b + j1, i1 * b + j0, i1 * b + j1]), 0)
+    fu, fv = fu[:, None], fv[:, None]
+    return (corners[0] * (1 - fv) + corners[1] * fv) * (1 - fu) + (
+        corners[2] * (1 - fv) + corners[3] * fv
+    ) * fu
+
+
+def interp_line(line: jax.Array, w: jax.Array) -> jax.Array:
+    """Linear lookup of a (R, C) line at normalised (n,) coordinates -> (n, C)."""
+    i0, fw = _continuous_index(w, line.shape[0])
+    i1 = jnp.minimum(i0 + 1, line.shape[0] - 1)
+    fw = fw[:, None]
+    return jnp.take(line, i0, 0) * (1 - fw) + jnp.take(line, i1, 0) * fw
+
+
+def vm_features(grid: VMGrid, xyz: jax.Array) -> jax.Array:
+    """Per-pair component features at normalised points (n, 3) -> (n, 3, C)."""
+    feats = []
+    for plane, line, (a, b), c in zip(grid.planes, grid.lines, PLANE_AXES, LINE_AXES, strict=True):
+        feats.append(interp_plane(plane, xyz[:, a], xyz[:, b]) * interp_line(line, xyz[:, c]))
+    return jnp.stack(feats, axis=1)
+
+
+def density_feature(grid: VMGrid, xyz: jax.Array) -> jax.Array:
+    """Density feature: sum over pairs and components, (n, 3) -> (n,)."""
+    return vm_features(grid, xyz).sum(axis=(1, 2))
+
+
+def appearance_feature(grid: VMGrid, basis: jax.Array, xyz: jax.Array) -> jax.Array:
+    """Appearance features: concatenated components through the basis matrix, (n, 3) -> (n, F)."""
+    feats = vm_features(grid, xyz)
+    return feats.reshape(feats.shape[0], -1) @ basis
+
+
+def interpolation_matrix(old: int, new: int) -> np.ndarray:
+    """(new, old) matrix of 1D linear resampling with aligned corners."""
+    pos = np.linspace(0.0, old - 1, new) if new > 1 else np.zeros(1)
+    i0 = np.clip(np.floor(pos).astype(int), 0, max(old - 2, 0))
+    frac = pos - i0
+    m = np.zeros((new, old), np.float32)
+    m[np.arange(new), i0] += 1 - frac
+    m[np.arange(new), np.minimum(i0 + 1, old - 1)] += frac
+    return m
+
+
+def resize_vm(grid: VMGrid, resolution: tuple[int, int, int]) -> VMGrid:
+    """Resample every plane and line to a new per-axis resolution (aligned corners)."""
+    old = grid.resolution
+    mats = [jnp.asarray(interpolation_matrix(old[i], resolution[i])) for i in range(3)]
+    planes = tuple(
+        jnp.einsum("ia,jb,abc->ijc", mats[a], mats[b], p)
+        for p, (a, b) in zip(grid.planes, PLANE_AXES, strict=True)
+    )
+    lines = tuple(
+        jnp.einsum("ia,ac->ic", mats[c], ln) for ln, c in zip(grid.lines, LINE_AXES, strict=True)
+    )
+    return VMGrid(planes, lines)
+
+
+def crop_vm(grid: VMGrid, lo: tuple[int, int, int], hi: tuple[int, int, int]) -> VMGrid:
+    """Keep grid points lo[i] <= index < hi[i] on each axis."""
+    planes = tuple(
+        p[lo[a] : hi[a], lo[b] : hi[b]] for p, (a, b) in zip(grid.planes, PLANE_AXES, strict=True)
+    )
+    lines = tuple(ln[lo[c] : hi[c]] for ln, c in zip(grid.lines, LINE_AXES, strict=True))
+    return VMGrid(planes, lines)
+
+
+def resolution_for_voxels(n_voxels: int, aabb: np.ndarray) -> tuple[int, int, int]:
+    """Per-axis resolution with ~n_voxels cubic voxels filling the aabb (official N_to_reso)."""
+    size = aabb[1] - aabb[0]
+    voxel = (np.prod(size) / n_voxels) ** (1 / 3)
+    return tuple(int(r) for r in (size / voxel).astype(int))

@@ -1,0 +1,268 @@
+"""Training state, the jitted optimisation step, and the grid events of the schedule
+(upsampling, alpha-mask updates with aabb shrinking, training-ray filtering)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from tensorf import alpha_mask, field, tensor_vm
+from tensorf.alpha_mask import AlphaMask
+from tensorf.cameras import pixel_rays
+from tensorf.config import TrainConfig
+from tensorf.render import RenderSettings, bucket, ray_aabb, render_rays
+
+ADAM = optax.scale_by_adam(b1=0.9, b2=0.99)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Everything that changes during training; a checkpoint is exactly this."""
+
+    params: field.Params
+    opt_state: optax.ScaleByAdamState
+    aabb: jax.Array  # (2, 3) current scene box (shrinks at the first mask update)
+    mask: AlphaMask
+    step: jax.Array  # () int32, steps taken
+    lr_reset_step: jax.Array  # () int32, step of the last upsample (learning rates restart)
+    l1_weight: jax.Array  # () float32
+    rng: jax.Array  # PRNG key
+
+    @property
+    def resolution(self) -> tuple[int, int, int]:
+        return self.params["density"].resolution
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class RayPool:
+    """Training pixels; rays are generated inside the step from (view, row, col)."""
+
+    rgb: jax.Array  # (views * H * W, 3) float32 targets
+    c2w: jax.Array  # (views, 4, 4)
+    index: jax.Array  # (rays,) int32 pixel ids still used for training
+    focal: float = dataclasses.field(metadata={"static": True})
+    height: int = dataclasses.field(metadata={"static": True})
+    width: int = dataclasses.field(metadata={"static": True})
+
+    def rays(self, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Pixel ids (n,) -> origins, directions (n, 3)."""
+        view, pix = jnp.divmod(ids, self.height * self.width)
+        row, col = jnp.divmod(pix, self.width)
+        return pixel_rays(self.c2w[view], col, row, self.focal, self.height, self.width)
+
+
+def init_state(cfg: TrainConfig) -> TrainState:
+    key, init_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
+    aabb = np.array(cfg.aabb, np.float32).reshape(2, 3)
+    resolution = tensor_vm.resolution_for_voxels(cfg.grid_init**3, aabb)
+    params = field.init_params(init_key, cfg.model, resolution)
+    return TrainState(
+        params=params,
+        opt_state=ADAM.init(params),
+        aabb=jnp.asarray(aabb),
+        mask=alpha_mask.everything(aabb),
+        step=jnp.int32(0),
+        lr_reset_step=jnp.int32(0),
+        l1_weight=jnp.float32(cfg.l1_initial),
+        rng=key,
+    )
+
+
+def render_settings(cfg: TrainConfig, aabb: np.ndarray, resolution) -> RenderSettings:
+    """Sample spacing and count for a grid (official update_stepSize)."""
+    aabb = np.asarray(aabb, np.float64)
+    size = aabb[1] - aabb[0]
+    step = float(np.mean(size / (np.array(resolution) - 1)) * cfg.render.step_ratio)
+    n_samples = min(int(np.linalg.norm(size) / step) + 1, cfg.render.max_samples)
+    return RenderSettings(
+        n_samples=n_samples,
+        step_size=step,
+        density_capacity=bucket(cfg.batch_size * n_samples),
+        appearance_capacity=bucket(cfg.batch_size * cfg.render.appearance_samples),
+        appearance_samples=cfg.render.appearance_samples,
+        unselected=cfg.render.unselected,
+        near=cfg.render.near,
+        far=cfg.render.far,
+    )
+
+
+def settings_for(cfg: TrainConfig, state: TrainState) -> RenderSettings:
+    return render_settings(cfg, np.asarray(state.aabb), state.resolution)
+
+
+def _learning_rates(cfg: TrainConfig, params: field.Params) -> field.Params:
+    return {
+        key: jax.tree.map(
+            lambda _, lr=cfg.lr_grid if key in field.GRID_KEYS else cfg.lr_network: lr, sub
+        )
+        for key, sub in params.items()
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "settings"), donate_argnums=0)
+def train_step(
+    state: TrainState, pool: RayPool, cfg: TrainConfig, settings: RenderSettings
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    rng, key_rays, key_jitter = jax.random.split(state.rng, 3)
+    ids = pool.index[jax.random.randint(key_rays, (cfg.batch_size,), 0, pool.index.shape[0])]
+    origins, dirs = pool.rays(ids)
+    target = pool.rgb[ids]
+    jitter = jax.random.uniform(key_jitter, (cfg.batch_size,))
+
+    def loss_fn(params):
+        out = render_rays(
+            params, cfg.model, settings, state.aabb, state.mask, origins, dirs, jitter
+        )
+        mse = jnp.mean((out["rgb"] - target) ** 2)
+        return mse + state.l1_weight * field.density_l1(params), (mse, out)
+
+    (loss, (mse, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = ADAM.update(grads, state.opt_state)
+    # Exponential decay to lr_decay_ratio over n_iters, restarting at each upsample.
+    decay = cfg.lr_decay_ratio ** ((state.step - state.lr_reset_step) / cfg.n_iters)
+    params = jax.tree.map(
+        lambda p, u, lr: p - lr * decay * u,
+        state.params,
+        updates,
+        _learning_rates(cfg, state.params),
+    )
+    new_state = dataclasses.replace(
+        state, params=params, opt_state=opt_state, step=state.step + 1, rng=rng
+    )
+    metrics = {
+        "loss": loss,
+        "mse": mse,
+        "psnr": -10.0 * jnp.log10(mse),
+        "lr_grid": cfg.lr_grid * decay,
+        "lr_network": cfg.lr_network * decay,
+        "density_count": out["density_count"],
+        "appearance_count": out["appearance_count"],
+    }
+    return new_state, metrics
+
+
+def _map_grids(state: TrainState, fn, moments: str) -> TrainState:
+    """Apply fn (VMGrid -> VMGrid) to both grids; Adam's moments are mapped by the same
+    function ('map'), or Adam restarts from scratch ('reset')."""
+    params = {k: fn(v) if k in field.GRID_KEYS else v for k, v in state.params.items()}
+    if moments == "reset":
+        opt_state = ADAM.init(params)
+    else:
+        opt = state.opt_state
+        opt_state = opt._replace(
+            mu={k: fn(v) if k in field.GRID_KEYS else v for k, v in opt.mu.items()},
+            nu={k: fn(v) if k in field.GRID_KEYS else v for k, v in opt.nu.items()},
+        )
+    return dataclasses.replace(state, params=params, opt_state=opt_state)
+
+
+def voxel_schedule(cfg: TrainConfig) -> list[int]:
+    """Voxel counts after each upsample: log-linear from grid_init^3 to grid_final^3."""
+    counts = np.exp(
+        np.linspace(
+            np.log(cfg.grid_init**3), np.log(cfg.grid_final**3), len(cfg.upsample_steps) + 1
+        )
+    )
+    return [int(round(c)) for c in counts[1:]]
+
+
+def upsample(state: TrainState, cfg: TrainConfig, n_voxels: int) -> TrainState:
+    resolution = tensor_vm.resolution_for_voxels(n_voxels, np.asarray(state.aabb))
+    moments = "reset" if cfg.adam_on_upsample == "reset" else "map"
+    state = _map_grids(state, lambda g: tensor_vm.resize_vm(g, resolution), moments)
+    return dataclasses.replace(state, lr_reset_step=state.step.copy())
+
+
+def alpha_fn(state: TrainState, cfg: TrainConfig, step_size: float):
+    """World points (n, 3) -> alpha for a sample of length step_size (0 outside the mask)."""
+
+    @jax.jit
+    def fn(xyz):
+        sigma = field.density(state.params, cfg.model, field.normalize(xyz, state.aabb))
+        sigma = jnp.where(alpha_mask.is_occupied(state.mask, xyz), sigma, 0.0)
+        return -jnp.expm1(-sigma * step_size * cfg.model.distance_scale)
+
+    return fn
+
+
+def update_mask(state: TrainState, cfg: TrainConfig, shrink: bool) -> tuple[TrainState, bool]:
+    """Recompute the alpha mask; on `shrink`, crop the grids to its occupied box.
+
+    Returns the new state and whether anything was occupied. With an empty mask (density
+    collapsed) the state keeps its previous mask, so training can go on.
+    """
+    resolution = state.resolution
+    if np.prod(resolution) >= cfg.mask_max_resolution**3 and state.mask.cells.size > 1:
+        resolution = tuple(s + 1 for s in state.mask.cells.shape)
+    step = render_settings(cfg, np.asarray(state.aabb), state.resolution).step_size
+    mask, bounds = alpha_mask.compute_alpha_mask(
+        alpha_fn(state, cfg, step), np.asarray(state.aabb), resolution, cfg.mask_threshold
+    )
+    if not np.asarray(mask.cells).any():
+        return state, False
+    state = dataclasses.replace(state, mask=mask)
+    if shrink:
+        state = shrink_to(state, bounds)
+    return state, True
+
+
+def shrink_to(state: TrainState, bounds: np.ndarray) -> TrainState:
+    """Crop the grids to the grid points covering `bounds`; the new aabb lies on grid points,
+    so the cropped grid represents exactly the same field (official `shrink`)."""
+    aabb = np.asarray(state.aabb, np.float64)
+    res = np.array(state.resolution)
+    units = (aabb[1] - aabb[0]) / (res - 1)
+    lo = np.clip(np.round((bounds[0] - aabb[0]) / units).astype(int), 0, res - 2)
+    hi = np.clip(np.round((bounds[1] - aabb[0]) / units).astype(int) + 1, lo + 2, res)
+    new_aabb = np.stack([aabb[0] + lo * units, aabb[0] + (hi - 1) * units]).astype(np.float32)
+    state = _map_grids(state, lambda g: tensor_vm.crop_vm(g, tuple(lo), tuple(hi)), "map")
+    return dataclasses.replace(state, aabb=jnp.asarray(new_aabb))
+
+
+def filter_rays(mask: AlphaMask, pool: RayPool, cfg: TrainConfig, chunk: int = 65536) -> RayPool:
+    """Keep the training rays that pass through an occupied mask cell.
+
+    The official code marches every ray through the full-resolution mask; here the mask is
+    first max-pooled to cells about 4x larger and marched at half that cell size, which keeps
+    a superset of the same rays at a small fraction of the cost (this runs on a CPU too).
+    """
+    coarse = _coarsen(mask)
+    cell = np.asarray(coarse.aabb[1] - coarse.aabb[0]) / np.array(coarse.cells.shape)
+    step = float(cell.min() / 2)
+    diag = float(np.linalg.norm(np.asarray(coarse.aabb[1] - coarse.aabb[0])))
+    n = int(diag / step) + 2
+
+    @jax.jit
+    def hits(ids):
+        o, d = pool.rays(ids)
+        t_min, t_max = ray_aabb(o, d, coarse.aabb, cfg.render.near, cfg.render.far)
+        t = t_min[:, None] + step * jnp.arange(n)
+        pts = o[:, None] + d[:, None] * t[..., None]
+        return ((t <= t_max[:, None]) & alpha_mask.is_occupied(coarse, pts)).any(-1)
+
+    index = np.asarray(pool.index)
+    pad = (-len(index)) % chunk
+    padded = np.concatenate([index, np.zeros(pad, index.dtype)]).reshape(-1, chunk)
+    keep = np.concatenate([np.asarray(hits(jnp.asarray(c))) for c in padded])[: len(index)]
+    return dataclasses.replace(pool, index=jnp.asarray(index[keep]))
+
+
+def _coarsen(mask: AlphaMask, factor: int = 4) -> AlphaMask:
+    cells = np.asarray(mask.cells)
+    factor = min(factor, *cells.shape)
+    pad = [(0, (-s) % factor) for s in cells.shape]
+    cells = np.pad(cells, pad)
+    shape = [s // factor for s in cells.shape]
+    coarse = cells.reshape(shape[0], factor, shape[1], factor, shape[2], factor).any((1, 3, 5))
+    aabb = np.asarray(mask.aabb)
+    # Padding grew the covered box; extend the aabb by the same number of fine cells.
+    fine = (aabb[1] - aabb[0]) / np.array(mask.cells.shape)
+    hi = aabb[0] + fine * np.array(cells.shape)
+    return AlphaMask(jnp.asarray(coarse), jnp.asarray(np.stack([aabb[0], hi]), jnp.float32))
