@@ -38,10 +38,12 @@ def load_config(run_dir: Path) -> TrainConfig:
     return from_dict(TrainConfig, json.loads(path.read_text()))
 
 
-def save(mngr: ocp.CheckpointManager, state: TrainState) -> None:
-    """Save asynchronously; the shapes that vary during training go in a JSON sidecar."""
+def save(mngr: ocp.CheckpointManager, state: TrainState, buffers: dict | None = None) -> None:
+    """Save asynchronously; the shapes that vary during training go in a JSON sidecar, with
+    the render buffer sizes in use (`buffers`), so a resumed run continues bit for bit."""
     step = int(state.step)
     shapes = {"resolution": list(state.resolution), "mask_cells": list(state.mask.cells.shape)}
+    shapes["buffers"] = buffers or {}
     mngr.save(
         step,
         args=ocp.args.Composite(
@@ -67,11 +69,22 @@ def _abstract_state(cfg: TrainConfig, resolution, mask_cells) -> TrainState:
     return jax.eval_shape(build)
 
 
-def restore_latest(mngr: ocp.CheckpointManager, cfg: TrainConfig) -> TrainState:
+def _latest_shapes(mngr: ocp.CheckpointManager) -> tuple[int, dict]:
     step = mngr.latest_step()
     if step is None:
         raise CheckpointError(f"{mngr.directory}: no checkpoint found")
-    shapes = mngr.restore(step, args=ocp.args.Composite(shapes=ocp.args.JsonRestore()))["shapes"]
+    return step, mngr.restore(step, args=ocp.args.Composite(shapes=ocp.args.JsonRestore()))[
+        "shapes"
+    ]
+
+
+def latest_buffers(mngr: ocp.CheckpointManager) -> dict:
+    """The render buffer sizes saved with the latest checkpoint."""
+    return _latest_shapes(mngr)[1].get("buffers", {})
+
+
+def restore_latest(mngr: ocp.CheckpointManager, cfg: TrainConfig) -> TrainState:
+    step, shapes = _latest_shapes(mngr)
     target = _abstract_state(cfg, shapes["resolution"], shapes["mask_cells"])
     restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
     return restored["state"]

@@ -82,12 +82,14 @@ def train(cfg: TrainConfig) -> dict:
     views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale)
     pool = make_pool(views)
     mngr = checkpoint.manager(cfg.run_dir, cfg.keep_checkpoints)
-    if cfg.resume and mngr.latest_step() is not None:
+    resumed = cfg.resume and mngr.latest_step() is not None
+    if resumed:
         state = checkpoint.restore_latest(mngr, cfg)
     else:
         state = training.init_state(cfg)
     # Rays that miss the box can never be anything but background (official: bbox_only).
-    pool = training.filter_rays(alpha_mask.everything(state.aabb), pool, cfg)
+    initial_box = alpha_mask.everything(np.reshape(cfg.aabb, (2, 3)))
+    pool = training.filter_rays(initial_box, pool, cfg)
     step = int(state.step)
     if any(s <= step for s in cfg.mask_steps[1:]):
         pool = training.filter_rays(state.mask, pool, cfg)
@@ -95,6 +97,8 @@ def train(cfg: TrainConfig) -> dict:
     writer = SummaryWriter(str(cfg.run_dir / "tensorboard"))
     voxels = dict(zip(cfg.upsample_steps, training.voxel_schedule(cfg), strict=True))
     settings = training.settings_for(cfg, state)
+    if resumed:
+        settings = dataclasses.replace(settings, **checkpoint.latest_buffers(mngr))
     budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
     start = last_log = time.perf_counter()
     last_log_step = step
@@ -151,7 +155,11 @@ def train(cfg: TrainConfig) -> dict:
             )
         out_of_time = budget is not None and time.perf_counter() - start > budget
         if step % cfg.checkpoint_every == 0 or step == cfg.n_iters or out_of_time:
-            checkpoint.save(mngr, state)
+            buffers = {
+                "density_capacity": settings.density_capacity,
+                "appearance_capacity": settings.appearance_capacity,
+            }
+            checkpoint.save(mngr, state, buffers)
         if out_of_time:
             tqdm.write(f"--max-minutes {cfg.max_minutes} reached at step {step}")
             break

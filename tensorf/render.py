@@ -180,8 +180,9 @@ def render_image(
     """Render a full view in fixed-size chunks; a chunk whose buffers overflowed is rendered
     again with larger ones, so the image is exact.
 
-    Returns rgb (H, W, 3), depth (H, W) and acc (H, W) as numpy arrays, and the settings
-    with the buffer sizes that fitted (pass them on to the next image to avoid retries).
+    Returns rgb (H, W, 3), depth (H, W) and acc (H, W) as numpy arrays with the mean
+    density evaluations and shaded samples per ray, and the settings with the buffer
+    sizes that fitted (pass them on to the next image to avoid retries).
     """
     rows, cols = np.mgrid[:height, :width]
     origins, dirs = pixel_rays(
@@ -209,4 +210,6 @@ def render_image(
         for key in ("rgb", "depth", "acc")
     }
     image["depth"], image["acc"] = image["depth"][..., 0], image["acc"][..., 0]
+    image["density_evals_per_ray"] = sum(int(o["density_count"]) for o in outs) / n
+    image["shaded_samples_per_ray"] = sum(int(o["appearance_count"]) for o in outs) / n
     return image, settings
