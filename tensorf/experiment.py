@@ -20,7 +20,7 @@ from tensorf.evaluate import depth_image, evaluate_views
 from tensorf.render import fit_capacity
 
 # Options that may differ between a run and its --resume.
-RESUMABLE = {"resume", "max_minutes", "dataset_path", "eval_max_views", "log_every"}
+RESUMABLE = {"resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every"}
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -39,8 +39,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def _prepare_run_dir(cfg: TrainConfig) -> TrainConfig:
-    """Refuse to overwrite a run; on --resume take the saved config (checked against ours)."""
+def _check_run_dir(cfg: TrainConfig) -> None:
+    """Refuse to overwrite a run; on --resume check the saved config against ours."""
     has_run = (cfg.run_dir / checkpoint.CONFIG_FILE).exists()
     if not cfg.resume:
         if has_run:
@@ -48,8 +48,7 @@ def _prepare_run_dir(cfg: TrainConfig) -> TrainConfig:
                 f"{cfg.run_dir} already holds a run; pass --resume to continue it "
                 "or choose another --run-dir"
             )
-        checkpoint.save_config(cfg.run_dir, cfg)
-        return cfg
+        return
     if not has_run:
         raise ConfigError(f"{cfg.run_dir}: nothing to resume; drop --resume to start a new run")
     saved = checkpoint.load_config(cfg.run_dir)
@@ -60,7 +59,6 @@ def _prepare_run_dir(cfg: TrainConfig) -> TrainConfig:
             f"--resume with options that differ from the saved run: {', '.join(differ)}; "
             "use the same options (or a new --run-dir)"
         )
-    return cfg
 
 
 def make_pool(views: data.Views) -> training.RayPool:
@@ -78,8 +76,10 @@ def make_pool(views: data.Views) -> training.RayPool:
 def train(cfg: TrainConfig) -> dict:
     """Train (or resume) and evaluate; returns the final metrics (also in metrics.json)."""
     check_config(cfg)
-    cfg = _prepare_run_dir(cfg)
+    _check_run_dir(cfg)
     views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale)
+    # Written only once the data loaded, so a failed start leaves no run behind.
+    checkpoint.save_config(cfg.run_dir, cfg)
     pool = make_pool(views)
     mngr = checkpoint.manager(cfg.run_dir, cfg.keep_checkpoints)
     resumed = cfg.resume and mngr.latest_step() is not None

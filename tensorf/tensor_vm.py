@@ -136,4 +136,5 @@ def resolution_for_voxels(n_voxels: int, aabb: np.ndarray) -> tuple[int, int, in
     """Per-axis resolution with ~n_voxels cubic voxels filling the aabb (official N_to_reso)."""
     size = aabb[1] - aabb[0]
     voxel = (np.prod(size) / n_voxels) ** (1 / 3)
-    return tuple(int(r) for r in (size / voxel).astype(int))
+    # Truncate like the official code, but not below an exact count lost to rounding.
+    return tuple(int(r) for r in np.floor(size / voxel + 1e-6))

@@ -104,7 +104,6 @@ def test_loss_gradient_matches_finite_differences(x64, appearance_samples):
             plus = loss_fn(with_entry(params, group, kind, i, index, EPS))
             minus = loss_fn(with_entry(params, group, kind, i, index, -EPS))
             fd = float(plus - minus) / (2 * EPS)
-            print("GRADCHK", g[index], fd, abs(g[index] - fd) / abs(fd))
             assert g[index] == pytest.approx(fd, rel=1e-4, abs=1e-9), (group, kind, index)
             checked += 1
     assert checked == 8

@@ -87,18 +87,16 @@ def test_ray_aabb_hand_made_rays():
 # --- sample selection --------------------------------------------------------------------
 
 
-def test_first_occupied_in_order():
-    first_occupied = getattr(render, "first_occupied", None)
-    if first_occupied is None:
-        pytest.skip("render.first_occupied no longer exists (compaction replaced it)")
-    occ = np.zeros((3, 10), bool)
-    occ[0, [1, 4, 5, 8]] = True
-    occ[1, [0, 9]] = True
-    idx = np.asarray(first_occupied(jnp.asarray(occ), 3))
-    assert idx[0].tolist() == [1, 4, 5]
-    assert idx[1, :2].tolist() == [0, 9]
-    assert not occ[1, idx[1, 2]]
-    assert not occ[2, idx[2]].any()
+def test_compact_packs_true_entries_in_order():
+    mask = np.zeros((3, 10), bool)
+    mask[0, [1, 4]] = True
+    mask[2, [0, 9]] = True
+    idx, ok, count = render.compact(jnp.asarray(mask), 6)
+    assert int(count) == 4
+    assert np.asarray(idx)[:4].tolist() == [1, 4, 20, 29]
+    assert np.asarray(ok).tolist() == [True] * 4 + [False] * 2
+    idx, ok, count = render.compact(jnp.asarray(mask), 3)  # overflow is reported
+    assert int(count) == 4 and np.asarray(idx).tolist() == [1, 4, 20]
 
 
 def test_compact_keeps_true_entries_in_order():

@@ -13,7 +13,6 @@ from tensorf import field, tensor_vm, training
 from tensorf.config import ModelConfig, TrainConfig
 from tensorf.tensor_vm import LINE_AXES, PLANE_AXES, VMGrid
 
-
 # Jitted once per shape: op-by-op dispatch compiles every primitive separately, which is
 # slower than one compilation on a small CPU.
 vm_features = jax.jit(tensor_vm.vm_features)
@@ -218,11 +217,6 @@ def test_resolution_for_voxels_cube(n, half):
     assert tensor_vm.resolution_for_voxels(n**3, aabb) == (n, n, n)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resolution_for_voxels truncates size / voxel, and (2 / 8192) ** (1 / 3) is "
-    "0.0625000...01, so an exact 32x16x16 box comes out as (31, 15, 15)",
-)
 def test_resolution_for_voxels_box():
     aabb = np.array([[0.0, 0.0, 0.0], [2.0, 1.0, 1.0]])
     assert tensor_vm.resolution_for_voxels(32 * 16 * 16, aabb) == (32, 16, 16)
