@@ -127,9 +127,9 @@ def test_resume_from_mid_run_checkpoint(sphere_run, tmp_path):
     run_c = tmp_path / "sphere_c"
     (run_c / "checkpoints").mkdir(parents=True)
     shutil.copytree(cfg_a.run_dir / "checkpoints" / "200", run_c / "checkpoints" / "200")
+    # The saved config still names the original run_dir: a moved run can be resumed.
+    shutil.copy(cfg_a.run_dir / checkpoint.CONFIG_FILE, run_c / checkpoint.CONFIG_FILE)
     cfg_c = dataclasses.replace(cfg_a, run_dir=run_c)
-    # A copied run keeps its saved options under its new run_dir.
-    checkpoint.save_config(run_c, cfg_c)
     metrics_c = experiment.train(dataclasses.replace(cfg_c, resume=True))
     assert metrics_c["step"] == 300
     state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run_dir), cfg_a)
