@@ -140,22 +140,27 @@ def _render_chunk(params, aabb, mask, origins, dirs, cfg, settings):
 
 
 def bucket(n: int) -> int:
-    """Round a buffer size up to 2^i or 1.5 * 2^i (at least 1024), bounding recompilations."""
+    """Round a buffer size up to (1, 1.25, 1.5 or 1.75) * 2^i, at least 1024: four sizes per
+    octave waste at most 25% while bounding recompilations."""
     size = 1024
-    while size < n:
-        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
-    return size
+    while size * 2 < n:
+        size *= 2
+    return next(size * q // 4 for q in (4, 5, 6, 7, 8) if size * q // 4 >= n)
 
 
 def fit_capacity(
-    settings: RenderSettings, density_count: int, appearance_count: int, shrink: bool
+    settings: RenderSettings,
+    density_count: int,
+    appearance_count: int,
+    shrink: bool,
+    headroom: float = 1.25,
 ) -> RenderSettings:
-    """Buffers with ~25% headroom over the counts a batch needed. They grow whenever a
-    count overflowed; with `shrink`, they also shrink once less than half is used."""
+    """Buffers with `headroom` over the counts a batch needed. They grow whenever a count
+    overflowed; with `shrink`, they also shrink once less than half is used."""
 
     def fit(cap: int, count: int) -> int:
         if count > cap or (shrink and 2 * count < cap):
-            return bucket(int(count * 1.25) + 1)
+            return bucket(int(count * headroom) + 1)
         return cap
 
     return dataclasses.replace(
@@ -180,16 +185,20 @@ def render_image(
     """Render a full view in fixed-size chunks; a chunk whose buffers overflowed is rendered
     again with larger ones, so the image is exact.
 
+    The rays are shuffled before chunking: every chunk then holds about the image's mean
+    number of occupied samples, so the buffers (whose size sets the cost) fit all chunks
+    tightly, instead of fitting the chunk through the middle of the object.
+
     Returns rgb (H, W, 3), depth (H, W) and acc (H, W) as numpy arrays with the mean
     density evaluations and shaded samples per ray, and the settings with the buffer
     sizes that fitted (pass them on to the next image to avoid retries).
     """
-    rows, cols = np.mgrid[:height, :width]
+    n = height * width
+    order = np.random.default_rng(0).permutation(n)
     origins, dirs = pixel_rays(
-        jnp.asarray(c2w, jnp.float32)[None], cols.reshape(-1), rows.reshape(-1),
+        jnp.asarray(c2w, jnp.float32)[None], order % width, order // width,
         focal, height, width,
     )  # fmt: skip
-    n = height * width
     pad = (-n) % chunk
     origins = jnp.pad(origins, ((0, pad), (0, 0)))
     dirs = jnp.pad(dirs, ((0, pad), (0, 0)), constant_values=1.0)
@@ -200,15 +209,23 @@ def render_image(
                 params, aabb, mask, origins[i : i + chunk], dirs[i : i + chunk], cfg, settings
             )
             counts = int(out["density_count"]), int(out["appearance_count"])
-            fitted = fit_capacity(settings, *counts, shrink=False)
-            if fitted == settings:
+            overflow = fit_capacity(settings, *counts, shrink=False) != settings
+            if i == 0:
+                # Shuffled chunks vary little in occupancy: size the buffers for the rest
+                # of the image from the first chunk, with 5% headroom.
+                empty = dataclasses.replace(settings, density_capacity=0, appearance_capacity=0)
+                settings = fit_capacity(empty, *counts, shrink=False, headroom=1.05)
+            elif overflow:
+                settings = fit_capacity(settings, *counts, shrink=False)
+            if not overflow:
                 break
-            settings = fitted
         outs.append(out)
-    image = {
-        key: np.concatenate([np.asarray(o[key]) for o in outs])[:n].reshape(height, width, -1)
-        for key in ("rgb", "depth", "acc")
-    }
+    image = {}
+    for key in ("rgb", "depth", "acc"):
+        values = np.concatenate([np.asarray(o[key]) for o in outs])[:n]
+        image[key] = np.empty_like(values)
+        image[key][order] = values
+        image[key] = image[key].reshape(height, width, -1)
     image["depth"], image["acc"] = image["depth"][..., 0], image["acc"][..., 0]
     image["density_evals_per_ray"] = sum(int(o["density_count"]) for o in outs) / n
     image["shaded_samples_per_ray"] = sum(int(o["appearance_count"]) for o in outs) / n
