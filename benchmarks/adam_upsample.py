@@ -27,7 +27,9 @@ for mode in ("reset", "resample"):
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, str(ROOT / "train_lego.py"), args.preset, "--run-dir", run_dir,
            "--downscale", str(args.downscale), "--n-iters", str(args.n_iters),
-           "--eval-max-views", str(args.views), "--adam-on-upsample", mode]  # fmt: skip
+           "--eval-max-views", str(args.views), "--adam-on-upsample", mode,
+           "--upsample-steps", *(str(args.n_iters * k // 8) for k in (1, 2, 3)),
+           "--mask-steps", *(str(args.n_iters * k // 8) for k in (1, 2))]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     m = json.loads(open(f"{run_dir}/metrics.json").read())
     print(f"{mode:9s} test PSNR {m['psnr']:.3f} dB, SSIM {m['ssim']:.4f} "

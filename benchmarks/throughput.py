@@ -1,60 +1,80 @@
-"""Training-step rays/s for a preset at its initial grid (default: `paper`, the official
-128^3 / 4096-ray setting), and render seconds per test image of a trained run.
+"""Training-step and render rays/s for a preset at its initial grid (default: `paper`, the
+official 128^3 / 4096-ray setting), for a precision and a number of devices.
 
-    python benchmarks/throughput.py [--preset paper] [--steps 10] [--run-dir RUN]
+    python benchmarks/throughput.py [--preset paper] [--precision auto] [--devices N]
+        [--cpu-devices N] [--steps 10] [--run-dir RUN]
+
+Render rays/s is measured on test views of RUN if given, else on the benchmark's own
+(barely trained) state, where little space is empty yet: a pessimistic figure.
 """
 
 import argparse
+import dataclasses
+import os
 import time
 
-import jax
-from common import header
-
-from tensorf import checkpoint, data, training
-from tensorf.config import PRESETS
-from tensorf.experiment import make_pool
-from tensorf.render import fit_capacity, render_image
-
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+parser.add_argument("--preset", default="paper")
+parser.add_argument("--precision", default="auto", choices=["auto", "f32", "bf16", "f16"])
+parser.add_argument("--devices", type=int, help="devices to shard over (default: all)")
+parser.add_argument("--cpu-devices", type=int, help="split the CPU into this many devices")
 parser.add_argument("--steps", type=int, default=10)
 parser.add_argument("--run-dir", help="trained run to time rendering on (3 test views)")
 args = parser.parse_args()
+if args.cpu_devices:  # must be set before JAX starts
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.cpu_devices}"
 
-cfg = PRESETS[args.preset][1]
-header(f"throughput: preset {args.preset}, batch {cfg.batch_size}, grid {cfg.grid_init}^3")
-pool = make_pool(data.load_views(cfg.dataset_path, "train"))
+import jax  # noqa: E402
+from common import header  # noqa: E402
+
+from tensorf import checkpoint, data, parallel, training  # noqa: E402
+from tensorf.config import PRESETS  # noqa: E402
+from tensorf.experiment import make_pool  # noqa: E402
+from tensorf.render import fit_capacity, render_image  # noqa: E402
+
+cfg = dataclasses.replace(PRESETS[args.preset][1], precision=args.precision)
+mesh = parallel.data_mesh(jax.devices()[: args.devices])
+precision = training.precision(cfg)
+header(f"throughput: preset {args.preset}, batch {cfg.batch_size}, grid {cfg.grid_init}^3, "
+       f"precision {precision}, {mesh.size} device(s)")  # fmt: skip
+pool = parallel.replicate(make_pool(data.load_views(cfg.dataset_path, "train")), mesh)
 state = training.init_state(cfg)
 settings = training.settings_for(cfg, state)
 for _ in range(3):  # compile, then let the buffers settle to their working size
-    state, metrics = training.train_step(state, pool, cfg, settings)
-    counts = int(metrics["density_count"]), int(metrics["appearance_count"])
-    settings = fit_capacity(settings, *counts, shrink=True)
-state, metrics = training.train_step(state, pool, cfg, settings)
+    state, metrics = training.train_step(state, pool, cfg, settings, mesh)
+    peaks = int(metrics["density_peak"]), int(metrics["appearance_peak"])
+    settings = fit_capacity(settings, *peaks, shrink=True)
+state, metrics = training.train_step(state, pool, cfg, settings, mesh)
 jax.block_until_ready(metrics)
 start = time.perf_counter()
 for _ in range(args.steps):
-    state, metrics = training.train_step(state, pool, cfg, settings)
+    state, metrics = training.train_step(state, pool, cfg, settings, mesh)
 jax.block_until_ready(metrics)
 seconds = (time.perf_counter() - start) / args.steps
-print(f"train: {cfg.batch_size / seconds:.0f} rays/s ({seconds:.2f} s/step, "
-      f"{settings.n_samples} samples/ray, {counts[0] / cfg.batch_size:.0f} density evals/ray, "
-      f"{counts[1] / cfg.batch_size:.1f} shaded samples/ray)")  # fmt: skip
+density, shaded = (int(metrics[k]) / cfg.batch_size for k in ("density_count", "appearance_count"))
+print(f"train: {cfg.batch_size / seconds:.0f} rays/s ({seconds:.3f} s/step, "
+      f"{settings.n_samples} samples/ray, {density:.0f} density evals/ray, "
+      f"{shaded:.1f} shaded samples/ray)")  # fmt: skip
 
 if args.run_dir:
-    run_cfg = checkpoint.load_config(args.run_dir)
-    run = checkpoint.restore_latest(checkpoint.manager(args.run_dir), run_cfg)
-    views = data.load_views(run_cfg.dataset_path, "test", run_cfg.downscale, max_views=4)
-    settings = training.settings_for(run_cfg, run)
+    render_cfg, run = checkpoint.load_run(args.run_dir)
+    render_cfg = dataclasses.replace(render_cfg, precision=args.precision)
+else:
+    render_cfg, run = cfg, state
+views = data.load_views(render_cfg.dataset_path, "test", render_cfg.downscale, max_views=4)
+settings = training.settings_for(render_cfg, run)
 
-    def render(i, settings):
-        return render_image(run.params, run_cfg.model, settings, run.aabb, run.mask,
-                            views.c2w[i], views.focal, views.height, views.width)[1]  # fmt: skip
 
-    settings = render(0, settings)  # compile and size the buffers
-    start = time.perf_counter()
-    for i in range(1, 4):
-        settings = render(i, settings)
-    seconds = (time.perf_counter() - start) / 3
-    rays = views.height * views.width / seconds
-    print(f"render: {seconds:.2f} s/image ({views.height}x{views.width}), {rays:.0f} rays/s")
+def render(i, settings):
+    return render_image(run.params, render_cfg.model, settings, run.aabb, run.mask, views.c2w[i],
+                        views.focal, views.height, views.width, mesh=mesh)[1]  # fmt: skip
+
+
+settings = render(0, settings)  # compile and size the buffers
+start = time.perf_counter()
+for i in range(1, 4):
+    settings = render(i, settings)
+seconds = (time.perf_counter() - start) / 3
+rays = views.height * views.width / seconds
+source = args.run_dir or "the benchmark's state"
+print(f"render: {rays:.0f} rays/s, {seconds:.2f} s/image ({views.height}x{views.width}, {source})")

@@ -3,6 +3,7 @@
 import math
 
 import jax.numpy as jnp
+import numpy as np
 
 
 def focal_from_fov(camera_angle_x: float, width: int) -> float:
@@ -33,3 +34,33 @@ def pixel_rays(
     dirs = dirs / jnp.linalg.norm(dirs, axis=-1, keepdims=True)
     origins = jnp.broadcast_to(c2w[..., :3, 3], dirs.shape)
     return origins, dirs
+
+
+def look_at(position: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """(4, 4) camera-to-world at `position` looking at `center`, with world +z up."""
+    back = np.asarray(position, np.float64) - center
+    back /= np.linalg.norm(back)
+    right = np.cross([0.0, 0.0, 1.0], back)
+    if np.linalg.norm(right) < 1e-9:  # looking straight up or down
+        right = np.array([1.0, 0.0, 0.0])
+    right /= np.linalg.norm(right)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, np.cross(back, right), back, position
+    return c2w
+
+
+def orbit_pose(
+    azimuth_deg: float, elevation_deg: float, radius: float, center: np.ndarray
+) -> np.ndarray:
+    """(4, 4) camera `radius` from `center`, at the given azimuth (about +z, from +x) and
+    elevation above the horizontal plane, looking at `center`."""
+    az, el = np.deg2rad(azimuth_deg), np.deg2rad(elevation_deg)
+    offset = radius * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+    return look_at(np.asarray(center) + offset, np.asarray(center, np.float64))
+
+
+def orbit_poses(n: int, radius: float, elevation_deg: float, center: np.ndarray) -> np.ndarray:
+    """(n, 4, 4) cameras evenly spaced around a full circle (see `orbit_pose`)."""
+    return np.stack(
+        [orbit_pose(az, elevation_deg, radius, center) for az in np.arange(n) * 360.0 / n]
+    )

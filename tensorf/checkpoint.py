@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from tensorf import field
 from tensorf.alpha_mask import AlphaMask
 from tensorf.config import TrainConfig, from_dict, to_dict
-from tensorf.training import ADAM, TrainState
+from tensorf.data import Views
+from tensorf.training import ADAM, TrainState, initial_loss_scale
 
 CONFIG_FILE = "config.json"
+CAMERAS_FILE = "cameras.json"  # the training cameras, so renders need no dataset
 
 
 class CheckpointError(Exception):
@@ -36,6 +41,27 @@ def load_config(run_dir: Path) -> TrainConfig:
     if not path.is_file():
         raise CheckpointError(f"{path}: not found; is {run_dir} a run directory of train_lego.py?")
     return from_dict(TrainConfig, json.loads(path.read_text()))
+
+
+def save_cameras(run_dir: Path, views: Views) -> None:
+    cameras = {"height": views.height, "width": views.width, "focal": views.focal,
+               "c2w": np.asarray(views.c2w).tolist()}  # fmt: skip
+    (Path(run_dir) / CAMERAS_FILE).write_text(json.dumps(cameras))
+
+
+def load_cameras(run_dir: Path) -> dict:
+    """{"height", "width", "focal", "c2w" (n, 4, 4) array} of the training views."""
+    path = Path(run_dir) / CAMERAS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found; the run predates it, train it again")
+    cameras = json.loads(path.read_text())
+    return {**cameras, "c2w": np.array(cameras["c2w"], np.float64)}
+
+
+def load_run(run_dir: Path) -> tuple[TrainConfig, TrainState]:
+    """The config and the latest readable state of a run directory."""
+    cfg = load_config(run_dir)
+    return cfg, restore_latest(manager(run_dir), cfg)[0]
 
 
 def save(mngr: ocp.CheckpointManager, state: TrainState, buffers: dict | None = None) -> None:
@@ -64,27 +90,42 @@ def _abstract_state(cfg: TrainConfig, resolution, mask_cells) -> TrainState:
             lr_reset_step=jnp.int32(0),
             l1_weight=jnp.float32(0),
             rng=jax.random.PRNGKey(0),
+            skipped_steps=jnp.int32(0),
+            dropped_samples=jnp.int32(0),
+            loss_scale=initial_loss_scale(cfg),
         )
 
     return jax.eval_shape(build)
 
 
-def _latest_shapes(mngr: ocp.CheckpointManager) -> tuple[int, dict]:
-    step = mngr.latest_step()
-    if step is None:
+def restore_latest(
+    mngr: ocp.CheckpointManager, cfg: TrainConfig, set_aside: Path | None = None
+) -> tuple[TrainState, dict]:
+    """The newest readable checkpoint: (state, the render buffer sizes saved with it).
+
+    A checkpoint that cannot be read (truncated or corrupt files) is reported with a
+    warning and the previous one is tried; with `set_aside`, the unreadable one is moved
+    there, so that training can save that step again.
+    """
+    steps = sorted(mngr.all_steps(), reverse=True)
+    if not steps:
         raise CheckpointError(f"{mngr.directory}: no checkpoint found")
-    return step, mngr.restore(step, args=ocp.args.Composite(shapes=ocp.args.JsonRestore()))[
-        "shapes"
-    ]
-
-
-def latest_buffers(mngr: ocp.CheckpointManager) -> dict:
-    """The render buffer sizes saved with the latest checkpoint."""
-    return _latest_shapes(mngr)[1].get("buffers", {})
-
-
-def restore_latest(mngr: ocp.CheckpointManager, cfg: TrainConfig) -> TrainState:
-    step, shapes = _latest_shapes(mngr)
-    target = _abstract_state(cfg, shapes["resolution"], shapes["mask_cells"])
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-    return restored["state"]
+    for step in steps:
+        try:
+            shapes = mngr.restore(step, args=ocp.args.Composite(shapes=ocp.args.JsonRestore()))
+            shapes = shapes["shapes"]
+            target = _abstract_state(cfg, shapes["resolution"], shapes["mask_cells"])
+            args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+            return mngr.restore(step, args=args)["state"], shapes.get("buffers", {})
+        except Exception as error:  # orbax / tensorstore raise many types for bad files
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+            print(f"warning: checkpoint {mngr.directory / str(step)} is unreadable ({reason})",
+                  file=sys.stderr)  # fmt: skip
+            if set_aside is not None:
+                set_aside.mkdir(parents=True, exist_ok=True)
+                shutil.move(mngr.directory / str(step), set_aside / str(step))
+                print(f"warning: moved it to {set_aside / str(step)}", file=sys.stderr)
+                mngr.reload()
+    raise CheckpointError(
+        f"{mngr.directory}: no readable checkpoint (tried steps {steps}); start a new run"
+    )

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from tensorf.data import default_dataset_path
 
+Precision = Literal["f32", "bf16", "f16"]
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -104,6 +106,10 @@ class TrainConfig:
     """What Adam's moments do when the grid is upsampled: 'reset' re-creates the optimizer
     (official code); 'resample' interpolates the moments onto the new grid."""
 
+    precision: Literal["auto", "f32", "bf16", "f16"] = "auto"
+    """Compute dtype of the grid lookups and the MLP; parameters, Adam and compositing stay
+    float32. f16 uses dynamic loss scaling; steps with non-finite gradients are skipped.
+    auto: bf16 on a GPU, f32 otherwise (CPUs have no fast bf16)."""
     seed: int = 0
     """Random seed for initialisation and ray sampling."""
     max_minutes: float | None = None
@@ -115,7 +121,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     """How many checkpoints to keep."""
     log_every: int = 100
-    """TensorBoard scalars every this many steps."""
+    """TensorBoard scalars (and a line of run_dir/log.jsonl) every this many steps."""
+    max_bad_steps: int = 20
+    """Stop after this many consecutive steps with a non-finite loss or gradient (each is
+    skipped, never applied); the last good checkpoint stays in run_dir."""
     eval_max_views: int | None = None
     """Evaluate on this many evenly spaced test views at the end (None: all)."""
     eval_split: str = "test"

@@ -333,24 +333,25 @@ def _to_unit_float(image: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _composite_on_white(image: np.ndarray, path: Path) -> np.ndarray:
-    """`(H, W)` or `(H, W, C)` image with C in 1..4 -> `(H, W, 3)` float32 RGB on white."""
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or not 1 <= image.shape[2] <= 4:
+    """`(H, W, 2)` gray + alpha or `(H, W, 4)` RGBA -> `(H, W, 3)` float32 RGB on white.
+
+    Images without alpha are refused: in the Blender format alpha is the object mask, and
+    without it the background (white here, whatever it was when the image was saved)
+    would silently be learned as part of the scene.
+    """
+    channels = image.shape[2] if image.ndim == 3 else 1
+    if image.ndim not in (2, 3) or channels not in (2, 4):
+        kind = {1: "grayscale", 3: "RGB"}.get(channels, f"shape {image.shape}")
         raise DatasetError(
-            f"{path}: image has shape {image.shape}, expected (H, W) or (H, W, 1..4); "
-            "save it as a single-frame gray, RGB or RGBA PNG"
+            f"{path}: {kind} image without an alpha channel; Blender scenes need RGBA PNGs "
+            "(alpha = object mask), re-export or re-extract it with alpha"
         )
     pixels = _to_unit_float(image, path)
-    channels = pixels.shape[2]
-    colour_channels = 3 if channels >= 3 else 1
-    colour = pixels[:, :, :colour_channels]
-    if colour_channels == 1:
+    colour = pixels[:, :, :-1]
+    if channels == 2:
         colour = np.repeat(colour, 3, axis=2)
-    if channels in (2, 4):
-        alpha = pixels[:, :, -1:]
-        colour = colour * alpha + (1.0 - alpha)
-    return colour
+    alpha = pixels[:, :, -1:]
+    return colour * alpha + (1.0 - alpha)
 
 
 def _check_downscale(size: tuple[int, int], downscale: int, path: Path) -> None:

@@ -5,9 +5,11 @@ python -m tensorf.evaluate --run-dir R --dataset-path P --split S [--max-views N
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dm_pix
@@ -21,6 +23,7 @@ from tensorf import checkpoint, cli, data
 from tensorf.config import TrainConfig
 from tensorf.render import render_image
 from tensorf.training import TrainState, settings_for
+from tensorf.visualize import VideoWriter, colorize_depth, depth_range, side_by_side, to_uint8
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -32,29 +35,24 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(dm_pix.ssim(jnp.asarray(a), jnp.asarray(b)))
 
 
-def depth_image(depth: np.ndarray, acc: np.ndarray) -> np.ndarray:
-    """(H, W) expected depth -> (H, W) uint8, near = bright, empty pixels black."""
-    fg = acc > 0.5
-    if not fg.any():
-        return np.zeros(depth.shape, np.uint8)
-    d = depth / np.maximum(acc, 1e-6)
-    lo, hi = np.percentile(d[fg], [1, 99])
-    vis = 1.0 - np.clip((d - lo) / max(hi - lo, 1e-6), 0, 1)
-    return (np.where(fg, 0.2 + 0.8 * vis, 0.0) * 255).astype(np.uint8)
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+# Called with each view's index, render (rgb, depth, acc, depth_vis) and ground truth.
+ViewSink = Callable[[int, dict[str, np.ndarray], np.ndarray], None]
 
 
 def evaluate_views(
-    state: TrainState, cfg: TrainConfig, views: data.Views, out_dir: Path | None
+    state: TrainState,
+    cfg: TrainConfig,
+    views: data.Views,
+    out_dir: Path | None,
+    sink: ViewSink | None = None,
 ) -> tuple[dict, list[dict[str, np.ndarray]]]:
     """Render every view, compare with its image; write PNGs to out_dir if given.
 
-    Returns the metrics and the renders of the first three views (for TensorBoard).
+    Returns the metrics and the renders of the first three views (for TensorBoard), each
+    with a colour-mapped depth image `depth_vis`.
     """
     settings = settings_for(cfg, state)
+    near, far = depth_range(views.c2w, np.asarray(state.aabb))
     psnrs, ssims, previews = [], [], []
     start = time.perf_counter()
     for i in tqdm(range(views.n_views), desc="evaluating", unit="view", leave=False):
@@ -62,6 +60,7 @@ def evaluate_views(
             state.params, cfg.model, settings, state.aabb, state.mask,
             views.c2w[i], views.focal, views.height, views.width, cfg.render.chunk,
         )  # fmt: skip
+        out["depth_vis"] = colorize_depth(out["depth"], out["acc"], near, far)
         psnrs.append(psnr(out["rgb"], views.images[i]))
         ssims.append(ssim(out["rgb"], views.images[i]))
         if i < 3:
@@ -69,7 +68,9 @@ def evaluate_views(
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             iio.imwrite(out_dir / f"{i:03d}_rgb.png", to_uint8(out["rgb"]))
-            iio.imwrite(out_dir / f"{i:03d}_depth.png", depth_image(out["depth"], out["acc"]))
+            iio.imwrite(out_dir / f"{i:03d}_depth.png", out["depth_vis"])
+        if sink is not None:
+            sink(i, out, views.images[i])
     seconds = time.perf_counter() - start
     metrics = {
         "psnr": float(np.mean(psnrs)),
@@ -98,19 +99,38 @@ class EvaluateArgs:
     """Image downscale factor (default: the run's)."""
     save_renders: bool = True
     """Write the rendered RGB and depth PNGs to <run_dir>/renders_<split>/."""
+    video: bool = False
+    """Also write <run_dir>/renders_<split>.mp4: prediction | ground truth | depth per view."""
+    grid: bool = False
+    """Also write <run_dir>/renders_<split>_grid.png: up to 16 views, prediction above
+    ground truth, at most 200 pixels wide each."""
+    fps: int = 10
+    """Frame rate of --video."""
 
 
 def evaluate_run(args: EvaluateArgs) -> dict:
-    cfg = checkpoint.load_config(args.run_dir)
+    cfg, state = checkpoint.load_run(args.run_dir)
     views = data.load_views(
         args.dataset_path or cfg.dataset_path,
         args.split,
         downscale=cfg.downscale if args.downscale is None else args.downscale,
         max_views=args.max_views,
     )
-    state = checkpoint.restore_latest(checkpoint.manager(args.run_dir), cfg)
     out_dir = args.run_dir / f"renders_{args.split}" if args.save_renders else None
-    metrics, _ = evaluate_views(state, cfg, views, out_dir)
+    grid = _Grid(views.n_views, views.width) if args.grid else None
+    with contextlib.ExitStack() as stack:
+        video_path = args.run_dir / f"renders_{args.split}.mp4"
+        video = stack.enter_context(VideoWriter(video_path, args.fps)) if args.video else None
+
+        def sink(i: int, out: dict[str, np.ndarray], gt: np.ndarray) -> None:
+            if video is not None:
+                video.write(side_by_side(out["rgb"], gt, out["depth_vis"]))
+            if grid is not None:
+                grid.add(i, out, gt)
+
+        metrics, _ = evaluate_views(state, cfg, views, out_dir, sink)
+    if grid is not None:
+        iio.imwrite(args.run_dir / f"renders_{args.split}_grid.png", grid.image())
     metrics = {"split": args.split, **metrics}
     (args.run_dir / f"metrics_{args.split}.json").write_text(json.dumps(metrics, indent=2))
     print(f"{args.split}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} "
@@ -120,3 +140,26 @@ def evaluate_run(args: EvaluateArgs) -> dict:
 
 if __name__ == "__main__":
     cli.run_main(lambda: evaluate_run(tyro.cli(EvaluateArgs)))
+
+
+class _Grid:
+    """Thumbnails of up to 16 evenly spaced views: prediction above ground truth."""
+
+    def __init__(self, n_views: int, width: int, n: int = 16, max_width: int = 200) -> None:
+        self.chosen = set(np.linspace(0, n_views - 1, min(n, n_views)).round().astype(int))
+        self.stride = -(-width // max_width)
+        self.tiles: list[np.ndarray] = []
+
+    def add(self, i: int, out: dict[str, np.ndarray], gt: np.ndarray) -> None:
+        if i in self.chosen:
+            pair = np.concatenate([out["rgb"], gt], axis=0)[:: self.stride, :: self.stride]
+            self.tiles.append(to_uint8(pair))
+
+    def image(self) -> np.ndarray:
+        cols = min(4, len(self.tiles))
+        rows = -(-len(self.tiles) // cols)
+        blank = np.full_like(self.tiles[0], 255)
+        tiles = self.tiles + [blank] * (rows * cols - len(self.tiles))
+        return np.concatenate(
+            [np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(rows)]
+        )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -13,30 +15,52 @@ import numpy as np
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from tensorf import alpha_mask, checkpoint, data, training
-from tensorf.cli import ConfigError, TrainingError
+from tensorf import alpha_mask, checkpoint, data, parallel, training
+from tensorf.cli import ConfigError, Interrupted, TrainingError
 from tensorf.config import TrainConfig, to_dict
-from tensorf.evaluate import depth_image, evaluate_views
+from tensorf.evaluate import evaluate_views
 from tensorf.render import fit_capacity
 
+LOG_FILE = "log.jsonl"
+
 # Options that may differ between a run and its --resume.
-RESUMABLE = {"resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every"}
+RESUMABLE = {
+    "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
+    "max_bad_steps",
+}  # fmt: skip
 
 
 def check_config(cfg: TrainConfig) -> None:
     problems = []
-    if cfg.batch_size <= 0 or cfg.n_iters <= 0:
-        problems.append("--batch-size and --n-iters must be positive")
+    positive = ("batch_size", "n_iters", "grid_init", "checkpoint_every", "keep_checkpoints",
+                "log_every", "max_bad_steps", "downscale")  # fmt: skip
+    problems += [f"--{_flag(name)} must be positive" for name in positive if getattr(cfg, name) < 1]
+    if cfg.batch_size % len(jax.devices()):
+        problems.append(f"--batch-size must be a multiple of the {len(jax.devices())} devices")
     if cfg.grid_final < cfg.grid_init:
         problems.append("--grid-final must be >= --grid-init")
     for name in ("upsample_steps", "mask_steps"):
         steps = getattr(cfg, name)
         if list(steps) != sorted(set(steps)) or any(s <= 0 for s in steps):
-            problems.append(f"--{name.replace('_', '-')} must be increasing positive steps")
-    if cfg.downscale < 1:
-        problems.append("--downscale must be >= 1")
+            problems.append(f"--{_flag(name)} must be increasing positive steps")
+        elif steps and steps[-1] > cfg.n_iters:
+            problems.append(f"--{_flag(name)} go beyond --n-iters {cfg.n_iters}")
+    render = cfg.render
+    if not 1 <= render.appearance_samples <= render.max_samples:
+        problems.append(
+            f"--render.appearance-samples (k = {render.appearance_samples}) must be between 1 "
+            f"and --render.max-samples ({render.max_samples})"
+        )
+    if render.step_ratio <= 0 or render.chunk < 1 or not 0 <= render.near < render.far:
+        problems.append("--render needs step-ratio > 0, chunk >= 1 and 0 <= near < far")
+    if any(a >= b for a, b in zip(cfg.aabb[:3], cfg.aabb[3:], strict=True)):
+        problems.append("--aabb must be x0 y0 z0 x1 y1 z1 with x0 < x1, y0 < y1, z0 < z1")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def _check_run_dir(cfg: TrainConfig) -> None:
@@ -80,11 +104,14 @@ def train(cfg: TrainConfig) -> dict:
     views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale)
     # Written only once the data loaded, so a failed start leaves no run behind.
     checkpoint.save_config(cfg.run_dir, cfg)
+    checkpoint.save_cameras(cfg.run_dir, views)
+    mesh = parallel.data_mesh()
     pool = make_pool(views)
     mngr = checkpoint.manager(cfg.run_dir, cfg.keep_checkpoints)
-    resumed = cfg.resume and mngr.latest_step() is not None
-    if resumed:
-        state = checkpoint.restore_latest(mngr, cfg)
+    buffers = {}
+    if cfg.resume and mngr.all_steps():
+        unreadable = cfg.run_dir / "unreadable_checkpoints"
+        state, buffers = checkpoint.restore_latest(mngr, cfg, set_aside=unreadable)
     else:
         state = training.init_state(cfg)
     # Rays that miss the box can never be anything but background (official: bbox_only).
@@ -93,80 +120,131 @@ def train(cfg: TrainConfig) -> dict:
     step = int(state.step)
     if any(s <= step for s in cfg.mask_steps[1:]):
         pool = training.filter_rays(state.mask, pool, cfg)
+    pool = parallel.replicate(pool, mesh)
 
-    writer = SummaryWriter(str(cfg.run_dir / "tensorboard"))
+    # purge_step drops what a killed run logged after its last checkpoint.
+    writer = SummaryWriter(str(cfg.run_dir / "tensorboard"), purge_step=step or None)
+    log = _JsonLog(cfg.run_dir / LOG_FILE, step)
     voxels = dict(zip(cfg.upsample_steps, training.voxel_schedule(cfg), strict=True))
-    settings = training.settings_for(cfg, state)
-    if resumed:
-        settings = dataclasses.replace(settings, **checkpoint.latest_buffers(mngr))
+    settings = dataclasses.replace(training.settings_for(cfg, state), **buffers)
     budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
     start = last_log = time.perf_counter()
     last_log_step = step
-    dropped = 0  # samples skipped because a buffer overflowed (buffers then grow)
+    bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient
     bar = tqdm(total=cfg.n_iters, initial=step, desc="training", unit="step", dynamic_ncols=True)
-    while step < cfg.n_iters:
-        state, metrics = training.train_step(state, pool, cfg, settings)
-        step += 1
-        bar.update()
-        counts = int(metrics["density_count"]), int(metrics["appearance_count"])
-        dropped += max(counts[0] - settings.density_capacity, 0)
-        dropped += max(counts[1] - settings.appearance_capacity, 0)
-        settings = fit_capacity(settings, *counts, shrink=True)
-        if step % cfg.log_every == 0 or step == cfg.n_iters:
-            now = time.perf_counter()
-            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not np.isfinite(m["loss"]):
+    with _StopOnSignals() as signals:
+        while step < cfg.n_iters:
+            state, metrics = training.train_step(state, pool, cfg, settings, mesh)
+            step += 1
+            bar.update()
+            bad_steps = 0 if bool(metrics["finite"]) else bad_steps + 1
+            if bad_steps >= cfg.max_bad_steps:
                 raise TrainingError(
-                    f"the loss became {m['loss']} at step {step}; the last good checkpoint is "
-                    f"in {cfg.run_dir}; lower --lr-grid / --lr-network and --resume"
+                    f"{bad_steps} steps in a row up to step {step} had a non-finite loss or "
+                    f"gradient (all skipped); the last good checkpoint is in {cfg.run_dir}; "
+                    "lower --lr-grid / --lr-network and --resume"
                 )
-            m["rays_per_s"] = (step - last_log_step) * cfg.batch_size / (now - last_log)
-            m["resolution"] = float(np.prod(state.resolution)) ** (1 / 3)
-            m["samples_per_ray"] = settings.n_samples
-            m["density_evals_per_ray"] = counts[0] / cfg.batch_size
-            m["shaded_samples_per_ray"] = counts[1] / cfg.batch_size
-            m["dropped_samples"] = dropped
-            m["training_rays"] = int(pool.index.shape[0])
-            for k, v in m.items():
-                writer.add_scalar(f"train/{k}", v, step)
-            bar.set_postfix(loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.2f}",
-                            rays_s=f"{m['rays_per_s']:.0f}")  # fmt: skip
-            last_log, last_log_step = now, step
+            peaks = int(metrics["density_peak"]), int(metrics["appearance_peak"])
+            settings = fit_capacity(settings, *peaks, shrink=True)
+            if step % cfg.log_every == 0 or step == cfg.n_iters:
+                now = time.perf_counter()
+                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                m["rays_per_s"] = (step - last_log_step) * cfg.batch_size / (now - last_log)
+                m["resolution"] = float(np.prod(state.resolution)) ** (1 / 3)
+                m["samples_per_ray"] = settings.n_samples
+                m["density_evals_per_ray"] = m.pop("density_count") / cfg.batch_size
+                m["shaded_samples_per_ray"] = m.pop("appearance_count") / cfg.batch_size
+                m["dropped_samples"] = int(state.dropped_samples)
+                m["skipped_steps"] = int(state.skipped_steps)
+                m["training_rays"] = int(pool.index.shape[0])
+                for k, v in m.items():
+                    writer.add_scalar(f"train/{k}", v, step)
+                log.write(step, m)
+                bar.set_postfix(loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.2f}",
+                                rays_s=f"{m['rays_per_s']:.0f}")  # fmt: skip
+                last_log, last_log_step = now, step
 
-        changed = False
-        if step in cfg.mask_steps:
-            first = step == cfg.mask_steps[0]
-            state, ok = training.update_mask(state, cfg, shrink=first)
-            if not ok:
-                tqdm.write(f"step {step}: alpha mask would be empty (density collapsed); kept")
-            if first:
-                state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.l1_rest))
-            else:
-                pool = training.filter_rays(state.mask, pool, cfg)
-            changed = True
-        if step in voxels:
-            state = training.upsample(state, cfg, voxels[step])
-            changed = True
-        if changed:
-            settings = training.settings_for(cfg, state)
-            tqdm.write(
-                f"step {step}: grid {state.resolution}, {settings.n_samples} samples/ray, "
-                f"{int(pool.index.shape[0])} training rays"
-            )
-        out_of_time = budget is not None and time.perf_counter() - start > budget
-        if step % cfg.checkpoint_every == 0 or step == cfg.n_iters or out_of_time:
-            buffers = {
-                "density_capacity": settings.density_capacity,
-                "appearance_capacity": settings.appearance_capacity,
-            }
-            checkpoint.save(mngr, state, buffers)
-        if out_of_time:
-            tqdm.write(f"--max-minutes {cfg.max_minutes} reached at step {step}")
-            break
+            changed = False
+            if step in cfg.mask_steps:
+                first = step == cfg.mask_steps[0]
+                state, ok = training.update_mask(state, cfg, shrink=first)
+                if not ok:
+                    message = f"step {step}: alpha mask would be empty (density collapsed); kept"
+                    tqdm.write(message)
+                    writer.add_text("train/warnings", message, step)
+                if first:
+                    state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.l1_rest))
+                else:
+                    pool = parallel.replicate(training.filter_rays(state.mask, pool, cfg), mesh)
+                changed = True
+            if step in voxels:
+                state = training.upsample(state, cfg, voxels[step])
+                changed = True
+            if changed:
+                settings = training.settings_for(cfg, state)
+                tqdm.write(
+                    f"step {step}: grid {state.resolution}, {settings.n_samples} samples/ray, "
+                    f"{int(pool.index.shape[0])} training rays"
+                )
+            out_of_time = budget is not None and time.perf_counter() - start > budget
+            stopping = out_of_time or signals.signum is not None
+            if step % cfg.checkpoint_every == 0 or step == cfg.n_iters or stopping:
+                buffers = {
+                    "density_capacity": settings.density_capacity,
+                    "appearance_capacity": settings.appearance_capacity,
+                }
+                checkpoint.save(mngr, state, buffers)
+            if signals.signum is not None:
+                mngr.wait_until_finished()
+                raise Interrupted(
+                    f"stopped by {signal.Signals(signals.signum).name} at step {step}; "
+                    f"checkpoint saved, continue with --resume --run-dir {cfg.run_dir}",
+                    signals.signum,
+                )
+            if out_of_time:
+                tqdm.write(f"--max-minutes {cfg.max_minutes} reached at step {step}")
+                break
     bar.close()
     train_seconds = time.perf_counter() - start
     mngr.wait_until_finished()
     return finish(state, cfg, writer, train_seconds)
+
+
+class _StopOnSignals:
+    """SIGINT / SIGTERM ask the loop to stop after the current step (and checkpoint);
+    a second signal stops at once."""
+
+    def __enter__(self) -> _StopOnSignals:
+        self.signum: int | None = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class _JsonLog:
+    """The logged scalars as one JSON line per log step (a loss curve without TensorBoard).
+    On resume, the lines past the checkpoint's step are dropped, as TensorBoard's are."""
+
+    def __init__(self, path: Path, step: int) -> None:
+        self.path = path
+        lines = path.read_text().splitlines() if path.exists() else []
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, step: int, scalars: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **scalars}) + "\n")
 
 
 def finish(state: training.TrainState, cfg: TrainConfig, writer, train_seconds: float) -> dict:
@@ -182,8 +260,8 @@ def finish(state: training.TrainState, cfg: TrainConfig, writer, train_seconds: 
     for i, out in enumerate(previews):
         writer.add_image(f"{cfg.eval_split}/rgb_{i}", np.clip(out["rgb"], 0, 1), step,
                          dataformats="HWC")  # fmt: skip
-        writer.add_image(f"{cfg.eval_split}/depth_{i}", depth_image(out["depth"], out["acc"]),
-                         step, dataformats="HW")  # fmt: skip
+        writer.add_image(f"{cfg.eval_split}/depth_{i}", out["depth_vis"], step,
+                         dataformats="HWC")  # fmt: skip
     writer.close()
     (Path(cfg.run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(

@@ -43,15 +43,21 @@ def normalize(xyz: jax.Array, aabb: jax.Array) -> jax.Array:
 
 
 def density(params: Params, cfg: ModelConfig, xyz: jax.Array) -> jax.Array:
-    """Normalised points (n, 3) -> sigma (n,)."""
-    feature = tensor_vm.density_feature(params["density"], xyz)
+    """Normalised points (n, 3) -> sigma (n,), at least float32 (softplus is not safe in
+    bf16 / f16)."""
+    feature = _at_least_f32(tensor_vm.density_feature(params["density"], xyz))
     return jax.nn.softplus(feature + cfg.density_shift)
 
 
 def radiance(params: Params, cfg: ModelConfig, xyz: jax.Array, viewdirs: jax.Array) -> jax.Array:
-    """Normalised points (n, 3) and unit directions (n, 3) -> rgb (n, 3)."""
+    """Normalised points (n, 3) and unit directions (n, 3) -> rgb (n, 3), at least float32."""
     features = tensor_vm.appearance_feature(params["appearance"], params["basis"], xyz)
-    return shading_mlp(cfg).apply({"params": params["mlp"]}, features, viewdirs)
+    rgb = shading_mlp(cfg).apply({"params": params["mlp"]}, features, viewdirs)
+    return _at_least_f32(rgb)
+
+
+def _at_least_f32(x: jax.Array) -> jax.Array:
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def density_l1(params: Params) -> jax.Array:

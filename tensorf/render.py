@@ -16,12 +16,15 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import jmp
 import numpy as np
+from jax.sharding import Mesh
 
 from tensorf import field
 from tensorf.alpha_mask import AlphaMask, is_occupied
 from tensorf.cameras import pixel_rays
-from tensorf.config import ModelConfig
+from tensorf.config import ModelConfig, Precision
+from tensorf.parallel import AXIS, REPLICATED, SHARDED, data_mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +40,18 @@ class RenderSettings:
     near: float
     far: float
     weight_threshold: float = 1e-4  # official rm_weight_mask_thre
+    precision: Precision = "f32"  # compute dtype of grid lookups and the MLP
+
+
+DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16}
+
+
+def to_compute(tree, precision: Precision):
+    """Floating leaves to the compute dtype with jmp; f32 leaves everything as it is (so
+    float64 gradient checks stay float64)."""
+    if precision == "f32":
+        return tree
+    return jmp.Policy(jnp.float32, DTYPES[precision], jnp.float32).cast_to_compute(tree)
 
 
 def ray_aabb(
@@ -97,6 +112,7 @@ def render_rays(
     `jitter` (rays,) in [0, 1) offsets each ray's samples during training.
     """
     n_rays, n = origins.shape[0], settings.n_samples
+    params = to_compute(params, settings.precision)
     t_min, t_max = ray_aabb(origins, dirs, aabb, settings.near, settings.far)
     offset = jnp.zeros(n_rays) if jitter is None else jitter
     t = t_min[:, None] + (jnp.arange(n, dtype=jnp.float32) + offset[:, None]) * settings.step_size
@@ -104,7 +120,7 @@ def render_rays(
     valid = (t < t_max[:, None]) & is_occupied(mask, points)
 
     idx, ok, density_count = compact(valid, settings.density_capacity)
-    xyz = field.normalize(points.reshape(-1, 3)[idx], aabb)  # (capacity, 3)
+    xyz = to_compute(field.normalize(points.reshape(-1, 3)[idx], aabb), settings.precision)
     sigma = jnp.where(ok, field.density(params, cfg, xyz), 0.0)
     sigma = jnp.zeros(n_rays * n).at[idx].add(sigma).reshape(n_rays, n)
     weights = compositing_weights(sigma * settings.step_size * cfg.distance_scale)
@@ -122,8 +138,9 @@ def render_rays(
     if settings.unselected == "renormalize":
         shaded = jnp.zeros(n_rays).at[ray].add(w)
         w = w * (acc / jnp.maximum(shaded, 1e-10))[ray]
-    xyz = field.normalize(points[ray, sample], aabb)
-    rgb = field.radiance(params, cfg, xyz, dirs[ray])  # (capacity, 3)
+    xyz, viewdirs = to_compute((field.normalize(points[ray, sample], aabb), dirs[ray]),
+                               settings.precision)  # fmt: skip
+    rgb = field.radiance(params, cfg, xyz, viewdirs)  # (capacity, 3)
     rgb = jnp.zeros((n_rays, 3)).at[ray].add(w[:, None] * rgb) + (1.0 - acc)[:, None]
     return {
         "rgb": rgb,
@@ -134,9 +151,21 @@ def render_rays(
     }
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "settings"))
-def _render_chunk(params, aabb, mask, origins, dirs, cfg, settings):
-    return render_rays(params, cfg, settings, aabb, mask, origins, dirs)
+@functools.partial(jax.jit, static_argnames=("cfg", "settings", "mesh"))
+def _render_chunk(params, aabb, mask, origins, dirs, cfg, settings, mesh):
+    """Rays split over the devices; returns rgb, depth, acc and the sample counts
+    [density, appearance] summed over devices and the largest on one device."""
+
+    def local(params, aabb, mask, origins, dirs):
+        out = render_rays(params, cfg, settings, aabb, mask, origins, dirs)
+        counts = jnp.stack([out["density_count"], out["appearance_count"]])
+        return (out["rgb"], out["depth"], out["acc"],
+                jax.lax.psum(counts, AXIS), jax.lax.pmax(counts, AXIS))  # fmt: skip
+
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(REPLICATED,) * 3 + (SHARDED,) * 2,
+        out_specs=(SHARDED,) * 3 + (REPLICATED,) * 2,
+    )(params, aabb, mask, origins, dirs)  # fmt: skip
 
 
 def bucket(n: int) -> int:
@@ -149,18 +178,14 @@ def bucket(n: int) -> int:
 
 
 def fit_capacity(
-    settings: RenderSettings,
-    density_count: int,
-    appearance_count: int,
-    shrink: bool,
-    headroom: float = 1.25,
+    settings: RenderSettings, density_count: int, appearance_count: int, shrink: bool
 ) -> RenderSettings:
-    """Buffers with `headroom` over the counts a batch needed. They grow whenever a count
-    overflowed; with `shrink`, they also shrink once less than half is used."""
+    """Buffers with ~25% headroom over the counts a batch needed. They grow whenever a
+    count overflowed; with `shrink`, they also shrink once less than half is used."""
 
     def fit(cap: int, count: int) -> int:
         if count > cap or (shrink and 2 * count < cap):
-            return bucket(int(count * headroom) + 1)
+            return bucket(int(count * 1.25) + 1)
         return cap
 
     return dataclasses.replace(
@@ -181,9 +206,11 @@ def render_image(
     height: int,
     width: int,
     chunk: int = 8192,
+    mesh: Mesh | None = None,
 ) -> tuple[dict[str, np.ndarray], RenderSettings]:
-    """Render a full view in fixed-size chunks; a chunk whose buffers overflowed is rendered
-    again with larger ones, so the image is exact.
+    """Render a full view in fixed-size chunks of rays, each split over the devices of
+    `mesh` (default: all); a chunk whose buffers overflowed is rendered again with larger
+    ones, so the image is exact.
 
     The rays are shuffled before chunking: every chunk then holds about the image's mean
     number of occupied samples, so the buffers (whose size sets the cost) fit all chunks
@@ -191,8 +218,10 @@ def render_image(
 
     Returns rgb (H, W, 3), depth (H, W) and acc (H, W) as numpy arrays with the mean
     density evaluations and shaded samples per ray, and the settings with the buffer
-    sizes that fitted (pass them on to the next image to avoid retries).
+    sizes (per device) that fitted: pass them on to the next image to avoid retries.
     """
+    mesh = mesh or data_mesh()
+    chunk = -(-chunk // mesh.size) * mesh.size
     n = height * width
     order = np.random.default_rng(0).permutation(n)
     origins, dirs = pixel_rays(
@@ -202,31 +231,36 @@ def render_image(
     pad = (-n) % chunk
     origins = jnp.pad(origins, ((0, pad), (0, 0)))
     dirs = jnp.pad(dirs, ((0, pad), (0, 0)), constant_values=1.0)
-    outs = []
+    outs, total = [], np.zeros(2)
     for i in range(0, n + pad, chunk):
         while True:
-            out = _render_chunk(
-                params, aabb, mask, origins[i : i + chunk], dirs[i : i + chunk], cfg, settings
-            )
-            counts = int(out["density_count"]), int(out["appearance_count"])
-            overflow = fit_capacity(settings, *counts, shrink=False) != settings
+            *out, counts, peaks = _render_chunk(
+                params, aabb, mask, origins[i : i + chunk], dirs[i : i + chunk], cfg, settings,
+                mesh,
+            )  # fmt: skip
+            peaks = tuple(int(p) for p in peaks)
+            overflow = fit_capacity(settings, *peaks, shrink=False) != settings
             if i == 0:
                 # Shuffled chunks vary little in occupancy: size the buffers for the rest
                 # of the image from the first chunk, with 5% headroom.
-                empty = dataclasses.replace(settings, density_capacity=0, appearance_capacity=0)
-                settings = fit_capacity(empty, *counts, shrink=False, headroom=1.05)
+                settings = dataclasses.replace(
+                    settings,
+                    density_capacity=bucket(int(peaks[0] * 1.05) + 1),
+                    appearance_capacity=bucket(int(peaks[1] * 1.05) + 1),
+                )
             elif overflow:
-                settings = fit_capacity(settings, *counts, shrink=False)
+                settings = fit_capacity(settings, *peaks, shrink=False)
             if not overflow:
                 break
         outs.append(out)
+        total += np.asarray(counts)
     image = {}
-    for key in ("rgb", "depth", "acc"):
-        values = np.concatenate([np.asarray(o[key]) for o in outs])[:n]
+    for key, values in zip(("rgb", "depth", "acc"), zip(*outs, strict=True), strict=True):
+        values = np.concatenate([np.asarray(v) for v in values])[:n]
         image[key] = np.empty_like(values)
         image[key][order] = values
         image[key] = image[key].reshape(height, width, -1)
     image["depth"], image["acc"] = image["depth"][..., 0], image["acc"][..., 0]
-    image["density_evals_per_ray"] = sum(int(o["density_count"]) for o in outs) / n
-    image["shaded_samples_per_ray"] = sum(int(o["appearance_count"]) for o in outs) / n
+    image["density_evals_per_ray"] = total[0] / n
+    image["shaded_samples_per_ray"] = total[1] / n
     return image, settings

@@ -8,13 +8,16 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import jmp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from tensorf import alpha_mask, field, tensor_vm
 from tensorf.alpha_mask import AlphaMask
 from tensorf.cameras import pixel_rays
-from tensorf.config import TrainConfig
+from tensorf.config import Precision, TrainConfig
+from tensorf.parallel import AXIS, REPLICATED, SHARDED
 from tensorf.render import RenderSettings, bucket, ray_aabb, render_rays
 
 ADAM = optax.scale_by_adam(b1=0.9, b2=0.99)
@@ -33,6 +36,9 @@ class TrainState:
     lr_reset_step: jax.Array  # () int32, step of the last upsample (learning rates restart)
     l1_weight: jax.Array  # () float32
     rng: jax.Array  # PRNG key
+    skipped_steps: jax.Array  # () int32, steps skipped for a non-finite loss or gradient
+    dropped_samples: jax.Array  # () int32, samples skipped because a buffer was full
+    loss_scale: jmp.LossScale  # dynamic for f16, a no-op otherwise
 
     @property
     def resolution(self) -> tuple[int, int, int]:
@@ -72,7 +78,23 @@ def init_state(cfg: TrainConfig) -> TrainState:
         lr_reset_step=jnp.int32(0),
         l1_weight=jnp.float32(cfg.l1_initial),
         rng=key,
+        skipped_steps=jnp.int32(0),
+        dropped_samples=jnp.int32(0),
+        loss_scale=initial_loss_scale(cfg),
     )
+
+
+def precision(cfg: TrainConfig) -> Precision:
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16" if jax.default_backend() == "gpu" else "f32"
+
+
+def initial_loss_scale(cfg: TrainConfig) -> jmp.LossScale:
+    """f16 gradients underflow without loss scaling; bf16 and f32 have f32's range."""
+    if precision(cfg) == "f16":
+        return jmp.DynamicLossScale(jnp.float32(2**15))
+    return jmp.NoOpLossScale()
 
 
 def render_settings(cfg: TrainConfig, aabb: np.ndarray, resolution) -> RenderSettings:
@@ -90,6 +112,7 @@ def render_settings(cfg: TrainConfig, aabb: np.ndarray, resolution) -> RenderSet
         unselected=cfg.render.unselected,
         near=cfg.render.near,
         far=cfg.render.far,
+        precision=precision(cfg),
     )
 
 
@@ -106,24 +129,47 @@ def _learning_rates(cfg: TrainConfig, params: field.Params) -> field.Params:
     }
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "settings"), donate_argnums=0)
+@functools.partial(jax.jit, static_argnames=("cfg", "settings", "mesh"), donate_argnums=0)
 def train_step(
-    state: TrainState, pool: RayPool, cfg: TrainConfig, settings: RenderSettings
+    state: TrainState, pool: RayPool, cfg: TrainConfig, settings: RenderSettings, mesh: Mesh
 ) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimisation step on a random batch of rays, split over the devices of `mesh`.
+
+    The buffer sizes in `settings` are per device. Returned counts: `*_count` summed over
+    devices (for logging), `*_peak` the largest on one device (for sizing the buffers).
+    """
     rng, key_rays, key_jitter = jax.random.split(state.rng, 3)
     ids = pool.index[jax.random.randint(key_rays, (cfg.batch_size,), 0, pool.index.shape[0])]
     origins, dirs = pool.rays(ids)
     target = pool.rgb[ids]
     jitter = jax.random.uniform(key_jitter, (cfg.batch_size,))
+    n_values = cfg.batch_size * 3
+
+    def local(params, aabb, mask, origins, dirs, target, jitter):
+        """This device's rays: squared error and sample counts, summed over all devices."""
+        out = render_rays(params, cfg.model, settings, aabb, mask, origins, dirs, jitter)
+        sse = jnp.sum((out["rgb"] - target) ** 2)
+        counts = jnp.stack([out["density_count"], out["appearance_count"]])
+        capacity = jnp.array([settings.density_capacity, settings.appearance_capacity])
+        dropped = jnp.maximum(counts - capacity, 0).sum()
+        psum = functools.partial(jax.lax.psum, axis_name=AXIS)
+        return psum(sse), psum(counts), jax.lax.pmax(counts, AXIS), psum(dropped)
+
+    sharded = jax.shard_map(
+        local, mesh=mesh, in_specs=(REPLICATED,) * 3 + (SHARDED,) * 4, out_specs=REPLICATED
+    )
 
     def loss_fn(params):
-        out = render_rays(
-            params, cfg.model, settings, state.aabb, state.mask, origins, dirs, jitter
-        )
-        mse = jnp.mean((out["rgb"] - target) ** 2)
-        return mse + state.l1_weight * field.density_l1(params), (mse, out)
+        # Differentiating through shard_map sums the replicated parameters' gradients
+        # over the devices (the transpose of replicating them).
+        sse, *counts = sharded(params, state.aabb, state.mask, origins, dirs, target, jitter)
+        mse = sse / n_values
+        loss = mse + state.l1_weight * field.density_l1(params)
+        return state.loss_scale.scale(loss), (loss, mse, counts)
 
-    (loss, (mse, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (_, (loss, mse, (counts, peaks, dropped))), grads = grad_fn(state.params)
+    grads = state.loss_scale.unscale(grads)
     updates, opt_state = ADAM.update(grads, state.opt_state)
     # Exponential decay to lr_decay_ratio over n_iters, restarting at each upsample.
     decay = cfg.lr_decay_ratio ** ((state.step - state.lr_reset_step) / cfg.n_iters)
@@ -133,17 +179,32 @@ def train_step(
         updates,
         _learning_rates(cfg, state.params),
     )
+    # A non-finite loss or gradient skips the update: params and Adam stay as they were.
+    finite = jnp.isfinite(loss) & jmp.all_finite(grads)
+    keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
     new_state = dataclasses.replace(
-        state, params=params, opt_state=opt_state, step=state.step + 1, rng=rng
+        state,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        step=state.step + 1,
+        rng=rng,
+        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
+        # Overflowing samples were treated as empty / unshaded; the buffers grow next step.
+        dropped_samples=state.dropped_samples + dropped,
+        loss_scale=state.loss_scale.adjust(finite),
     )
     metrics = {
+        "finite": finite,
         "loss": loss,
         "mse": mse,
         "psnr": -10.0 * jnp.log10(mse),
         "lr_grid": cfg.lr_grid * decay,
         "lr_network": cfg.lr_network * decay,
-        "density_count": out["density_count"],
-        "appearance_count": out["appearance_count"],
+        "loss_scale": state.loss_scale.loss_scale,
+        "density_count": counts[0],
+        "appearance_count": counts[1],
+        "density_peak": peaks[0],
+        "appearance_peak": peaks[1],
     }
     return new_state, metrics
 

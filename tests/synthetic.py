@@ -6,12 +6,15 @@ against geometry that was never produced by the code under test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+
+from tensorf.config import PRESETS, TrainConfig
 
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 
@@ -128,3 +131,25 @@ def write_sphere_scene(
         meta = {"camera_angle_x": camera_angle_x, "frames": frames}
         (root / f"transforms_{split}.json").write_text(json.dumps(meta, indent=2))
     return root
+
+
+def sphere_config(dataset: Path, run_dir: Path) -> TrainConfig:
+    """A whole run on the sphere scene: ~1 minute on 2 CPU cores; events at 100 (mask +
+    shrink, upsample) and 200 (mask + ray filtering). Each event recompiles the step, so
+    there are few of them."""
+    quick = PRESETS["quick"][1]
+    return dataclasses.replace(
+        quick,
+        dataset_path=dataset,
+        run_dir=run_dir,
+        n_iters=300,
+        batch_size=256,
+        grid_init=32,
+        grid_final=48,
+        upsample_steps=(100,),
+        mask_steps=(100, 200),
+        aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0),
+        render=dataclasses.replace(quick.render, appearance_samples=4),
+        checkpoint_every=100,
+        log_every=50,
+    )

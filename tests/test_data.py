@@ -12,6 +12,8 @@ from typing import Any
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from synthetic import sphere_ground_truth, surface_colour, write_sphere_scene
 
 from tensorf.data import (
@@ -118,20 +120,11 @@ def test_downscale_is_box_average_of_composite(tmp_path: Path) -> None:
     assert views.focal == pytest.approx(0.5 * 3 / math.tan(0.5 * ANGLE))
 
 
-@pytest.mark.parametrize(
-    ("image", "expected"),
-    [
-        (np.full((2, 2), 51, np.uint8), 0.2),  # grayscale
-        (np.full((2, 2, 3), 51, np.uint8), 0.2),  # RGB used as is
-        (np.full((2, 2), 13107, np.uint16), 0.2),  # 16-bit grayscale
-        (np.stack([np.zeros((2, 2), np.uint8), np.full((2, 2), 51, np.uint8)], -1), 0.8),
-    ],
-    ids=["gray", "rgb", "gray16", "gray_alpha"],
-)
-def test_pixel_formats(tmp_path: Path, image: np.ndarray, expected: float) -> None:
-    views = load_views(_write_scene(tmp_path, [image]), "train")
+def test_gray_alpha_is_composited_on_white(tmp_path: Path) -> None:
+    gray_alpha = np.stack([np.zeros((2, 2), np.uint8), np.full((2, 2), 51, np.uint8)], -1)
+    views = load_views(_write_scene(tmp_path, [gray_alpha]), "train")
     assert views.images.shape == (1, 2, 2, 3)
-    np.testing.assert_allclose(views.images, expected, atol=1e-6)
+    np.testing.assert_allclose(views.images, 0.8, atol=1e-6)
 
 
 # --- the real lego scene -------------------------------------------------------------
@@ -266,6 +259,16 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], object], str, dict[str, Any]]] = {
         "r_1.png",
         {},
     ),
+    "grayscale": (
+        lambda s: iio.imwrite(s / "train" / "r_1.png", np.full((8, 8), 51, np.uint8)),
+        "grayscale image without an alpha channel",
+        {},
+    ),
+    "rgb": (
+        lambda s: iio.imwrite(s / "train" / "r_1.png", np.full((8, 8, 3), 51, np.uint8)),
+        "RGB image without an alpha channel",
+        {},
+    ),
     "mixed_sizes": (lambda s: _resize(s / "train" / "r_1.png"), "r_1.png", {}),
     "bad_downscale": (lambda s: None, "downscale=3", {"downscale": 3}),
 }
@@ -299,3 +302,45 @@ def test_data_dir_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert default_dataset_path() == tmp_path / "nerf_synthetic" / "lego"
     monkeypatch.delenv("TENSORF_DATA_DIR")
     assert default_dataset_path().parts[-4:] == ("shared", "data", "nerf_synthetic", "lego")
+
+
+# --- fuzzing the JSON side of the loader -------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_matrix = st.lists(st.lists(st.floats() | st.integers(), min_size=3, max_size=5), max_size=5)
+_frame = st.fixed_dictionaries(
+    {},
+    optional={
+        "file_path": st.sampled_from(["./train/r_0", "./train/r_1", "r_0.png", "", "../x"]) | _json,
+        "transform_matrix": _matrix | st.just(np.eye(4).tolist()) | _json,
+    },
+)
+_meta = st.fixed_dictionaries(
+    {},
+    optional={
+        "camera_angle_x": st.floats() | st.integers() | _json,
+        "frames": st.lists(_frame, max_size=3) | _json,
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_scene(small_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(shutil.copytree(small_scene, tmp_path_factory.mktemp("fuzz") / "scene"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(meta=_meta | _json)
+def test_fuzzed_transforms_load_or_raise_dataset_error(fuzz_scene: Path, meta: Any) -> None:
+    """Whatever the JSON holds, the loader loads it or raises DatasetError, nothing else."""
+    (fuzz_scene / "transforms_fuzz.json").write_text(json.dumps(meta))
+    try:
+        views = load_views(fuzz_scene, "fuzz")
+    except DatasetError as error:
+        assert "\n" not in str(error)
+    else:
+        assert np.isfinite(views.c2w).all() and views.focal > 0

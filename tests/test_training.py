@@ -8,17 +8,19 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import jmp
 import numpy as np
 import pytest
 from synthetic import write_sphere_scene
 
-from tensorf import data, experiment, training
+from tensorf import data, experiment, parallel, training
 from tensorf.cli import ConfigError
 from tensorf.config import PRESETS, ModelConfig, RenderConfig, TrainConfig, from_dict, to_dict
 
 SMALL_MODEL = ModelConfig(density_components=4, appearance_components=4, appearance_dim=6,
                           mlp_width=16)  # fmt: skip
 N_STEPS = 100
+MESH = parallel.data_mesh()
 
 
 def small_config(**overrides) -> TrainConfig:
@@ -80,7 +82,7 @@ def trained(sphere_pool):
     settings = training.settings_for(cfg, state)
     history = []
     for _ in range(N_STEPS):
-        state, metrics = training.train_step(state, pool, cfg, settings)
+        state, metrics = training.train_step(state, pool, cfg, settings, MESH)
         history.append({k: float(v) for k, v in metrics.items()})
     return cfg, state, history
 
@@ -105,6 +107,81 @@ def test_train_steps_reduce_the_loss(trained):
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
 
 
+def test_non_finite_step_is_skipped_not_applied(trained, sphere_pool):
+    cfg, state, _ = trained
+    _, pool = sphere_pool
+    settings = training.settings_for(cfg, state)
+    before = jax.tree.map(np.asarray, state)
+    # A NaN target makes the loss and every gradient NaN.
+    poisoned = dataclasses.replace(pool, rgb=jnp.full_like(pool.rgb, jnp.nan))
+    after, metrics = training.train_step(
+        jax.tree.map(jnp.array, before), poisoned, cfg, settings, MESH
+    )
+    assert not bool(metrics["finite"]) and not np.isfinite(float(metrics["loss"]))
+    assert int(after.step) == int(before.step) + 1
+    assert int(after.skipped_steps) == int(before.skipped_steps) + 1
+    for a, b in zip(jax.tree.leaves((after.params, after.opt_state)),
+                    jax.tree.leaves((before.params, before.opt_state)), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(a), b)
+    # The same step on good data is applied.
+    applied, metrics = training.train_step(
+        jax.tree.map(jnp.array, before), pool, cfg, settings, MESH
+    )
+    assert bool(metrics["finite"]) and int(applied.skipped_steps) == int(before.skipped_steps)
+    assert not np.array_equal(np.asarray(applied.params["basis"]), before.params["basis"])
+
+
+@pytest.mark.parametrize(("precision", "tolerance"), [("bf16", 0.03), ("f16", 0.005)])
+def test_reduced_precision_tracks_f32(trained, sphere_pool, precision, tolerance):
+    """The same step in bf16 / f16: the loss and the update match f32 to within the
+    dtype's precision (grid values and MLP in low precision, compositing in f32)."""
+    cfg, state, _ = trained
+    _, pool = sphere_pool
+    low_cfg = dataclasses.replace(cfg, precision=precision)
+    settings = training.settings_for(cfg, state)
+    assert training.settings_for(low_cfg, state).precision == precision
+    low_state = dataclasses.replace(state, loss_scale=training.initial_loss_scale(low_cfg))
+    ref, ref_metrics = training.train_step(jax.tree.map(jnp.array, state), pool, cfg,
+                                           settings, MESH)  # fmt: skip
+    low, low_metrics = training.train_step(jax.tree.map(jnp.array, low_state), pool, low_cfg,
+                                           dataclasses.replace(settings, precision=precision),
+                                           MESH)  # fmt: skip
+    assert bool(low_metrics["finite"])
+    assert float(low_metrics["loss"]) == pytest.approx(float(ref_metrics["loss"]), rel=tolerance)
+    step_ref = np.asarray(ref.params["basis"]) - np.asarray(state.params["basis"])
+    step_low = np.asarray(low.params["basis"]) - np.asarray(state.params["basis"])
+    assert np.corrcoef(step_ref.ravel(), step_low.ravel())[0, 1] > 0.9
+
+
+def test_f16_overflow_skips_the_step_and_halves_the_loss_scale(trained, sphere_pool):
+    cfg, state, _ = trained
+    _, pool = sphere_pool
+    f16 = dataclasses.replace(cfg, precision="f16")
+    huge = jmp.DynamicLossScale(jnp.float32(2.0**40))  # scaled gradients overflow f16
+    before = jax.tree.map(np.asarray, dataclasses.replace(state, loss_scale=huge))
+    settings = training.settings_for(f16, state)
+    after, metrics = training.train_step(jax.tree.map(jnp.array, before), pool, f16, settings,
+                                         MESH)  # fmt: skip
+    assert not bool(metrics["finite"])
+    assert float(after.loss_scale.loss_scale) == 2.0**39
+    assert int(after.skipped_steps) == int(before.skipped_steps) + 1
+    np.testing.assert_array_equal(np.asarray(after.params["basis"]), before.params["basis"])
+
+
+def test_empty_alpha_mask_keeps_the_state(trained):
+    """Collapsed density (the official code crashes here): the mask update reports it and
+    leaves mask, aabb and grids as they were."""
+    cfg, state, _ = trained
+    flat = jax.tree.map(jnp.zeros_like, state.params["density"])
+    collapsed = dataclasses.replace(state, params={**state.params, "density": flat})
+    after, ok = training.update_mask(collapsed, cfg, shrink=True)
+    assert not ok
+    assert after is collapsed
+    # A live field gives a non-empty mask.
+    live, ok = training.update_mask(state, cfg, shrink=False)
+    assert ok and np.asarray(live.mask.cells).any()
+
+
 def test_train_step_after_upsample_restarts_the_learning_rate(trained, sphere_pool):
     cfg, state, _ = trained
     _, pool = sphere_pool
@@ -115,7 +192,7 @@ def test_train_step_after_upsample_restarts_the_learning_rate(trained, sphere_po
     assert int(state.lr_reset_step) == int(state.step) == N_STEPS
     settings = training.settings_for(cfg, state)
     for i in range(2):
-        state, metrics = training.train_step(state, pool, cfg, settings)
+        state, metrics = training.train_step(state, pool, cfg, settings, MESH)
         assert float(metrics["lr_grid"]) == pytest.approx(0.02 * 0.1 ** (i / N_STEPS), 1e-5)
         assert np.isfinite(float(metrics["loss"]))
     assert int(state.step) == N_STEPS + 2
@@ -205,9 +282,21 @@ def test_config_round_trip_non_defaults():
         {"upsample_steps": (200, 100)},
         {"mask_steps": (0, 100)},
         {"downscale": 0},
+        {"upsample_steps": (500, 5000)},
+        {"mask_steps": (500, 4001)},
+        {"max_bad_steps": 0},
+        {"aabb": (1.0, -1.0, -1.0, -1.0, 1.0, 1.0)},
     ],
 )
 def test_check_config_rejects(overrides):
     with pytest.raises(ConfigError):
         experiment.check_config(dataclasses.replace(PRESETS["quick"][1], **overrides))
     experiment.check_config(PRESETS["quick"][1])
+
+
+@pytest.mark.parametrize("k", [0, 101])
+def test_check_config_rejects_k_outside_the_samples(k):
+    quick = PRESETS["quick"][1]
+    render = dataclasses.replace(quick.render, appearance_samples=k, max_samples=100)
+    with pytest.raises(ConfigError, match="appearance-samples"):
+        experiment.check_config(dataclasses.replace(quick, render=render))

@@ -1,0 +1,91 @@
+"""Export the density's iso-surface as a coloured PLY mesh (marching cubes).
+
+python -m tensorf.export_mesh --run-dir R --out mesh.ply
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import trimesh
+import tyro
+from skimage import measure
+from tqdm import tqdm
+
+from tensorf import checkpoint, cli, field
+from tensorf.training import alpha_fn, settings_for
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportArgs:
+    """Extract an iso-surface of a run's density with marching cubes and write it as PLY."""
+
+    run_dir: Path
+    """Run directory written by train_lego.py (latest checkpoint is used)."""
+    out: Path = Path("mesh.ply")
+    """Output PLY file."""
+    resolution: int | None = None
+    """Samples along the longest side of the occupied box (default: the grid's)."""
+    level: float = 0.005
+    """Iso-level of alpha (opacity of one render step), as the official export uses."""
+    chunk: int = 65536
+    """Points per jitted density / colour call."""
+
+
+def _batched(fn, points: np.ndarray, chunk: int, desc: str) -> np.ndarray:
+    """fn over (n, ...) points in fixed-size chunks (one compilation), as numpy."""
+    n = points.shape[0]
+    padded = np.concatenate([points, np.zeros(((-n) % chunk, *points.shape[1:]), points.dtype)])
+    parts = [
+        np.asarray(fn(jnp.asarray(padded[i : i + chunk])))
+        for i in tqdm(range(0, len(padded), chunk), desc=desc, unit="chunk", leave=False)
+    ]
+    return np.concatenate(parts)[:n]
+
+
+def export_mesh(args: ExportArgs) -> trimesh.Trimesh:
+    cli.check_writable(args.out)
+    cfg, state = checkpoint.load_run(args.run_dir)
+    # Only the occupied region: the aabb was shrunk to the alpha mask, which masks alpha too.
+    aabb = np.asarray(state.aabb, np.float64)
+    size = aabb[1] - aabb[0]
+    longest = args.resolution or max(state.resolution)
+    counts = np.maximum(np.round(size / size.max() * (longest - 1)).astype(int) + 1, 2)
+    axes = [np.linspace(lo, hi, c) for lo, hi, c in zip(aabb[0], aabb[1], counts, strict=True)]
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
+    alpha = jax.jit(alpha_fn(state, cfg, settings_for(cfg, state).step_size))
+    volume = _batched(alpha, points, args.chunk, "density").reshape(*counts)
+    if not volume.max() > args.level > volume.min():
+        raise cli.ConfigError(
+            f"alpha spans [{volume.min():.3g}, {volume.max():.3g}], so there is no surface at "
+            f"--level {args.level}; choose a level inside that range"
+        )
+    spacing = tuple(size / (counts - 1))
+    verts, faces, normals, _ = measure.marching_cubes(volume, args.level, spacing=spacing)
+    verts = (verts + aabb[0]).astype(np.float32)
+
+    # Colour each vertex as seen from outside the surface (view direction = -normal; the
+    # normals point down the alpha gradient, i.e. out of the object).
+    @jax.jit
+    def colour(vertex_and_normal):
+        xyz, normal = vertex_and_normal[:, :3], vertex_and_normal[:, 3:]
+        viewdir = -normal / jnp.maximum(jnp.linalg.norm(normal, axis=-1, keepdims=True), 1e-9)
+        return field.radiance(state.params, cfg.model, field.normalize(xyz, state.aabb), viewdir)
+
+    rgb = _batched(colour, np.concatenate([verts, normals], 1).astype(np.float32),
+                   args.chunk, "colour")  # fmt: skip
+    colours = np.concatenate([np.clip(rgb * 255 + 0.5, 0, 255), np.full((len(rgb), 1), 255)], 1)
+    mesh = trimesh.Trimesh(verts, faces, vertex_normals=normals,
+                           vertex_colors=colours.astype(np.uint8), process=False)  # fmt: skip
+    mesh.export(args.out)
+    grid = "x".join(map(str, counts))
+    print(f"{args.out}: {len(verts)} vertices, {len(faces)} faces, from a {grid} grid")
+    return mesh
+
+
+if __name__ == "__main__":
+    cli.run_main(lambda: export_mesh(tyro.cli(ExportArgs)))

@@ -1,0 +1,89 @@
+"""Turning renders into pictures: 8-bit colour, colour-mapped depth, normals from depth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v2
+import jax.numpy as jnp
+import numpy as np
+
+from tensorf.cameras import pixel_rays
+
+# Viridis at five stops (matplotlib's values): near is yellow, far is purple.
+_STOPS = np.linspace(0.0, 1.0, 5)
+_VIRIDIS = np.array(
+    [[0.993, 0.906, 0.144], [0.369, 0.789, 0.383], [0.128, 0.567, 0.551],
+     [0.229, 0.322, 0.546], [0.267, 0.005, 0.329]]
+)  # fmt: skip
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def depth_range(c2w: np.ndarray, aabb: np.ndarray) -> tuple[float, float]:
+    """Nearest and farthest distance from any of the cameras (n, 4, 4) to the box (2, 3)."""
+    aabb = np.asarray(aabb, np.float64)
+    centres = np.asarray(c2w)[:, :3, 3]
+    outside = np.maximum(np.maximum(aabb[0] - centres, centres - aabb[1]), 0.0)
+    corners = np.stack(np.meshgrid(*aabb.T, indexing="ij"), -1).reshape(-1, 3)
+    farthest = np.linalg.norm(centres[:, None] - corners[None], axis=-1).max()
+    return float(np.linalg.norm(outside, axis=-1).min()), float(farthest)
+
+
+def colorize_depth(depth: np.ndarray, acc: np.ndarray, near: float, far: float) -> np.ndarray:
+    """Expected depth (H, W) -> (H, W, 3) uint8 on a viridis ramp from near to far;
+    pixels the ray leaves mostly empty (acc < 0.5) are white."""
+    d = depth / np.maximum(acc, 1e-6)
+    v = np.clip((d - near) / max(far - near, 1e-6), 0.0, 1.0)
+    rgb = np.stack([np.interp(v, _STOPS, _VIRIDIS[:, c]) for c in range(3)], -1)
+    return to_uint8(np.where((acc > 0.5)[..., None], rgb, 1.0))
+
+
+def normals_from_depth(
+    depth: np.ndarray, acc: np.ndarray, c2w: np.ndarray, focal: float
+) -> np.ndarray:
+    """World-space normals of the surface at the expected depth (H, W) -> (H, W, 3) uint8,
+    shown as (n + 1) / 2 and facing the camera; empty pixels are white."""
+    height, width = depth.shape
+    rows, cols = np.mgrid[:height, :width]
+    origins, dirs = pixel_rays(jnp.asarray(c2w, jnp.float32), cols, rows, focal, height, width)
+    dirs = np.asarray(dirs)
+    points = np.asarray(origins) + dirs * (depth / np.maximum(acc, 1e-6))[..., None]
+    normals = np.cross(np.gradient(points, axis=1), np.gradient(points, axis=0))
+    normals /= np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
+    normals *= -np.sign(np.sum(normals * dirs, axis=-1, keepdims=True) + 1e-12)
+    return to_uint8(np.where((acc > 0.5)[..., None], (normals + 1.0) / 2.0, 1.0))
+
+
+def side_by_side(*images: np.ndarray) -> np.ndarray:
+    """Images (H, W, 3) (float in [0, 1] or uint8) -> one (H, sum W, 3) uint8 image."""
+    return np.concatenate([i if i.dtype == np.uint8 else to_uint8(i) for i in images], axis=1)
+
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
+class VideoWriter:
+    """Frames to MP4 (ffmpeg) or GIF, by the file's suffix, appended one at a time so that
+    memory does not grow with the length of the video."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        suffix = Path(path).suffix.lower()
+        if suffix == ".mp4":
+            # macro_block_size=1 keeps the exact frame size (ffmpeg would pad it to 16).
+            self._writer = imageio.v2.get_writer(path, fps=fps, macro_block_size=1, quality=8)
+        elif suffix == ".gif":
+            self._writer = imageio.v2.get_writer(path, mode="I", duration=1000 / fps, loop=0)
+        else:
+            raise ValueError(f"{path}: unsupported video format; use one of {VIDEO_SUFFIXES}")
+
+    def write(self, frame: np.ndarray) -> None:
+        self._writer.append_data(frame)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._writer.close()

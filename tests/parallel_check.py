@@ -1,0 +1,48 @@
+"""Run in a process of its own, with XLA_FLAGS splitting the CPU into 4 devices: trains a
+few steps and renders a view on 1 device and on 4, and prints how far apart they are as
+JSON (tests/test_parallel.py asserts on it).
+
+    python tests/parallel_check.py SCENE_DIR
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+from synthetic import sphere_config
+
+from tensorf import data, experiment, parallel, training
+from tensorf.render import render_image
+
+assert len(jax.devices()) == 4, "run with XLA_FLAGS=--xla_force_host_platform_device_count=4"
+scene = Path(sys.argv[1])
+cfg = sphere_config(scene, scene / "unused")
+views = data.load_views(scene, "train")
+results = {}
+for n in (1, 4):
+    mesh = parallel.data_mesh(jax.devices()[:n])
+    pool = parallel.replicate(experiment.make_pool(views), mesh)
+    state = training.init_state(cfg)
+    settings = training.settings_for(cfg, state)
+    losses = []
+    for _ in range(5):
+        state, metrics = training.train_step(state, pool, cfg, settings, mesh)
+        losses.append(float(metrics["loss"]))
+    image, _ = render_image(
+        state.params, cfg.model, settings, state.aabb, state.mask, views.c2w[0], views.focal,
+        views.height, views.width, chunk=256, mesh=mesh,
+    )  # fmt: skip
+    sharding = state.params["density"].planes[0].sharding
+    leaves = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+    results[n] = (losses, leaves, image["rgb"], len(sharding.device_set))
+
+(loss_1, params_1, rgb_1, devices_1), (loss_4, params_4, rgb_4, devices_4) = results.values()
+diffs = np.concatenate([np.abs(a - b).ravel() for a, b in zip(params_1, params_4, strict=True)])
+print(json.dumps({
+    "losses_1": loss_1, "losses_4": loss_4,
+    "param_max_diff": float(diffs.max()), "param_frac_above_1e-6": float((diffs > 1e-6).mean()),
+    "rgb_max_diff": float(np.abs(rgb_1 - rgb_4).max()),
+    "devices": [devices_1, devices_4],
+}))  # fmt: skip

@@ -1,0 +1,196 @@
+"""Runs that are interrupted, resumed from damaged checkpoints, fed NaNs, or repeated."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from synthetic import sphere_config
+
+from tensorf import checkpoint, experiment, training
+from tensorf.cli import TrainingError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The same run as the `sphere_run` fixture, in a process of its own (argv: scene, run dir,
+# "resume" or "new"), through the same error handling as train_lego.py.
+DRIVER = f"""
+import dataclasses, sys
+from pathlib import Path
+sys.path.insert(0, {str(REPO / "tests")!r})
+from synthetic import sphere_config
+from tensorf import cli, experiment
+cfg = sphere_config(Path(sys.argv[1]), Path(sys.argv[2]))
+cli.run_main(lambda: experiment.train(dataclasses.replace(cfg, resume=sys.argv[3] == "resume")))
+"""
+
+
+def start_run(scene: Path, run_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(scene), str(run_dir), "new"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def saved_steps(run_dir: Path) -> list[int]:
+    folder = run_dir / "checkpoints"
+    return (
+        sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
+    )
+
+
+def assert_same_state(cfg_a, cfg_b) -> None:
+    state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run_dir), cfg_a)[0]
+    state_b = checkpoint.restore_latest(checkpoint.manager(cfg_b.run_dir), cfg_b)[0]
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def logged(run_dir: Path) -> list[dict]:
+    """log.jsonl without the wall-clock figures."""
+    lines = (run_dir / experiment.LOG_FILE).read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "rays_per_s"} for line in lines]
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_moment_then_resume(sphere_run, sphere_scene, tmp_path):
+    """Killed without warning after its first checkpoint, a run resumed with --resume loses
+    at most one checkpoint interval and ends bit for bit where the uninterrupted run did."""
+    cfg_a, metrics_a = sphere_run
+    cfg = sphere_config(sphere_scene, tmp_path / "killed")
+    process = start_run(sphere_scene, cfg.run_dir)
+    wait_for(lambda: saved_steps(cfg.run_dir), process)
+    time.sleep(random.uniform(0.0, 4.0))
+    process.kill()
+    process.wait()
+    last_logged = max([0] + [line["step"] for line in logged(cfg.run_dir)])
+    assert max(saved_steps(cfg.run_dir)) >= last_logged - cfg.checkpoint_every
+
+    metrics = experiment.train(dataclasses.replace(cfg, resume=True))
+    assert metrics["step"] == 300
+    assert metrics["psnr"] == pytest.approx(metrics_a["psnr"], abs=1e-6)
+    assert_same_state(cfg_a, cfg)
+    # The resumed log continues the killed one without repeating steps.
+    steps = [line["step"] for line in logged(cfg.run_dir)]
+    assert steps == list(range(cfg.log_every, 301, cfg.log_every))
+    assert logged(cfg.run_dir) == logged(cfg_a.run_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_saves_a_checkpoint_before_exiting(sphere_scene, tmp_path, signum):
+    run_dir = tmp_path / "signalled"
+    process = start_run(sphere_scene, run_dir)
+    wait_for(lambda: (run_dir / experiment.LOG_FILE).exists() and logged(run_dir), process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    message = [line for line in stderr.splitlines() if "stopped by" in line]
+    assert len(message) == 1 and signal.Signals(signum).name in message[0], stderr
+    assert "--resume" in message[0]
+    step = int(message[0].split(" at step ")[1].split(";")[0])
+    assert step >= 50 and max(saved_steps(run_dir)) == step
+
+
+@pytest.mark.slow
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous(sphere_run, tmp_path, capfd):
+    cfg_a, metrics_a = sphere_run
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(cfg_a.run_dir, run_dir)
+    for path in (run_dir / "checkpoints" / "300").rglob("*"):
+        if path.is_file() and path.stat().st_size > 0:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    cfg = dataclasses.replace(cfg_a, run_dir=run_dir, resume=True)
+    metrics = experiment.train(cfg)
+    err = capfd.readouterr().err
+    assert "warning: checkpoint" in err and "300 is unreadable" in err
+    assert (run_dir / "unreadable_checkpoints" / "300").is_dir()
+    # Steps 201..300 were trained again from checkpoint 200: the same result.
+    assert metrics["step"] == 300
+    assert metrics["psnr"] == pytest.approx(metrics_a["psnr"], abs=1e-6)
+    assert_same_state(cfg_a, cfg)
+
+
+def test_no_readable_checkpoint_is_a_clear_error(sphere_run, tmp_path):
+    cfg_a, _ = sphere_run
+    run_dir = tmp_path / "all_damaged"
+    shutil.copytree(cfg_a.run_dir / "checkpoints", run_dir / "checkpoints")
+    for path in (run_dir / "checkpoints").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"")
+    with pytest.raises(checkpoint.CheckpointError, match="no readable checkpoint"):
+        checkpoint.restore_latest(checkpoint.manager(run_dir), cfg_a)
+
+
+def short_config(scene: Path, run_dir: Path):
+    """60 steps with a mask update and an upsample; a checkpoint every 10 steps, 2 kept."""
+    return dataclasses.replace(
+        sphere_config(scene, run_dir), n_iters=60, upsample_steps=(20,), mask_steps=(20, 40),
+        checkpoint_every=10, keep_checkpoints=2, log_every=10, eval_max_views=2,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_same_seed_same_run_and_bounded_disk(sphere_scene, tmp_path):
+    cfg_a = short_config(sphere_scene, tmp_path / "a")
+    cfg_b = short_config(sphere_scene, tmp_path / "b")
+    metrics_a, metrics_b = experiment.train(cfg_a), experiment.train(cfg_b)
+    assert len(logged(cfg_a.run_dir)) == 6
+    assert logged(cfg_a.run_dir) == logged(cfg_b.run_dir)
+    timing = {"train_seconds", "seconds_per_image"}
+    assert {k: v for k, v in metrics_a.items() if k not in timing} == {
+        k: v for k, v in metrics_b.items() if k not in timing
+    }
+    assert_same_state(cfg_a, cfg_b)
+    # Six checkpoints were written, two are kept.
+    assert saved_steps(cfg_a.run_dir) == [50, 60]
+    # A different seed gives a different run.
+    cfg_c = dataclasses.replace(short_config(sphere_scene, tmp_path / "c"), seed=1, n_iters=20,
+                                upsample_steps=(), mask_steps=())  # fmt: skip
+    experiment.train(cfg_c)
+    assert logged(cfg_c.run_dir)[0]["loss"] != logged(cfg_a.run_dir)[0]["loss"]
+
+
+def test_non_finite_steps_stop_training_and_keep_the_good_checkpoint(
+    sphere_scene, tmp_path, monkeypatch
+):
+    cfg = dataclasses.replace(
+        short_config(sphere_scene, tmp_path / "nan"), upsample_steps=(), mask_steps=()
+    )
+    experiment.train(dataclasses.replace(cfg, max_minutes=0.0, eval_max_views=1))
+    assert saved_steps(cfg.run_dir) == [1]
+
+    render = training.render_rays
+
+    def poisoned(*args, **kwargs):
+        out = render(*args, **kwargs)
+        return {**out, "rgb": out["rgb"] * np.nan}
+
+    monkeypatch.setattr(training, "render_rays", poisoned)
+    jax.clear_caches()  # train_step must be traced again with the poisoned renderer
+    with pytest.raises(TrainingError, match="3 steps in a row up to step 4"):
+        experiment.train(dataclasses.replace(cfg, resume=True, max_bad_steps=3))
+    assert saved_steps(cfg.run_dir) == [1]
+    state = checkpoint.restore_latest(checkpoint.manager(cfg.run_dir), cfg)[0]
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
