@@ -3,11 +3,13 @@
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import jax
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks import tensorf from this checkout
 
 
 def header(title: str) -> None:

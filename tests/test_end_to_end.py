@@ -195,6 +195,13 @@ def test_cli_bad_options_and_evaluate_without_run(tmp_path):
     assert_one_line_error(result, "--grid-final")
     result = run_cli("-m", "tensorf.evaluate", "--run-dir", str(tmp_path / "nothing"))
     assert_one_line_error(result, "config.json")
+    result = run_cli("train_lego.py", "quick", "--run-dir", str(tmp_path / "r"),
+                     "--render.appearance-samples", "0")  # fmt: skip
+    assert_one_line_error(result, "appearance-samples")
+    # Parse errors are tyro's: a short box naming the option and the choices, exit 2.
+    result = run_cli("train_lego.py", "nosuch")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "nosuch" in result.stderr and "paper, quick" in result.stderr
 
 
 def test_cli_resume_moved_run_dir(tmp_path):
