@@ -57,7 +57,7 @@ def export_mesh(args: ExportArgs) -> trimesh.Trimesh:
     counts = np.maximum(np.round(size / size.max() * (longest - 1)).astype(int) + 1, 2)
     axes = [np.linspace(lo, hi, c) for lo, hi, c in zip(aabb[0], aabb[1], counts, strict=True)]
     points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
-    alpha = jax.jit(alpha_fn(state, cfg, settings_for(cfg, state).step_size))
+    alpha = alpha_fn(state, cfg, settings_for(cfg, state).step_size)  # jitted
     volume = _batched(alpha, points, args.chunk, "density").reshape(*counts)
     if not volume.max() > args.level > volume.min():
         raise cli.ConfigError(
