@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from tensorf import checkpoint, cli, field
 from tensorf.training import alpha_fn, settings_for
+from tensorf.visualize import to_uint8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +79,9 @@ def export_mesh(args: ExportArgs) -> trimesh.Trimesh:
 
     rgb = _batched(colour, np.concatenate([verts, normals], 1).astype(np.float32),
                    args.chunk, "colour")  # fmt: skip
-    colours = np.concatenate([np.clip(rgb * 255 + 0.5, 0, 255), np.full((len(rgb), 1), 255)], 1)
-    mesh = trimesh.Trimesh(verts, faces, vertex_normals=normals,
-                           vertex_colors=colours.astype(np.uint8), process=False)  # fmt: skip
+    colours = np.concatenate([to_uint8(rgb), np.full((len(rgb), 1), 255, np.uint8)], 1)
+    mesh = trimesh.Trimesh(verts, faces, vertex_normals=normals, vertex_colors=colours,
+                           process=False)  # fmt: skip
     mesh.export(args.out)
     grid = "x".join(map(str, counts))
     print(f"{args.out}: {len(verts)} vertices, {len(faces)} faces, from a {grid} grid")

@@ -239,7 +239,9 @@ def render_image(
                 mesh,
             )  # fmt: skip
             peaks = tuple(int(p) for p in peaks)
-            overflow = fit_capacity(settings, *peaks, shrink=False) != settings
+            overflow = peaks[0] > settings.density_capacity or (
+                peaks[1] > settings.appearance_capacity
+            )
             if i == 0:
                 # Shuffled chunks vary little in occupancy: size the buffers for the rest
                 # of the image from the first chunk, with 5% headroom.

@@ -16,12 +16,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from cli_helpers import REPO
 from synthetic import sphere_config
 
 from tensorf import checkpoint, experiment, training
 from tensorf.cli import TrainingError
-
-REPO = Path(__file__).resolve().parents[1]
 
 # The same run as the `sphere_run` fixture, in a process of its own (argv: scene, run dir,
 # "resume" or "new"), through the same error handling as train_lego.py.
@@ -29,6 +28,7 @@ DRIVER = f"""
 import dataclasses, sys
 from pathlib import Path
 sys.path.insert(0, {str(REPO / "tests")!r})
+from cli_helpers import REPO
 from synthetic import sphere_config
 from tensorf import cli, experiment
 cfg = sphere_config(Path(sys.argv[1]), Path(sys.argv[2]))
