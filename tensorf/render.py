@@ -181,10 +181,11 @@ def fit_capacity(
     settings: RenderSettings, density_count: int, appearance_count: int, shrink: bool
 ) -> RenderSettings:
     """Buffers with ~25% headroom over the counts a batch needed. They grow whenever a
-    count overflowed; with `shrink`, they also shrink once less than half is used."""
+    count overflowed; with `shrink`, they also shrink once they exceed 1.6x the count, a
+    margin a freshly fitted buffer (1.25x, then up to 1.25x by `bucket`) stays under."""
 
     def fit(cap: int, count: int) -> int:
-        if count > cap or (shrink and 2 * count < cap):
+        if count > cap or (shrink and 1.6 * count < cap):
             return bucket(int(count * 1.25) + 1)
         return cap
 

@@ -87,8 +87,52 @@ def vm_features(grid: VMGrid, xyz: jax.Array) -> jax.Array:
     return jnp.stack(feats, axis=1)
 
 
+def dense_volume(grid: VMGrid) -> jax.Array:
+    """Sum over pairs and components of plane (x) line, as a dense (Rx, Ry, Rz) volume."""
+    (xy, xz, yz), (z, y, x) = grid.planes, grid.lines
+    return (
+        jnp.einsum("ijc,kc->ijk", xy, z)
+        + jnp.einsum("ikc,jc->ijk", xz, y)
+        + jnp.einsum("jkc,ic->ijk", yz, x)
+    )
+
+
+def _corners(shape: tuple[int, int, int], xyz: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Flat indices and trilinear weights (n, 8) of the corners around each point."""
+    _, ry, rz = shape
+    (i, fi), (j, fj), (k, fk) = (_continuous_index(xyz[:, a], r) for a, r in enumerate(shape))
+    base = (i * ry + j) * rz + k
+    idx, w = [], []
+    for di, wi in ((0, 1 - fi), (1, fi)):
+        for dj, wj in ((0, 1 - fj), (1, fj)):
+            for dk, wk in ((0, 1 - fk), (1, fk)):
+                idx.append(base + (di * ry + dj) * rz + dk)
+                w.append(wi * wj * wk)
+    return jnp.stack(idx, -1), jnp.stack(w, -1)
+
+
+def interp_volume(volume: jax.Array, xyz: jax.Array) -> jax.Array:
+    """Trilinear lookup of a (Rx, Ry, Rz) volume at normalised points (n, 3) -> (n,)."""
+    # One gather of all corners (and so one scatter back): with a gather per corner, XLA
+    # fuses the volume's construction into each and scatters into eight volumes.
+    idx, w = _corners(volume.shape, xyz)
+    return (volume.reshape(-1)[idx] * w).sum(-1)
+
+
+# A dense volume costs per voxel, plane and line lookups (six, C wide) per point. Measured
+# on CPU (fwd + bwd, C = 16), the volume wins up to ~60 voxels per point (5x at 1.6).
+DENSE_VOXELS_PER_POINT = 64
+
+
 def density_feature(grid: VMGrid, xyz: jax.Array) -> jax.Array:
-    """Density feature: sum over pairs and components, (n, 3) -> (n,)."""
+    """Density feature: sum over pairs and components, (n, 3) -> (n,).
+
+    Trilinear weights factorise into bilinear (plane) times linear (line) weights, so
+    interpolating the dense sum gives exactly the per-point sum of interpolated products:
+    one scalar 8-corner lookup replaces six C-wide ones when points are many.
+    """
+    if np.prod(grid.resolution) <= DENSE_VOXELS_PER_POINT * xyz.shape[0]:
+        return interp_volume(dense_volume(grid), xyz)
     return vm_features(grid, xyz).sum(axis=(1, 2))
 
 

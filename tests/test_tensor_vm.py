@@ -90,6 +90,34 @@ def test_vm_interpolation_is_trilinear_interpolation_of_the_dense_tensor():
     np.testing.assert_allclose(feats.sum(1), total, atol=5e-5, rtol=1e-5)
 
 
+def test_dense_volume_path_equals_plane_line_lookups_in_value_and_gradient():
+    grid = random_grid((5, 6, 7), 3, seed=2)
+    xyz = np.random.default_rng(1).uniform(-1, 1, (400, 3))
+    xyz[:8] = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, -1).T
+    xyz = jnp.asarray(xyz, jnp.float32)
+    volume = np.asarray(tensor_vm.dense_volume(grid))
+    np.testing.assert_allclose(volume, sum(dense_pairs(grid)).sum(-1), atol=1e-5)
+    weights = jnp.asarray(np.random.default_rng(2).normal(size=400), jnp.float32)
+
+    def through_volume(g):
+        return tensor_vm.interp_volume(tensor_vm.dense_volume(g), xyz)
+
+    def through_lookups(g):
+        return tensor_vm.vm_features(g, xyz).sum((1, 2))
+
+    np.testing.assert_allclose(
+        jax.jit(through_volume)(grid), trilinear(volume[..., None], np.asarray(xyz))[:, 0],
+        atol=5e-5,
+    )  # fmt: skip
+    grads = [jax.jit(jax.grad(lambda g, f=f: (jnp.tanh(f(g)) * weights).sum()))(grid)
+             for f in (through_volume, through_lookups)]  # fmt: skip
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+    # density_feature picks either path by size; both give the same feature.
+    many, few = tensor_vm.density_feature(grid, xyz), tensor_vm.density_feature(grid, xyz[:1])
+    np.testing.assert_allclose(few, many[:1], atol=2e-5)
+
+
 def test_vm_at_grid_points_equals_dense_tensor():
     grid = random_grid((5, 6, 7), 3, seed=1)
     dense = sum(dense_pairs(grid))  # (5, 6, 7, 3)
