@@ -37,18 +37,25 @@ mesh = parallel.data_mesh(jax.devices()[: args.devices])
 precision = training.precision(cfg)
 header(f"throughput: preset {args.preset}, batch {cfg.batch_size}, grid {cfg.grid_init}^3, "
        f"precision {precision}, {mesh.size} device(s)")  # fmt: skip
-pool = parallel.replicate(make_pool(data.load_views(cfg.dataset_path, "train")), mesh)
-state = training.init_state(cfg)
+pool = make_pool(data.load_views(cfg.dataset_path, "train"))
+state = parallel.replicate(training.init_state(cfg), mesh)
 settings = training.settings_for(cfg, state)
+
+
+def step(state, settings):
+    batch = training.next_batch(pool, cfg, int(state.step), mesh)
+    return training.train_step(state, batch, cfg, settings, mesh)
+
+
 for _ in range(3):  # compile, then let the buffers settle to their working size
-    state, metrics = training.train_step(state, pool, cfg, settings, mesh)
+    state, metrics = step(state, settings)
     peaks = int(metrics["density_peak"]), int(metrics["appearance_peak"])
     settings = fit_capacity(settings, *peaks, shrink=True)
-state, metrics = training.train_step(state, pool, cfg, settings, mesh)
+state, metrics = step(state, settings)
 jax.block_until_ready(metrics)
 start = time.perf_counter()
 for _ in range(args.steps):
-    state, metrics = training.train_step(state, pool, cfg, settings, mesh)
+    state, metrics = step(state, settings)
 jax.block_until_ready(metrics)
 seconds = (time.perf_counter() - start) / args.steps
 density, shaded = (int(metrics[k]) / cfg.batch_size for k in ("density_count", "appearance_count"))

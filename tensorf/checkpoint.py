@@ -11,11 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding
 
 from tensorf import field
 from tensorf.alpha_mask import AlphaMask
 from tensorf.config import TrainConfig, from_dict, to_dict
 from tensorf.data import Views
+from tensorf.parallel import REPLICATED, data_mesh
 from tensorf.training import ADAM, TrainState, initial_loss_scale
 
 CONFIG_FILE = "config.json"
@@ -95,7 +97,12 @@ def _abstract_state(cfg: TrainConfig, resolution, mask_cells) -> TrainState:
             loss_scale=initial_loss_scale(cfg),
         )
 
-    return jax.eval_shape(build)
+    # Restored replicated on every device (of every process), as training keeps it.
+    replicated = NamedSharding(data_mesh(), REPLICATED)
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+        jax.eval_shape(build),
+    )
 
 
 def restore_latest(

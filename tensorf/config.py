@@ -60,6 +60,20 @@ class RenderConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """Multi-host training with jax.distributed: start one process per host, all with the
+    same options and a shared --run-dir, each with its own --distributed.process-id."""
+
+    coordinator_address: str | None = None
+    """host:port where process 0 serves the coordinator (e.g. 10.0.0.1:1234); unset: one
+    process, no jax.distributed."""
+    num_processes: int = 1
+    """Processes taking part."""
+    process_id: int = 0
+    """This process, 0 .. num_processes - 1; process 0 writes logs, metrics and renders."""
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """A full training run: data, schedule, outputs."""
 
@@ -116,6 +130,7 @@ class TrainConfig:
     """Stop training after this many minutes (checkpoint and evaluation still run)."""
     resume: bool = False
     """Continue from the latest checkpoint in run_dir."""
+    distributed: DistributedConfig = DistributedConfig()
     checkpoint_every: int = 1000
     """Save a checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 3

@@ -96,6 +96,7 @@ def load_views(
     split: str,
     downscale: int = 1,
     max_views: int | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Views:
     """Load one split of a Blender-format scene.
 
@@ -104,6 +105,8 @@ def load_views(
         split: e.g. "train" or "test".
         downscale: integer factor >= 1; images are box-averaged by it after compositing.
         max_views: if given, keep this many frames evenly spaced over the split.
+        shard: (i, n) keeps every n-th of those frames from the i-th on: process i's
+            share of the views in n-process training.
 
     Returns:
         Views with images `(n, H // downscale, W // downscale, 3)` and c2w `(n, 4, 4)`.
@@ -126,7 +129,10 @@ def load_views(
     # Every frame is checked, not just the chosen ones, so that a broken JSON entry is
     # reported the same way whatever max_views is.
     parsed = [_parse_frame(frame, index, json_path) for index, frame in enumerate(frames)]
-    chosen = _spread_indices(len(parsed), max_views)
+    index, count = shard
+    chosen = _spread_indices(len(parsed), max_views)[index::count]
+    if not chosen:
+        raise DatasetError(f"{json_path}: too few frames to give each of {count} processes one")
     names = [parsed[i][0] for i in chosen]
     poses = [parsed[i][1] for i in chosen]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dm_pix
 import imageio.v3 as iio
+import jax
 import jax.numpy as jnp
 import numpy as np
 import tyro
@@ -55,7 +56,9 @@ def evaluate_views(
     near, far = depth_range(views.c2w, np.asarray(state.aabb))
     psnrs, ssims, previews = [], [], []
     start = time.perf_counter()
-    for i in tqdm(range(views.n_views), desc="evaluating", unit="view", leave=False):
+    bar = tqdm(range(views.n_views), desc="evaluating", unit="view", leave=False,
+               disable=jax.process_index() > 0)  # fmt: skip
+    for i in bar:
         out, settings = render_image(
             state.params, cfg.model, settings, state.aabb, state.mask,
             views.c2w[i], views.focal, views.height, views.width, cfg.render.chunk,

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from tensorf import alpha_mask, checkpoint, data, parallel, training
 from tensorf.cli import ConfigError, Interrupted, TrainingError
-from tensorf.config import TrainConfig, to_dict
+from tensorf.config import DistributedConfig, TrainConfig, to_dict
 from tensorf.evaluate import evaluate_views
 from tensorf.render import fit_capacity
 
@@ -26,8 +26,16 @@ LOG_FILE = "log.jsonl"
 # Options that may differ between a run and its --resume.
 RESUMABLE = {
     "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
-    "max_bad_steps",
+    "max_bad_steps", "distributed",
 }  # fmt: skip
+
+
+def check_distributed(cfg: DistributedConfig) -> None:
+    if cfg.num_processes < 1 or not 0 <= cfg.process_id < cfg.num_processes:
+        raise ConfigError(
+            "--distributed.num-processes must be >= 1 and --distributed.process-id between 0 "
+            f"and {cfg.num_processes - 1}"
+        )
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -87,24 +95,28 @@ def _check_run_dir(cfg: TrainConfig) -> None:
 
 def make_pool(views: data.Views) -> training.RayPool:
     n = views.n_views * views.height * views.width
-    return training.RayPool(
-        rgb=jnp.asarray(views.images.reshape(-1, 3)),
-        c2w=jnp.asarray(views.c2w),
-        index=jnp.arange(n, dtype=jnp.int32),
-        focal=views.focal,
-        height=views.height,
-        width=views.width,
-    )
+    cameras = training.Cameras(jnp.asarray(views.c2w), views.focal, views.height, views.width)
+    return training.RayPool(views.images.reshape(-1, 3), np.arange(n, dtype=np.int32), cameras)
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train (or resume) and evaluate; returns the final metrics (also in metrics.json)."""
+    """Train (or resume) and evaluate; returns the final metrics (also in metrics.json).
+
+    With several processes (cfg.distributed), every process runs this: each loads its
+    share of the training views, and process 0 alone writes logs, metrics and renders.
+    """
+    check_distributed(cfg.distributed)
+    parallel.initialize(cfg.distributed)
     check_config(cfg)
     _check_run_dir(cfg)
-    views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale)
+    shard = (jax.process_index(), jax.process_count())
+    views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale, shard=shard)
+    parallel.sync("run dir checked")  # by every process, before process 0 writes to it
+    primary = parallel.is_primary()
     # Written only once the data loaded, so a failed start leaves no run behind.
-    checkpoint.save_config(cfg.run_dir, cfg)
-    checkpoint.save_cameras(cfg.run_dir, views)
+    if primary:
+        checkpoint.save_config(cfg.run_dir, cfg)
+        checkpoint.save_cameras(cfg.run_dir, views)
     mesh = parallel.data_mesh()
     pool = make_pool(views)
     mngr = checkpoint.manager(cfg.run_dir, cfg.keep_checkpoints)
@@ -120,21 +132,25 @@ def train(cfg: TrainConfig) -> dict:
     step = int(state.step)
     if any(s <= step for s in cfg.mask_steps[1:]):
         pool = training.filter_rays(state.mask, pool, cfg)
-    pool = parallel.replicate(pool, mesh)
+    state = parallel.replicate(state, mesh)
 
-    # purge_step drops what a killed run logged after its last checkpoint.
-    writer = SummaryWriter(str(cfg.run_dir / "tensorboard"), purge_step=step or None)
-    log = _JsonLog(cfg.run_dir / LOG_FILE, step)
+    writer = log = None
+    if primary:
+        # purge_step drops what a killed run logged after its last checkpoint.
+        writer = SummaryWriter(str(cfg.run_dir / "tensorboard"), purge_step=step or None)
+        log = _JsonLog(cfg.run_dir / LOG_FILE, step)
     voxels = dict(zip(cfg.upsample_steps, training.voxel_schedule(cfg), strict=True))
     settings = dataclasses.replace(training.settings_for(cfg, state), **buffers)
     budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
     start = last_log = time.perf_counter()
     last_log_step = step
     bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient
-    bar = tqdm(total=cfg.n_iters, initial=step, desc="training", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cfg.n_iters, initial=step, desc="training", unit="step", dynamic_ncols=True,
+               disable=not primary)  # fmt: skip
     with _StopOnSignals() as signals:
         while step < cfg.n_iters:
-            state, metrics = training.train_step(state, pool, cfg, settings, mesh)
+            batch = training.next_batch(pool, cfg, step, mesh)
+            state, metrics = training.train_step(state, batch, cfg, settings, mesh)
             step += 1
             bar.update()
             bad_steps = 0 if bool(metrics["finite"]) else bad_steps + 1
@@ -146,7 +162,7 @@ def train(cfg: TrainConfig) -> dict:
                 )
             peaks = int(metrics["density_peak"]), int(metrics["appearance_peak"])
             settings = fit_capacity(settings, *peaks, shrink=True)
-            if step % cfg.log_every == 0 or step == cfg.n_iters:
+            if primary and (step % cfg.log_every == 0 or step == cfg.n_iters):
                 now = time.perf_counter()
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 m["rays_per_s"] = (step - last_log_step) * cfg.batch_size / (now - last_log)
@@ -156,7 +172,7 @@ def train(cfg: TrainConfig) -> dict:
                 m["shaded_samples_per_ray"] = m.pop("appearance_count") / cfg.batch_size
                 m["dropped_samples"] = int(state.dropped_samples)
                 m["skipped_steps"] = int(state.skipped_steps)
-                m["training_rays"] = int(pool.index.shape[0])
+                m["training_rays"] = len(pool.index)  # of this process
                 for k, v in m.items():
                     writer.add_scalar(f"train/{k}", v, step)
                 log.write(step, m)
@@ -165,44 +181,51 @@ def train(cfg: TrainConfig) -> dict:
                 last_log, last_log_step = now, step
 
             changed = False
+            if step in cfg.mask_steps or step in voxels:
+                state = parallel.local_copy(state)  # grid events run in each process
             if step in cfg.mask_steps:
                 first = step == cfg.mask_steps[0]
                 state, ok = training.update_mask(state, cfg, shrink=first)
-                if not ok:
+                if not ok and primary:
                     message = f"step {step}: alpha mask would be empty (density collapsed); kept"
                     tqdm.write(message)
                     writer.add_text("train/warnings", message, step)
                 if first:
                     state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.l1_rest))
                 else:
-                    pool = parallel.replicate(training.filter_rays(state.mask, pool, cfg), mesh)
+                    pool = training.filter_rays(state.mask, pool, cfg)
                 changed = True
             if step in voxels:
                 state = training.upsample(state, cfg, voxels[step])
                 changed = True
             if changed:
+                state = parallel.replicate(state, mesh)
                 settings = training.settings_for(cfg, state)
-                tqdm.write(
-                    f"step {step}: grid {state.resolution}, {settings.n_samples} samples/ray, "
-                    f"{int(pool.index.shape[0])} training rays"
-                )
-            out_of_time = budget is not None and time.perf_counter() - start > budget
-            stopping = out_of_time or signals.signum is not None
-            if step % cfg.checkpoint_every == 0 or step == cfg.n_iters or stopping:
+                if primary:
+                    tqdm.write(
+                        f"step {step}: grid {state.resolution}, {settings.n_samples} "
+                        f"samples/ray, {len(pool.index)} training rays"
+                    )
+            # Process 0 decides, so that every process stops at the same step.
+            out_of_time, signum = parallel.from_primary(
+                budget is not None and time.perf_counter() - start > budget, signals.signum or 0
+            )
+            if step % cfg.checkpoint_every == 0 or step == cfg.n_iters or out_of_time or signum:
                 buffers = {
                     "density_capacity": settings.density_capacity,
                     "appearance_capacity": settings.appearance_capacity,
                 }
                 checkpoint.save(mngr, state, buffers)
-            if signals.signum is not None:
+            if signum:
                 mngr.wait_until_finished()
                 raise Interrupted(
-                    f"stopped by {signal.Signals(signals.signum).name} at step {step}; "
+                    f"stopped by {signal.Signals(signum).name} at step {step}; "
                     f"checkpoint saved, continue with --resume --run-dir {cfg.run_dir}",
-                    signals.signum,
+                    signum,
                 )
             if out_of_time:
-                tqdm.write(f"--max-minutes {cfg.max_minutes} reached at step {step}")
+                if primary:
+                    tqdm.write(f"--max-minutes {cfg.max_minutes} reached at step {step}")
                 break
     bar.close()
     train_seconds = time.perf_counter() - start
@@ -252,8 +275,13 @@ def finish(state: training.TrainState, cfg: TrainConfig, writer, train_seconds: 
     views = data.load_views(
         cfg.dataset_path, cfg.eval_split, downscale=cfg.downscale, max_views=cfg.eval_max_views
     )
-    metrics, previews = evaluate_views(state, cfg, views, Path(cfg.run_dir) / "renders")
+    # Every process renders (the rays are split over all devices); process 0 writes.
+    primary = parallel.is_primary()
+    out_dir = Path(cfg.run_dir) / "renders" if primary else None
+    metrics, previews = evaluate_views(state, cfg, views, out_dir)
     metrics = {"split": cfg.eval_split, "train_seconds": train_seconds, **metrics}
+    if not primary:
+        return metrics
     step = metrics["step"]
     writer.add_scalar(f"{cfg.eval_split}/psnr", metrics["psnr"], step)
     writer.add_scalar(f"{cfg.eval_split}/ssim", metrics["ssim"], step)

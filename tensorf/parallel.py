@@ -1,14 +1,18 @@
-"""Data parallelism: a one-axis mesh over the devices; rays are split along it, the field's
-parameters are replicated."""
+"""Data parallelism: a one-axis mesh over the devices (of every process); rays are split
+along it, the field's parameters are replicated."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from tensorf.config import DistributedConfig
 
 AXIS = "data"
 SHARDED = P(AXIS)  # leading (ray) axis split over the devices
@@ -21,5 +25,58 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 def replicate(tree, mesh: Mesh):
-    """Put a pytree on every device of the mesh once, instead of at every call."""
-    return jax.device_put(tree, NamedSharding(mesh, REPLICATED))
+    """Put a pytree (the same in every process) on every device of the mesh once, instead
+    of at every call. Through the host: devices of other processes take only host data."""
+    return jax.device_put(jax.device_get(tree), NamedSharding(mesh, REPLICATED))
+
+
+def local_copy(tree):
+    """A replicated pytree as arrays on this process's default device (the same values in
+    every process), for work that each process does on its own."""
+    return jax.tree.map(jnp.asarray, jax.device_get(tree))
+
+
+def initialize(cfg: DistributedConfig) -> None:
+    """Join the other processes (no-op without a coordinator); call before any JAX work."""
+    if cfg.coordinator_address is None:
+        return
+    # CPU devices of different processes talk through gloo (GPUs through NCCL).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
+
+
+def is_primary() -> bool:
+    """Process 0: the one that writes logs, metrics and renders."""
+    return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+    """Wait until every process gets here."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def shard_rows(mesh: Mesh, *local: np.ndarray) -> tuple[jax.Array, ...]:
+    """This process's rows -> global arrays split over the mesh (the rows of all processes,
+    in process order)."""
+    sharding = NamedSharding(mesh, SHARDED)
+    return tuple(jax.make_array_from_process_local_data(sharding, x) for x in local)
+
+
+def split_rows(mesh: Mesh, *full: np.ndarray) -> tuple[jax.Array, ...]:
+    """Arrays every process holds whole -> global arrays split over the mesh."""
+    sharding = NamedSharding(mesh, SHARDED)
+    return tuple(jax.make_array_from_callback(x.shape, sharding, x.__getitem__) for x in full)
+
+
+def fetch(*arrays: jax.Array) -> tuple[np.ndarray, ...]:
+    """Global arrays -> numpy, whole, on every process."""
+    return tuple(np.asarray(multihost_utils.process_allgather(x, tiled=True)) for x in arrays)
+
+
+def from_primary(*values: int) -> tuple[int, ...]:
+    """Process 0's values, on every process (e.g. to stop all at the same step)."""
+    if jax.process_count() == 1:
+        return tuple(int(v) for v in values)
+    agreed = multihost_utils.broadcast_one_to_all(np.asarray(values, np.int32))
+    return tuple(int(v) for v in agreed)

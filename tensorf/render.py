@@ -24,7 +24,7 @@ from tensorf import field
 from tensorf.alpha_mask import AlphaMask, is_occupied
 from tensorf.cameras import pixel_rays
 from tensorf.config import ModelConfig, Precision
-from tensorf.parallel import AXIS, REPLICATED, SHARDED, data_mesh
+from tensorf.parallel import AXIS, REPLICATED, SHARDED, data_mesh, fetch, split_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,15 +230,13 @@ def render_image(
         focal, height, width,
     )  # fmt: skip
     pad = (-n) % chunk
-    origins = jnp.pad(origins, ((0, pad), (0, 0)))
-    dirs = jnp.pad(dirs, ((0, pad), (0, 0)), constant_values=1.0)
+    origins = np.pad(np.asarray(origins), ((0, pad), (0, 0)))
+    dirs = np.pad(np.asarray(dirs), ((0, pad), (0, 0)), constant_values=1.0)
     outs, total = [], np.zeros(2)
     for i in range(0, n + pad, chunk):
+        rays = split_rows(mesh, origins[i : i + chunk], dirs[i : i + chunk])
         while True:
-            *out, counts, peaks = _render_chunk(
-                params, aabb, mask, origins[i : i + chunk], dirs[i : i + chunk], cfg, settings,
-                mesh,
-            )  # fmt: skip
+            *out, counts, peaks = _render_chunk(params, aabb, mask, *rays, cfg, settings, mesh)
             peaks = tuple(int(p) for p in peaks)
             overflow = peaks[0] > settings.density_capacity or (
                 peaks[1] > settings.appearance_capacity
@@ -255,11 +253,11 @@ def render_image(
                 settings = fit_capacity(settings, *peaks, shrink=False)
             if not overflow:
                 break
-        outs.append(out)
+        outs.append(fetch(*out))
         total += np.asarray(counts)
     image = {}
     for key, values in zip(("rgb", "depth", "acc"), zip(*outs, strict=True), strict=True):
-        values = np.concatenate([np.asarray(v) for v in values])[:n]
+        values = np.concatenate(values)[:n]
         image[key] = np.empty_like(values)
         image[key][order] = values
         image[key] = image[key].reshape(height, width, -1)

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from tensorf import alpha_mask, field, tensor_vm
+from tensorf import alpha_mask, field, parallel, tensor_vm
 from tensorf.alpha_mask import AlphaMask
 from tensorf.cameras import pixel_rays
 from tensorf.config import Precision, TrainConfig
@@ -47,12 +47,10 @@ class TrainState:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class RayPool:
-    """Training pixels; rays are generated inside the step from (view, row, col)."""
+class Cameras:
+    """The training cameras; rays are generated inside the step from pixel ids."""
 
-    rgb: jax.Array  # (views * H * W, 3) float32 targets
     c2w: jax.Array  # (views, 4, 4)
-    index: jax.Array  # (rays,) int32 pixel ids still used for training
     focal: float = dataclasses.field(metadata={"static": True})
     height: int = dataclasses.field(metadata={"static": True})
     width: int = dataclasses.field(metadata={"static": True})
@@ -62,6 +60,36 @@ class RayPool:
         view, pix = jnp.divmod(ids, self.height * self.width)
         row, col = jnp.divmod(pix, self.width)
         return pixel_rays(self.c2w[view], col, row, self.focal, self.height, self.width)
+
+
+@dataclasses.dataclass(frozen=True)
+class RayPool:
+    """This process's training pixels, kept on the host: each step draws its share of the
+    batch here and sends only those rays to the devices (with several processes, each
+    draws from its own share of the views)."""
+
+    rgb: np.ndarray  # (views * H * W, 3) float32 targets
+    index: np.ndarray  # (rays,) int32 pixel ids still used for training
+    cameras: Cameras
+
+    def sample(self, seed: int, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n pixel ids and their colours; the same for the same seed, step and process."""
+        rng = np.random.default_rng((seed, step, jax.process_index()))
+        ids = self.index[rng.integers(0, len(self.index), n)]
+        return ids, self.rgb[ids]
+
+
+@jax.jit
+def _rays(cameras: Cameras, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return cameras.rays(ids)
+
+
+def next_batch(pool: RayPool, cfg: TrainConfig, step: int, mesh: Mesh) -> tuple[jax.Array, ...]:
+    """The batch of a step, (origins, dirs, target) split over the mesh: every process
+    contributes its share of the rays."""
+    ids, rgb = pool.sample(cfg.seed, step, cfg.batch_size // jax.process_count())
+    origins, dirs = (np.asarray(x) for x in _rays(pool.cameras, ids))
+    return parallel.shard_rows(mesh, origins, dirs, rgb)
 
 
 def init_state(cfg: TrainConfig) -> TrainState:
@@ -131,17 +159,20 @@ def _learning_rates(cfg: TrainConfig, params: field.Params) -> field.Params:
 
 @functools.partial(jax.jit, static_argnames=("cfg", "settings", "mesh"), donate_argnums=0)
 def train_step(
-    state: TrainState, pool: RayPool, cfg: TrainConfig, settings: RenderSettings, mesh: Mesh
+    state: TrainState,
+    batch: tuple[jax.Array, jax.Array, jax.Array],
+    cfg: TrainConfig,
+    settings: RenderSettings,
+    mesh: Mesh,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimisation step on a random batch of rays, split over the devices of `mesh`.
+    """One optimisation step on a batch of rays (origins, dirs, target colours) split over
+    the devices of `mesh` (see `next_batch`); the state is replicated.
 
     The buffer sizes in `settings` are per device. Returned counts: `*_count` summed over
     devices (for logging), `*_peak` the largest on one device (for sizing the buffers).
     """
-    rng, key_rays, key_jitter = jax.random.split(state.rng, 3)
-    ids = pool.index[jax.random.randint(key_rays, (cfg.batch_size,), 0, pool.index.shape[0])]
-    origins, dirs = pool.rays(ids)
-    target = pool.rgb[ids]
+    origins, dirs, target = batch
+    rng, key_jitter = jax.random.split(state.rng)
     jitter = jax.random.uniform(key_jitter, (cfg.batch_size,))
     n_values = cfg.batch_size * 3
 
@@ -302,17 +333,17 @@ def filter_rays(mask: AlphaMask, pool: RayPool, cfg: TrainConfig, chunk: int = 6
 
     @jax.jit
     def hits(ids):
-        o, d = pool.rays(ids)
+        o, d = pool.cameras.rays(ids)
         t_min, t_max = ray_aabb(o, d, coarse.aabb, cfg.render.near, cfg.render.far)
         t = t_min[:, None] + step * jnp.arange(n)
         pts = o[:, None] + d[:, None] * t[..., None]
         return ((t <= t_max[:, None]) & alpha_mask.is_occupied(coarse, pts)).any(-1)
 
-    index = np.asarray(pool.index)
+    index = pool.index
     pad = (-len(index)) % chunk
     padded = np.concatenate([index, np.zeros(pad, index.dtype)]).reshape(-1, chunk)
     keep = np.concatenate([np.asarray(hits(jnp.asarray(c))) for c in padded])[: len(index)]
-    return dataclasses.replace(pool, index=jnp.asarray(index[keep]))
+    return dataclasses.replace(pool, index=index[keep])
 
 
 def _coarsen(mask: AlphaMask, factor: int = 4) -> AlphaMask:

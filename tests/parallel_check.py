@@ -23,12 +23,13 @@ views = data.load_views(scene, "train")
 results = {}
 for n in (1, 4):
     mesh = parallel.data_mesh(jax.devices()[:n])
-    pool = parallel.replicate(experiment.make_pool(views), mesh)
-    state = training.init_state(cfg)
+    pool = experiment.make_pool(views)
+    state = parallel.replicate(training.init_state(cfg), mesh)
     settings = training.settings_for(cfg, state)
     losses = []
-    for _ in range(5):
-        state, metrics = training.train_step(state, pool, cfg, settings, mesh)
+    for step in range(5):
+        batch = training.next_batch(pool, cfg, step, mesh)
+        state, metrics = training.train_step(state, batch, cfg, settings, mesh)
         losses.append(float(metrics["loss"]))
     image, _ = render_image(
         state.params, cfg.model, settings, state.aabb, state.mask, views.c2w[0], views.focal,

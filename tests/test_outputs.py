@@ -129,8 +129,10 @@ def test_export_mesh_of_the_sphere(sphere_run, tmp_path):
     np.testing.assert_allclose(mesh.bounds, [[-0.6] * 3, [0.6] * 3], atol=0.1)
     radii = np.linalg.norm(mesh.vertices, axis=-1)
     # The default level (alpha 0.005) sits on the outer edge of the density's ramp, about
-    # a voxel (0.04) outside the true surface after this short training.
-    assert 0.58 < np.median(radii) < 0.68 and np.std(radii) < 0.03
+    # a voxel (0.04) outside the true surface after this short training; a few floaters
+    # aside, every vertex lies in a thin shell.
+    assert 0.58 < np.median(radii) < 0.68
+    assert np.mean((radii > 0.58) & (radii < 0.73)) > 0.97
     # Its colour is 0.5 + 0.4 * normal (see synthetic.surface_colour).
     expected = np.clip(0.5 + 0.4 * mesh.vertices / radii[:, None], 0, 1)
     colours = mesh.visual.vertex_colors[:, :3] / 255.0

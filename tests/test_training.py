@@ -67,6 +67,11 @@ def test_voxel_schedule_quick():
 # --- train_step on the sphere scene --------------------------------------------------------
 
 
+def train_step(state, pool, cfg, settings):
+    batch = training.next_batch(pool, cfg, int(state.step), MESH)
+    return training.train_step(state, batch, cfg, settings, MESH)
+
+
 @pytest.fixture(scope="module")
 def sphere_pool(tmp_path_factory: pytest.TempPathFactory):
     root = write_sphere_scene(tmp_path_factory.mktemp("sphere"), size=32)
@@ -82,7 +87,7 @@ def trained(sphere_pool):
     settings = training.settings_for(cfg, state)
     history = []
     for _ in range(N_STEPS):
-        state, metrics = training.train_step(state, pool, cfg, settings, MESH)
+        state, metrics = train_step(state, pool, cfg, settings)
         history.append({k: float(v) for k, v in metrics.items()})
     return cfg, state, history
 
@@ -113,10 +118,8 @@ def test_non_finite_step_is_skipped_not_applied(trained, sphere_pool):
     settings = training.settings_for(cfg, state)
     before = jax.tree.map(np.asarray, state)
     # A NaN target makes the loss and every gradient NaN.
-    poisoned = dataclasses.replace(pool, rgb=jnp.full_like(pool.rgb, jnp.nan))
-    after, metrics = training.train_step(
-        jax.tree.map(jnp.array, before), poisoned, cfg, settings, MESH
-    )
+    poisoned = dataclasses.replace(pool, rgb=np.full_like(pool.rgb, np.nan))
+    after, metrics = train_step(jax.tree.map(jnp.array, before), poisoned, cfg, settings)
     assert not bool(metrics["finite"]) and not np.isfinite(float(metrics["loss"]))
     assert int(after.step) == int(before.step) + 1
     assert int(after.skipped_steps) == int(before.skipped_steps) + 1
@@ -124,9 +127,7 @@ def test_non_finite_step_is_skipped_not_applied(trained, sphere_pool):
                     jax.tree.leaves((before.params, before.opt_state)), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), b)
     # The same step on good data is applied.
-    applied, metrics = training.train_step(
-        jax.tree.map(jnp.array, before), pool, cfg, settings, MESH
-    )
+    applied, metrics = train_step(jax.tree.map(jnp.array, before), pool, cfg, settings)
     assert bool(metrics["finite"]) and int(applied.skipped_steps) == int(before.skipped_steps)
     assert not np.array_equal(np.asarray(applied.params["basis"]), before.params["basis"])
 
@@ -141,11 +142,9 @@ def test_reduced_precision_tracks_f32(trained, sphere_pool, precision, tolerance
     settings = training.settings_for(cfg, state)
     assert training.settings_for(low_cfg, state).precision == precision
     low_state = dataclasses.replace(state, loss_scale=training.initial_loss_scale(low_cfg))
-    ref, ref_metrics = training.train_step(jax.tree.map(jnp.array, state), pool, cfg,
-                                           settings, MESH)  # fmt: skip
-    low, low_metrics = training.train_step(jax.tree.map(jnp.array, low_state), pool, low_cfg,
-                                           dataclasses.replace(settings, precision=precision),
-                                           MESH)  # fmt: skip
+    ref, ref_metrics = train_step(jax.tree.map(jnp.array, state), pool, cfg, settings)
+    low_settings = dataclasses.replace(settings, precision=precision)
+    low, low_metrics = train_step(jax.tree.map(jnp.array, low_state), pool, low_cfg, low_settings)
     assert bool(low_metrics["finite"])
     assert float(low_metrics["loss"]) == pytest.approx(float(ref_metrics["loss"]), rel=tolerance)
     step_ref = np.asarray(ref.params["basis"]) - np.asarray(state.params["basis"])
@@ -160,8 +159,7 @@ def test_f16_overflow_skips_the_step_and_halves_the_loss_scale(trained, sphere_p
     huge = jmp.DynamicLossScale(jnp.float32(2.0**40))  # scaled gradients overflow f16
     before = jax.tree.map(np.asarray, dataclasses.replace(state, loss_scale=huge))
     settings = training.settings_for(f16, state)
-    after, metrics = training.train_step(jax.tree.map(jnp.array, before), pool, f16, settings,
-                                         MESH)  # fmt: skip
+    after, metrics = train_step(jax.tree.map(jnp.array, before), pool, f16, settings)
     assert not bool(metrics["finite"])
     assert float(after.loss_scale.loss_scale) == 2.0**39
     assert int(after.skipped_steps) == int(before.skipped_steps) + 1
@@ -192,7 +190,7 @@ def test_train_step_after_upsample_restarts_the_learning_rate(trained, sphere_po
     assert int(state.lr_reset_step) == int(state.step) == N_STEPS
     settings = training.settings_for(cfg, state)
     for i in range(2):
-        state, metrics = training.train_step(state, pool, cfg, settings, MESH)
+        state, metrics = train_step(state, pool, cfg, settings)
         assert float(metrics["lr_grid"]) == pytest.approx(0.02 * 0.1 ** (i / N_STEPS), 1e-5)
         assert np.isfinite(float(metrics["loss"]))
     assert int(state.step) == N_STEPS + 2
