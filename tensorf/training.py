@@ -48,7 +48,7 @@ class TrainState:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Cameras:
-    """The training cameras; rays are generated inside the step from pixel ids."""
+    """The training cameras of this process; rays are generated from pixel ids."""
 
     c2w: jax.Array  # (views, 4, 4)
     focal: float = dataclasses.field(metadata={"static": True})
