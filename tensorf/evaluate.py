@@ -14,13 +14,12 @@ from pathlib import Path
 
 import dm_pix
 import imageio.v3 as iio
-import jax
 import jax.numpy as jnp
 import numpy as np
 import tyro
 from tqdm import tqdm
 
-from tensorf import checkpoint, cli, data
+from tensorf import checkpoint, cli, data, parallel
 from tensorf.config import TrainConfig
 from tensorf.render import render_image
 from tensorf.training import TrainState, settings_for
@@ -57,7 +56,7 @@ def evaluate_views(
     psnrs, ssims, previews = [], [], []
     start = time.perf_counter()
     bar = tqdm(range(views.n_views), desc="evaluating", unit="view", leave=False,
-               disable=jax.process_index() > 0)  # fmt: skip
+               disable=not parallel.is_primary())  # fmt: skip
     for i in bar:
         out, settings = render_image(
             state.params, cfg.model, settings, state.aabb, state.mask,
