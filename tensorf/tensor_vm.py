@@ -62,13 +62,11 @@ def interp_plane(plane: jax.Array, u: jax.Array, v: jax.Array) -> jax.Array:
     j0, fv = _continuous_index(v, b)
     i1 = jnp.minimum(i0 + 1, a - 1)
     j1 = jnp.minimum(j0 + 1, b - 1)
-    flat = plane.reshape(a * b, c)
-    # One gather of all four corners: (4, n, C).
-    corners = jnp.take(flat, jnp.stack([i0 * b + j0, i0 * b + j1, i1 * b + j0, i1 * b + j1]), 0)
-    fu, fv = fu[:, None], fv[:, None]
-    return (corners[0] * (1 - fv) + corners[1] * fv) * (1 - fu) + (
-        corners[2] * (1 - fv) + corners[3] * fv
-    ) * fu
+    # Corners and their bilinear weights side by side, (n, 4, C) and (n, 4): the gradient
+    # of a corner is then a plain product, in the layout the scatter back needs.
+    idx = jnp.stack([i0 * b + j0, i0 * b + j1, i1 * b + j0, i1 * b + j1], -1)
+    w = jnp.stack([(1 - fu) * (1 - fv), (1 - fu) * fv, fu * (1 - fv), fu * fv], -1)
+    return (plane.reshape(a * b, c)[idx] * w[..., None]).sum(1)
 
 
 def interp_line(line: jax.Array, w: jax.Array) -> jax.Array:
