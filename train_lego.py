@@ -1,14 +1,11 @@
-"""Train TensoRF on a Blender-format scene (NeRF-synthetic lego by default).
+"""Train TensoRF on a Blender-format scene (NeRF-synthetic lego by default); the same
+command as train.py, kept for the lego presets' documented commands.
 
 python train_lego.py quick --dataset-path ../shared/data/nerf_synthetic/lego --run-dir runs/q
 python train_lego.py paper --help
 """
 
-import tyro
-
-from tensorf.cli import run_main
-from tensorf.config import PRESETS
-from tensorf.experiment import train
+from tensorf.experiment import main
 
 if __name__ == "__main__":
-    run_main(lambda: train(tyro.extras.overridable_config_cli(PRESETS)))
+    main()

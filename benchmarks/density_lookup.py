@@ -24,7 +24,7 @@ def through_volume(grid, xyz):
 
 
 def through_lookups(grid, xyz):
-    return tensor_vm.vm_features(grid, xyz).sum((1, 2))
+    return tensor_vm.vm_features(grid, xyz).sum(1)
 
 
 def seconds(fn, *inputs) -> float:
@@ -38,7 +38,7 @@ def seconds(fn, *inputs) -> float:
 
 for res, n in [(128, 1310720), (128, 131072), (200, 600000), (200, 150000), (300, 600000),
                (300, 150000)]:  # fmt: skip
-    grid = tensor_vm.init_vm(jax.random.key(0), (res,) * 3, 16, 0.1)
+    grid = tensor_vm.init_vm(jax.random.key(0), (res,) * 3, (16, 16, 16), 0.1)
     xyz = jax.random.uniform(jax.random.key(1), (n, 3), minval=-1, maxval=1)
     weights = jax.random.normal(jax.random.key(2), (n,))
     times = {}

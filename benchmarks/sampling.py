@@ -41,7 +41,7 @@ for name, (mask, settings) in variants.items():
     for i in range(views.n_views):
         out, settings = render_image(
             state.params, cfg.model, settings, state.aabb, mask,
-            views.c2w[i], views.focal, views.height, views.width,
+            views.c2w[i], views.intrinsics,
         )  # fmt: skip
         psnrs.append(psnr(out["rgb"], views.images[i]))
         density.append(out["density_evals_per_ray"])

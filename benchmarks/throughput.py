@@ -74,7 +74,7 @@ settings = training.settings_for(render_cfg, run)
 
 def render(i, settings):
     return render_image(run.params, render_cfg.model, settings, run.aabb, run.mask, views.c2w[i],
-                        views.focal, views.height, views.width, mesh=mesh)[1]  # fmt: skip
+                        views.intrinsics, mesh=mesh)[1]  # fmt: skip
 
 
 settings = render(0, settings)  # compile and size the buffers

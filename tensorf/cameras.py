@@ -1,9 +1,45 @@
 """Pinhole cameras in the Blender / OpenGL convention (camera looks down -z, +y up)."""
 
+from __future__ import annotations
+
+import dataclasses
 import math
 
 import jax.numpy as jnp
 import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Intrinsics:
+    """A pinhole camera's intrinsics in pixels, for images of `width` x `height`.
+
+    (cx, cy) is the principal point measured from the image's top-left corner, so the
+    centre of pixel (col, row) is at (col + 0.5, row + 0.5). Frozen and hashable: jitted
+    code specialises on it.
+    """
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    @classmethod
+    def from_fov(cls, camera_angle_x: float, width: int, height: int) -> Intrinsics:
+        """Square pixels, principal point at the centre, horizontal field of view."""
+        focal = focal_from_fov(camera_angle_x, width)
+        return cls(focal, focal, 0.5 * width, 0.5 * height, int(width), int(height))
+
+    def resized(self, width: int, height: int) -> Intrinsics:
+        """The same camera for images resampled to `width` x `height`."""
+        sx, sy = width / self.width, height / self.height
+        return Intrinsics(
+            self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, int(width), int(height)
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def focal_from_fov(camera_angle_x: float, width: int) -> float:
@@ -12,7 +48,7 @@ def focal_from_fov(camera_angle_x: float, width: int) -> float:
 
 
 def pixel_rays(
-    c2w: jnp.ndarray, col: jnp.ndarray, row: jnp.ndarray, focal: float, height: int, width: int
+    c2w: jnp.ndarray, col: jnp.ndarray, row: jnp.ndarray, intrinsics: Intrinsics
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Rays through pixel centres.
 
@@ -22,10 +58,11 @@ def pixel_rays(
     Returns:
         origins (..., 3) and unit directions (..., 3) in world space.
     """
+    k = intrinsics
     dirs_cam = jnp.stack(
         [
-            (col + 0.5 - 0.5 * width) / focal,
-            -(row + 0.5 - 0.5 * height) / focal,
+            (col + 0.5 - k.cx) / k.fx,
+            -(row + 0.5 - k.cy) / k.fy,
             -jnp.ones_like(col, dtype=jnp.float32),
         ],
         axis=-1,
@@ -64,3 +101,56 @@ def orbit_poses(n: int, radius: float, elevation_deg: float, center: np.ndarray)
     return np.stack(
         [orbit_pose(az, elevation_deg, radius, center) for az in np.arange(n) * 360.0 / n]
     )
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def average_pose(c2w: np.ndarray) -> np.ndarray:
+    """(4, 4) pose at the cameras' mean position, looking along their mean viewing
+    direction, with their mean up vector made orthogonal to it.
+
+    A proper rotation (right = up x backwards). The official LLFF loader takes
+    backwards x up instead, a mirror image: its recentred poses have determinant -1.
+    """
+    c2w = np.asarray(c2w, np.float64)
+    back = _unit(c2w[:, :3, 2].mean(0))
+    right = _unit(np.cross(c2w[:, :3, 1].mean(0), back))
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2] = right, np.cross(back, right), back
+    pose[:3, 3] = c2w[:, :3, 3].mean(0)
+    return pose
+
+
+def spiral_poses(
+    c2w: np.ndarray, depth_bounds: tuple[float, float], n: int, rotations: int = 2
+) -> np.ndarray:
+    """(n, 4, 4) cameras on the official LLFF spiral: around the average pose, within the
+    90th percentile of the cameras' offsets, all looking at a focus point in the scene.
+
+    As the official `get_spiral` (focus depth from the bounds, z oscillating at half the
+    rate), but every pose is a proper rotation (see `average_pose`).
+    """
+    c2w = np.asarray(c2w, np.float64)
+    centre = average_pose(c2w)
+    up = _unit(c2w[:, :3, 1].sum(0))
+    # The focus depth: a harmonic blend of the nearest and (5x) the farthest content.
+    close, far = depth_bounds[0] * 0.9, depth_bounds[1] * 5.0
+    focus = 1.0 / (0.25 / close + 0.75 / far)
+    # Offsets from the average pose, in its frame.
+    local = (np.linalg.inv(centre) @ c2w)[:, :3, 3]
+    radii = np.percentile(np.abs(local), 90, axis=0)
+    target = centre[:3, :3] @ np.array([0.0, 0.0, -focus]) + centre[:3, 3]
+    poses = []
+    for theta in np.linspace(0.0, 2.0 * np.pi * rotations, n, endpoint=False):
+        offset = radii * np.array([np.cos(theta), -np.sin(theta), -np.sin(0.5 * theta)])
+        position = centre[:3, :3] @ offset + centre[:3, 3]
+        back = _unit(position - target)
+        right = _unit(np.cross(up, back))
+        pose = np.eye(4)
+        pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = (
+            right, np.cross(back, right), back, position
+        )  # fmt: skip
+        poses.append(pose)
+    return np.stack(poses)

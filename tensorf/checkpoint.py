@@ -15,6 +15,7 @@ from jax.sharding import NamedSharding
 
 from tensorf import field
 from tensorf.alpha_mask import AlphaMask
+from tensorf.cameras import Intrinsics
 from tensorf.config import TrainConfig, from_dict, to_dict
 from tensorf.data import Views
 from tensorf.parallel import REPLICATED, data_mesh
@@ -46,18 +47,34 @@ def load_config(run_dir: Path) -> TrainConfig:
 
 
 def save_cameras(run_dir: Path, views: Views) -> None:
-    cameras = {"height": views.height, "width": views.width, "focal": views.focal,
-               "c2w": np.asarray(views.c2w).tolist()}  # fmt: skip
+    cameras = {
+        "intrinsics": views.intrinsics.to_dict(),
+        "c2w": np.asarray(views.c2w).tolist(),
+        "kind": views.kind,
+        "depth_bounds": views.depth_bounds,
+    }
     (Path(run_dir) / CAMERAS_FILE).write_text(json.dumps(cameras))
 
 
 def load_cameras(run_dir: Path) -> dict:
-    """{"height", "width", "focal", "c2w" (n, 4, 4) array} of the training views."""
+    """The training views' cameras: {"intrinsics": Intrinsics, "c2w": (n, 4, 4) array,
+    "kind": scene kind, "depth_bounds": (near, far) or None}."""
     path = Path(run_dir) / CAMERAS_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: not found; the run predates it, train it again")
     cameras = json.loads(path.read_text())
-    return {**cameras, "c2w": np.array(cameras["c2w"], np.float64)}
+    if "intrinsics" in cameras:
+        intrinsics = Intrinsics(**cameras["intrinsics"])
+    else:  # written before full intrinsics: one focal, principal point at the centre
+        width, height, focal = cameras["width"], cameras["height"], cameras["focal"]
+        intrinsics = Intrinsics(focal, focal, 0.5 * width, 0.5 * height, width, height)
+    bounds = cameras.get("depth_bounds")
+    return {
+        "intrinsics": intrinsics,
+        "c2w": np.array(cameras["c2w"], np.float64),
+        "kind": cameras.get("kind", "object"),
+        "depth_bounds": None if bounds is None else tuple(bounds),
+    }
 
 
 def load_run(run_dir: Path) -> tuple[TrainConfig, TrainState]:

@@ -8,19 +8,20 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from tensorf.data import default_dataset_path
+from tensorf.data import data_dir, default_dataset_path
 
 Precision = Literal["f32", "bf16", "f16"]
+Components = tuple[int, int, int]
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The radiance field: VM grids plus the shading MLP."""
 
-    density_components: int = 16
-    """Density components per axis pair (VM-192 uses 16)."""
-    appearance_components: int = 48
-    """Appearance components per axis pair (VM-192 uses 48)."""
+    density_components: Components = (16, 16, 16)
+    """Density components of the XY-Z, XZ-Y and YZ-X plane/line pairs (VM-192: 16 each)."""
+    appearance_components: Components = (48, 48, 48)
+    """Appearance components of the three pairs (VM-192: 48 each)."""
     appearance_dim: int = 27
     """Output size of the appearance basis matrix, i.e. the MLP's feature input."""
     mlp_width: int = 128
@@ -29,12 +30,22 @@ class ModelConfig:
     """Positional-encoding frequencies applied to the appearance features."""
     view_pe: int = 2
     """Positional-encoding frequencies applied to the view direction."""
+    density_activation: Literal["softplus", "relu"] = "softplus"
+    """Density from the summed feature: softplus(feature + density_shift), or relu(feature)
+    (the official LLFF setting)."""
     density_shift: float = -10.0
     """Added to the density feature before softplus, so a new grid starts nearly empty."""
     distance_scale: float = 25.0
     """Multiplies sample spacing in alpha = 1 - exp(-sigma * dt * distance_scale)."""
     init_scale: float = 0.1
     """Standard deviation of the normal initialisation of grid values."""
+
+    def __post_init__(self) -> None:
+        # Run directories from before per-pair components saved one number for all pairs.
+        for name in ("density_components", "appearance_components"):
+            value = getattr(self, name)
+            if isinstance(value, int):
+                object.__setattr__(self, name, (value,) * 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +63,17 @@ class RenderConfig:
     the ray's full opacity (the skipped samples take their average colour); 'black' drops
     them, as the official code does below its 1e-4 weight threshold."""
     near: float = 2.0
-    """Rays start no closer than this to the camera (Blender scenes: 2)."""
+    """Rays start no closer than this to the camera (Blender scenes: 2; unused with --ndc)."""
     far: float = 6.0
-    """Rays end no further than this (Blender scenes: 6)."""
+    """Rays end no further than this (Blender scenes: 6; unused with --ndc)."""
+    ndc: bool = False
+    """Sample forward-facing scenes (LLFF) in normalised device coordinates: the box then
+    spans the cameras' frustum from the near plane to infinity, and the n samples of a ray
+    are spaced evenly in NDC depth (official ndc_ray)."""
+    background: Literal["white", "black", "random"] = "white"
+    """What shows where rays end on nothing. 'random': each training batch is composited on
+    white or black by a coin flip (the official real-scene setting, which keeps empty space
+    from being learned as a colour), and renders use black."""
     chunk: int = 8192
     """Rays rendered per jitted call at evaluation time (bounds memory)."""
 
@@ -78,11 +97,13 @@ class TrainConfig:
     """A full training run: data, schedule, outputs."""
 
     dataset_path: Path = dataclasses.field(default_factory=default_dataset_path)
-    """Blender-format scene folder (with transforms_train.json); TENSORF_DATA_DIR overrides."""
+    """Scene folder: Blender (transforms_train.json) or LLFF (poses_bounds.npy), detected
+    from its files; TENSORF_DATA_DIR sets where the default scene is looked for."""
     run_dir: Path = Path("runs/lego")
     """Where checkpoints, TensorBoard logs, renders and metrics.json go."""
     downscale: int = 1
-    """Integer image downscale factor for training and evaluation."""
+    """Integer image downscale factor for training and evaluation (LLFF: reads images_N/
+    when present, else resizes the largest image folder)."""
     model: ModelConfig = ModelConfig()
     render: RenderConfig = RenderConfig()
 
@@ -116,6 +137,11 @@ class TrainConfig:
     """L1 weight on density grid values before the first alpha-mask update."""
     l1_rest: float = 4e-5
     """L1 weight on density grid values after it."""
+    tv_density: float = 0.0
+    """Weight of total variation on the density planes (official TV_weight_density); like
+    the official code it decays with the learning-rate factor and is not reset on upsample."""
+    tv_appearance: float = 0.0
+    """Weight of total variation on the appearance planes (official TV_weight_app)."""
     adam_on_upsample: Literal["reset", "resample"] = "reset"
     """What Adam's moments do when the grid is upsampled: 'reset' re-creates the optimizer
     (official code); 'resample' interpolates the moments onto the new grid."""
@@ -161,13 +187,60 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
             grid_final=200,
             upsample_steps=(500, 1000, 1500),
             mask_steps=(500, 1000, 2000),
-            model=ModelConfig(density_components=8, appearance_components=24),
+            model=ModelConfig(density_components=(8, 8, 8), appearance_components=(24, 24, 24)),
             render=RenderConfig(step_ratio=1.0, appearance_samples=16),
             checkpoint_every=500,
             log_every=50,
         ),
     ),
 }
+
+# The official LLFF settings (configs/flower.txt): a flat box in NDC, few components on
+# the planes that do not face the cameras, TV instead of L1, no view encoding.
+_LLFF = TrainConfig(
+    dataset_path=data_dir() / "nerf_llff_data" / "fern",
+    run_dir=Path("runs/fern"),
+    downscale=4,
+    n_iters=25_000,
+    aabb=(-1.5, -1.67, -1.0, 1.5, 1.67, 1.0),
+    grid_final=640,
+    upsample_steps=(2000, 3000, 4000, 5500),
+    mask_steps=(2500,),
+    l1_initial=0.0,
+    l1_rest=0.0,
+    tv_density=1.0,
+    tv_appearance=1.0,
+    model=ModelConfig(
+        density_components=(16, 4, 4),
+        appearance_components=(48, 12, 12),
+        density_activation="relu",
+        feature_pe=0,
+        view_pe=0,
+    ),
+    render=RenderConfig(ndc=True, background="random"),
+)
+PRESETS["llff"] = (
+    "Official LLFF settings (VM [16,4,4]/[48,12,12], NDC, 25k steps of 4096 rays, 128^3 -> "
+    "640^3, TV 1.0) at images_4. Meant for a GPU.",
+    _LLFF,
+)
+PRESETS["llff-quick"] = (
+    "LLFF tuned for a 2-core CPU (use with --max-minutes 15) at images_8: fewer samples per "
+    "ray, 64^3 -> 256^3, 1024-ray batches.",
+    dataclasses.replace(
+        _LLFF,
+        downscale=8,
+        n_iters=6000,
+        batch_size=1024,
+        grid_init=64,
+        grid_final=256,
+        upsample_steps=(500, 1000, 1500, 2000),
+        mask_steps=(1000,),
+        render=dataclasses.replace(_LLFF.render, step_ratio=1.0, appearance_samples=16),
+        checkpoint_every=500,
+        log_every=50,
+    ),
+)
 
 
 def to_dict(cfg: Any) -> dict:

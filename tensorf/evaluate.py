@@ -22,7 +22,7 @@ from tqdm import tqdm
 from tensorf import checkpoint, cli, data, parallel
 from tensorf.config import TrainConfig
 from tensorf.render import render_image
-from tensorf.training import TrainState, settings_for
+from tensorf.training import TrainState, ndc_for, settings_for
 from tensorf.visualize import VideoWriter, colorize_depth, depth_range, side_by_side, to_uint8
 
 
@@ -51,8 +51,8 @@ def evaluate_views(
     Returns the metrics and the renders of the first three views (for TensorBoard), each
     with a colour-mapped depth image `depth_vis`.
     """
-    settings = settings_for(cfg, state)
-    near, far = depth_range(views.c2w, np.asarray(state.aabb))
+    settings = settings_for(cfg, state, ndc_for(cfg, views.intrinsics))
+    near, far = views.depth_bounds or depth_range(views.c2w, np.asarray(state.aabb))
     psnrs, ssims, previews = [], [], []
     start = time.perf_counter()
     bar = tqdm(range(views.n_views), desc="evaluating", unit="view", leave=False,
@@ -60,7 +60,7 @@ def evaluate_views(
     for i in bar:
         out, settings = render_image(
             state.params, cfg.model, settings, state.aabb, state.mask,
-            views.c2w[i], views.focal, views.height, views.width, cfg.render.chunk,
+            views.c2w[i], views.intrinsics, cfg.render.chunk,
         )  # fmt: skip
         out["depth_vis"] = colorize_depth(out["depth"], out["acc"], near, far)
         psnrs.append(psnr(out["rgb"], views.images[i]))
@@ -87,14 +87,15 @@ def evaluate_views(
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateArgs:
-    """Evaluate a finished run on any split of any Blender-format dataset folder."""
+    """Evaluate a finished run on any split of a scene folder (Blender or LLFF)."""
 
     run_dir: Path
-    """Run directory written by train_lego.py (latest checkpoint is used)."""
+    """Run directory written by train.py / train_lego.py (latest checkpoint is used)."""
     dataset_path: Path | None = None
     """Dataset folder (default: the one the run was trained on)."""
     split: str = "test"
-    """Split to evaluate: a transforms_<split>.json must exist in the dataset folder."""
+    """Split to evaluate: Blender scenes have one per transforms_<split>.json, LLFF scenes
+    have train, test (every 8th image) and all."""
     max_views: int | None = None
     """Evaluate this many evenly spaced views (default: all)."""
     downscale: int | None = None

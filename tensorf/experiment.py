@@ -12,12 +12,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tyro
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from tensorf import alpha_mask, checkpoint, data, parallel, training
-from tensorf.cli import ConfigError, Interrupted, TrainingError
-from tensorf.config import DistributedConfig, TrainConfig, to_dict
+from tensorf.cli import ConfigError, Interrupted, TrainingError, run_main
+from tensorf.config import PRESETS, DistributedConfig, TrainConfig, to_dict
 from tensorf.evaluate import evaluate_views
 from tensorf.render import fit_capacity
 
@@ -28,6 +29,11 @@ RESUMABLE = {
     "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
     "max_bad_steps", "distributed",
 }  # fmt: skip
+
+
+def main() -> dict:
+    """The training command line (train.py, train_lego.py): a preset, then any option."""
+    return run_main(lambda: train(tyro.extras.overridable_config_cli(PRESETS)))
 
 
 def check_distributed(cfg: DistributedConfig) -> None:
@@ -95,8 +101,22 @@ def _check_run_dir(cfg: TrainConfig) -> None:
 
 def make_pool(views: data.Views) -> training.RayPool:
     n = views.n_views * views.height * views.width
-    cameras = training.Cameras(jnp.asarray(views.c2w), views.focal, views.height, views.width)
+    cameras = training.Cameras(jnp.asarray(views.c2w), views.intrinsics)
     return training.RayPool(views.images.reshape(-1, 3), np.arange(n, dtype=np.int32), cameras)
+
+
+def check_scene_kind(cfg: TrainConfig, views: data.Views) -> None:
+    """Forward-facing captures need NDC rays, and objects world rays."""
+    if views.kind == "forward-facing" and not cfg.render.ndc:
+        raise ConfigError(
+            f"{cfg.dataset_path} is a forward-facing (LLFF) capture, which needs NDC rays: "
+            "use a preset made for it (llff, llff-quick) or pass --render.ndc"
+        )
+    if views.kind == "object" and cfg.render.ndc:
+        raise ConfigError(
+            f"{cfg.dataset_path} is an object scene, which NDC cannot represent (it needs "
+            "cameras that all look the same way): drop --render.ndc or use an object preset"
+        )
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -111,6 +131,8 @@ def train(cfg: TrainConfig) -> dict:
     _check_run_dir(cfg)
     shard = (jax.process_index(), jax.process_count())
     views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale, shard=shard)
+    check_scene_kind(cfg, views)
+    projection = training.ndc_for(cfg, views.intrinsics)
     parallel.sync("run dir checked")  # by every process, before process 0 writes to it
     primary = parallel.is_primary()
     # Written only once the data loaded, so a failed start leaves no run behind.
@@ -127,10 +149,13 @@ def train(cfg: TrainConfig) -> dict:
     else:
         state = training.init_state(cfg)
     # Rays that miss the box can never be anything but background (official: bbox_only).
-    initial_box = alpha_mask.everything(np.reshape(cfg.aabb, (2, 3)))
-    pool = training.filter_rays(initial_box, pool, cfg)
+    # In NDC every ray crosses the box, as the official code assumes by not filtering.
+    filter_rays = not cfg.render.ndc
+    if filter_rays:
+        initial_box = alpha_mask.everything(np.reshape(cfg.aabb, (2, 3)))
+        pool = training.filter_rays(initial_box, pool, cfg)
     step = int(state.step)
-    if any(s <= step for s in cfg.mask_steps[1:]):
+    if filter_rays and any(s <= step for s in cfg.mask_steps[1:]):
         pool = training.filter_rays(state.mask, pool, cfg)
     state = parallel.replicate(state, mesh)
 
@@ -140,7 +165,7 @@ def train(cfg: TrainConfig) -> dict:
         writer = SummaryWriter(str(cfg.run_dir / "tensorboard"), purge_step=step or None)
         log = _JsonLog(cfg.run_dir / LOG_FILE, step)
     voxels = dict(zip(cfg.upsample_steps, training.voxel_schedule(cfg), strict=True))
-    settings = dataclasses.replace(training.settings_for(cfg, state), **buffers)
+    settings = dataclasses.replace(training.settings_for(cfg, state, projection), **buffers)
     budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
     start = last_log = time.perf_counter()
     last_log_step = step
@@ -192,7 +217,7 @@ def train(cfg: TrainConfig) -> dict:
                     writer.add_text("train/warnings", message, step)
                 if first:
                     state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.l1_rest))
-                else:
+                elif filter_rays:
                     pool = training.filter_rays(state.mask, pool, cfg)
                 changed = True
             if step in voxels:
@@ -200,7 +225,7 @@ def train(cfg: TrainConfig) -> dict:
                 changed = True
             if changed:
                 state = parallel.replicate(state, mesh)
-                settings = training.settings_for(cfg, state)
+                settings = training.settings_for(cfg, state, projection)
                 if primary:
                     tqdm.write(
                         f"step {step}: grid {state.resolution}, {settings.n_samples} "

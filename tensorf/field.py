@@ -21,7 +21,7 @@ def shading_mlp(cfg: ModelConfig) -> ShadingMLP:
 
 def init_params(key: jax.Array, cfg: ModelConfig, resolution: tuple[int, int, int]) -> Params:
     k_density, k_app, k_basis, k_mlp = jax.random.split(key, 4)
-    basis_in = 3 * cfg.appearance_components
+    basis_in = sum(cfg.appearance_components)
     bound = basis_in**-0.5  # PyTorch's default Linear init, as the official basis matrix.
     return {
         "density": tensor_vm.init_vm(k_density, resolution, cfg.density_components, cfg.init_scale),
@@ -46,6 +46,8 @@ def density(params: Params, cfg: ModelConfig, xyz: jax.Array) -> jax.Array:
     """Normalised points (n, 3) -> sigma (n,), at least float32 (softplus is not safe in
     bf16 / f16)."""
     feature = _at_least_f32(tensor_vm.density_feature(params["density"], xyz))
+    if cfg.density_activation == "relu":
+        return jax.nn.relu(feature)
     return jax.nn.softplus(feature + cfg.density_shift)
 
 
@@ -64,3 +66,13 @@ def density_l1(params: Params) -> jax.Array:
     """Mean absolute density grid value per plane and line, summed (official density_L1)."""
     grid = params["density"]
     return sum(jnp.abs(p).mean() for p in grid.planes) + sum(jnp.abs(x).mean() for x in grid.lines)
+
+
+# The official TV_loss_density / TV_loss_app weigh each plane's TV by this.
+TV_SCALE = 1e-2
+
+
+def plane_tv(params: Params, key: str) -> jax.Array:
+    """Total variation of the planes of the "density" or "appearance" grid, as weighted by
+    the official code before its TV_weight."""
+    return TV_SCALE * tensor_vm.total_variation(params[key])

@@ -1,4 +1,7 @@
-"""360-degree orbit videos of a trained run: RGB, colour-mapped depth and normals.
+"""Videos along a camera path of a trained run: RGB, colour-mapped depth and normals.
+
+Objects get a 360-degree orbit; forward-facing captures the official spiral around the
+average camera (an orbit would show the back of the scene, which no photo saw).
 
 python render_360.py --run-dir R --out orbit.mp4 --frames 24
 """
@@ -9,16 +12,17 @@ import contextlib
 import dataclasses
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
 
 from tensorf import checkpoint
-from tensorf.cameras import orbit_poses
+from tensorf.cameras import orbit_poses, spiral_poses
 from tensorf.cli import ConfigError, check_writable
 from tensorf.config import TrainConfig
 from tensorf.render import render_image
-from tensorf.training import settings_for
+from tensorf.training import ndc_for, settings_for
 from tensorf.visualize import (
     VIDEO_SUFFIXES,
     VideoWriter,
@@ -32,24 +36,28 @@ from tensorf.visualize import (
 
 @dataclasses.dataclass(frozen=True)
 class OrbitArgs:
-    """Render a ring of cameras around the scene centre from a run's latest checkpoint."""
+    """Render a camera path through a run's scene from its latest checkpoint."""
 
     run_dir: Path
-    """Run directory written by train_lego.py."""
+    """Run directory written by train.py / train_lego.py."""
     out: Path = Path("orbit.mp4")
     """RGB video; .mp4 or .gif. The other videos are named after it (orbit_depth.mp4, ...)."""
+    path: Literal["auto", "orbit", "spiral"] = "auto"
+    """Camera path. orbit: a ring around the scene centre; spiral: the official LLFF spiral
+    around the average training camera, two turns; auto: spiral for forward-facing
+    captures, orbit for objects."""
     frames: int = 120
-    """Number of frames (cameras) around the full circle."""
+    """Number of frames (cameras) along the path."""
     fps: float = 30.0
     """Frames per second of the videos."""
     elevation: float = 30.0
-    """Camera height above the scene centre's horizontal plane, in degrees."""
+    """Orbit: camera height above the scene centre's horizontal plane, in degrees."""
     radius: float | None = None
-    """Camera distance from the scene centre (default: mean distance of the training cameras)."""
+    """Orbit: camera distance from the scene centre (default: the training cameras' mean)."""
     width: int | None = None
     """Frame width in pixels (default: the training images')."""
     height: int | None = None
-    """Frame height in pixels (default: the training images')."""
+    """Frame height in pixels (default: the training images' aspect ratio at --width)."""
     depth: bool = True
     """Also write the colour-mapped depth video (<out>_depth)."""
     normals: bool = False
@@ -87,33 +95,57 @@ def orbit_centre_and_radius(cfg: TrainConfig, cameras: dict) -> tuple[np.ndarray
     return centre, float(np.linalg.norm(cameras["c2w"][:, :3, 3] - centre, axis=-1).mean())
 
 
+def path_poses(args: OrbitArgs, cfg: TrainConfig, cameras: dict) -> np.ndarray:
+    """(frames, 4, 4) cameras of the chosen path."""
+    kind = args.path
+    if kind == "auto":
+        kind = "spiral" if cameras["kind"] == "forward-facing" else "orbit"
+    if kind == "spiral":
+        bounds = cameras["depth_bounds"]
+        if bounds is None:
+            raise ConfigError(f"{args.run_dir}: --path spiral needs a scene with depth bounds "
+                              "(forward-facing captures); use --path orbit")  # fmt: skip
+        return spiral_poses(cameras["c2w"], bounds, args.frames)
+    if cfg.render.ndc:
+        raise ConfigError(f"{args.run_dir}: NDC scenes cannot be seen from behind; use --path "
+                          "spiral")  # fmt: skip
+    center, radius = orbit_centre_and_radius(cfg, cameras)
+    return orbit_poses(args.frames, args.radius or radius, args.elevation, center)
+
+
 def render_orbit(args: OrbitArgs) -> dict[str, Path]:
     """Write the videos; returns their paths."""
     _check(args)
     cfg, state = checkpoint.load_run(args.run_dir)
     cameras = checkpoint.load_cameras(args.run_dir)
-    center, radius = orbit_centre_and_radius(cfg, cameras)
-    radius = args.radius or radius
-    width = args.width or cameras["width"]
-    height = args.height or cameras["height"]
-    focal = cameras["focal"] * width / cameras["width"]  # same field of view at any size
-    poses = orbit_poses(args.frames, radius, args.elevation, center)
-    near, far = depth_range(poses, np.asarray(state.aabb))
-    settings = settings_for(cfg, state)
+    train_camera = cameras["intrinsics"]
+    width = args.width or train_camera.width
+    scale = width / train_camera.width
+    height = args.height or max(1, round(train_camera.height * scale))
+    # The same horizontal field of view and square pixels at any size.
+    intrinsics = dataclasses.replace(
+        train_camera, fx=train_camera.fx * scale, fy=train_camera.fy * scale,
+        cx=train_camera.cx * scale, cy=train_camera.cy * height / train_camera.height,
+        width=width, height=height,
+    )  # fmt: skip
+    poses = path_poses(args, cfg, cameras)
+    near, far = cameras["depth_bounds"] or depth_range(poses, np.asarray(state.aabb))
+    # The NDC projection is the training cameras', whatever the frames' size.
+    settings = settings_for(cfg, state, ndc_for(cfg, train_camera))
     paths = output_paths(args)
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         writers = {k: stack.enter_context(VideoWriter(p, args.fps)) for k, p in paths.items()}
         for c2w in tqdm(poses, desc="rendering orbit", unit="frame"):
             out, settings = render_image(
-                state.params, cfg.model, settings, state.aabb, state.mask, c2w, focal,
-                height, width, args.chunk,
+                state.params, cfg.model, settings, state.aabb, state.mask, c2w, intrinsics,
+                args.chunk,
             )  # fmt: skip
             panels = {"rgb": to_uint8(out["rgb"])}  # the panels of a side-by-side frame
             if args.depth or args.side_by_side:
                 panels["depth"] = colorize_depth(out["depth"], out["acc"], near, far)
             if args.normals:
-                panels["normals"] = normals_from_depth(out["depth"], out["acc"], c2w, focal)
+                panels["normals"] = normals_from_depth(out["depth"], out["acc"], c2w, intrinsics)
             for kind, writer in writers.items():
                 writer.write(
                     side_by_side(*panels.values()) if kind == "side_by_side" else panels[kind]

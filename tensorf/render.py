@@ -1,6 +1,7 @@
 """Volume rendering with static shapes: ray sampling, empty-space skipping, compositing.
 
-Per ray we take `n_samples` evenly spaced samples through the aabb. Only the samples that
+Per ray we take `n_samples` evenly spaced samples through the aabb (for forward-facing
+scenes, evenly spaced in normalised device coordinates; see `tensorf.ndc`). Only the samples that
 lie in the alpha mask are packed (batch-wide, cumulative-sum compaction) into a fixed-size
 buffer that gets density evaluations; compositing then runs on the dense (rays, samples)
 grid. The shading MLP runs only on each ray's top-k samples by weight that pass the
@@ -22,8 +23,9 @@ from jax.sharding import Mesh
 
 from tensorf import field
 from tensorf.alpha_mask import AlphaMask, is_occupied
-from tensorf.cameras import pixel_rays
+from tensorf.cameras import Intrinsics, pixel_rays
 from tensorf.config import ModelConfig, Precision
+from tensorf.ndc import ndc_rays, world_distance
 from tensorf.parallel import AXIS, REPLICATED, SHARDED, data_mesh, fetch, split_rows
 
 
@@ -32,7 +34,7 @@ class RenderSettings:
     """Static (hashable) sampling settings: jit specialises on them."""
 
     n_samples: int  # evenly spaced samples per ray through the aabb
-    step_size: float
+    step_size: float  # in world units, or in NDC ray parameter t
     density_capacity: int  # occupied samples per batch that get a density evaluation
     appearance_capacity: int  # samples per batch that get the shading MLP
     appearance_samples: int  # top-k by weight per ray considered for shading
@@ -41,6 +43,8 @@ class RenderSettings:
     far: float
     weight_threshold: float = 1e-4  # official rm_weight_mask_thre
     precision: Precision = "f32"  # compute dtype of grid lookups and the MLP
+    ndc: tuple[float, float] | None = None  # NDC projection (`ndc.projection`), or world rays
+    background: float = 1.0  # colour where rays end on nothing (1 white, 0 black)
 
 
 DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16}
@@ -100,8 +104,11 @@ def render_rays(
     origins: jax.Array,
     dirs: jax.Array,
     jitter: jax.Array | None = None,
+    background: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-    """Render rays (rays, 3) -> rgb (rays, 3), depth (rays,), acc (rays,).
+    """Render world rays (rays, 3), unit directions -> rgb (rays, 3), depth (rays,) and
+    acc (rays,). Depth is the expected distance along the ray, in world units (for NDC
+    scenes too: each sample's NDC depth is mapped back to the world first).
 
     Density is evaluated only on samples inside the aabb and the alpha mask, packed into
     a batch-wide buffer of `density_capacity`; the shading MLP only on each ray's top-k
@@ -109,23 +116,30 @@ def render_rays(
     `appearance_capacity`. `density_count` / `appearance_count` report how many samples
     needed a slot: above the capacity, the excess samples were skipped (treated as empty
     / unshaded), so callers enlarge the buffers and, when exactness matters, render again.
-    `jitter` (rays,) in [0, 1) offsets each ray's samples during training.
+    `jitter` (rays,) in [0, 1) offsets each ray's samples during training; `background`
+    (a scalar) overrides `settings.background`.
     """
     n_rays, n = origins.shape[0], settings.n_samples
     params = to_compute(params, settings.precision)
-    t_min, t_max = ray_aabb(origins, dirs, aabb, settings.near, settings.far)
+    if settings.ndc is None:
+        o, d, length = origins, dirs, 1.0
+    else:
+        o, d = ndc_rays(origins, dirs, settings.ndc)
+        length = jnp.linalg.norm(d, axis=-1, keepdims=True)  # NDC length per unit of t
+    t_min, t_max = ray_aabb(o, d, aabb, settings.near, settings.far)
     offset = jnp.zeros(n_rays) if jitter is None else jitter
     t = t_min[:, None] + (jnp.arange(n, dtype=jnp.float32) + offset[:, None]) * settings.step_size
-    points = origins[:, None] + dirs[:, None] * t[..., None]  # (rays, samples, 3)
+    points = o[:, None] + d[:, None] * t[..., None]  # (rays, samples, 3)
     valid = (t < t_max[:, None]) & is_occupied(mask, points)
 
     idx, ok, density_count = compact(valid, settings.density_capacity)
     xyz = to_compute(field.normalize(points.reshape(-1, 3)[idx], aabb), settings.precision)
     sigma = jnp.where(ok, field.density(params, cfg, xyz), 0.0)
     sigma = jnp.zeros(n_rays * n).at[idx].add(sigma).reshape(n_rays, n)
-    weights = compositing_weights(sigma * settings.step_size * cfg.distance_scale)
+    weights = compositing_weights(sigma * settings.step_size * length * cfg.distance_scale)
     acc = weights.sum(-1)
-    depth = (weights * t).sum(-1)
+    distance = t if settings.ndc is None else world_distance(t, origins, dirs)
+    depth = (weights * distance).sum(-1)
 
     k = min(settings.appearance_samples, n)
     top_w, top_idx = jax.lax.top_k(weights, k)  # (rays, k)
@@ -138,10 +152,13 @@ def render_rays(
     if settings.unselected == "renormalize":
         shaded = jnp.zeros(n_rays).at[ray].add(w)
         w = w * (acc / jnp.maximum(shaded, 1e-10))[ray]
+    # Shading sees the world direction, for NDC rays too (the official code uses the
+    # normalised NDC direction, which the projection bends away from the physical one).
     xyz, viewdirs = to_compute((field.normalize(points[ray, sample], aabb), dirs[ray]),
                                settings.precision)  # fmt: skip
     rgb = field.radiance(params, cfg, xyz, viewdirs)  # (capacity, 3)
-    rgb = jnp.zeros((n_rays, 3)).at[ray].add(w[:, None] * rgb) + (1.0 - acc)[:, None]
+    background = settings.background if background is None else background
+    rgb = jnp.zeros((n_rays, 3)).at[ray].add(w[:, None] * rgb) + (1.0 - acc)[:, None] * background
     return {
         "rgb": rgb,
         "depth": depth,
@@ -203,9 +220,7 @@ def render_image(
     aabb: jax.Array,
     mask: AlphaMask,
     c2w: np.ndarray,
-    focal: float,
-    height: int,
-    width: int,
+    intrinsics: Intrinsics,
     chunk: int = 8192,
     mesh: Mesh | None = None,
 ) -> tuple[dict[str, np.ndarray], RenderSettings]:
@@ -223,12 +238,12 @@ def render_image(
     """
     mesh = mesh or data_mesh()
     chunk = -(-chunk // mesh.size) * mesh.size
+    height, width = intrinsics.height, intrinsics.width
     n = height * width
     order = np.random.default_rng(0).permutation(n)
     origins, dirs = pixel_rays(
-        jnp.asarray(c2w, jnp.float32)[None], order % width, order // width,
-        focal, height, width,
-    )  # fmt: skip
+        jnp.asarray(c2w, jnp.float32)[None], order % width, order // width, intrinsics
+    )
     pad = (-n) % chunk
     origins = np.pad(np.asarray(origins), ((0, pad), (0, 0)))
     dirs = np.pad(np.asarray(dirs), ((0, pad), (0, 0)), constant_values=1.0)

@@ -2,7 +2,9 @@
 
 A feature at a point is, per component c, the sum over the three axis pairs of
 `plane_pair[c](u, v) * line_axis[c](w)`, with bilinear/linear interpolation on grids whose
-corners sit on the aabb corners (`align_corners=True`, as in the official code).
+corners sit on the aabb corners (`align_corners=True`, as in the official code). Each pair
+may have its own number of components (the official LLFF config gives the XY-Z pair,
+which faces the cameras, four times as many).
 """
 
 from __future__ import annotations
@@ -21,29 +23,31 @@ LINE_AXES = (2, 1, 0)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class VMGrid:
-    planes: tuple[jax.Array, jax.Array, jax.Array]  # (R_a, R_b, C) for each pair (a, b)
-    lines: tuple[jax.Array, jax.Array, jax.Array]  # (R_c, C) for each complementary axis c
+    planes: tuple[jax.Array, jax.Array, jax.Array]  # (R_a, R_b, C_p) for each pair p = (a, b)
+    lines: tuple[jax.Array, jax.Array, jax.Array]  # (R_c, C_p) for each complementary axis c
 
     @property
     def resolution(self) -> tuple[int, int, int]:
         """(Rx, Ry, Rz) grid points per axis."""
         return (self.planes[0].shape[0], self.planes[0].shape[1], self.planes[1].shape[1])
 
-    @property
-    def components(self) -> int:
-        return self.planes[0].shape[-1]
 
-
-def init_vm(key: jax.Array, resolution: tuple[int, int, int], components: int, scale: float):
-    """Grid values drawn from normal(0, scale), as the official code does."""
+def init_vm(
+    key: jax.Array,
+    resolution: tuple[int, int, int],
+    components: tuple[int, int, int],
+    scale: float,
+) -> VMGrid:
+    """Grid values drawn from normal(0, scale), as the official code does; `components`
+    per pair, in PLANE_AXES order."""
     keys = jax.random.split(key, 6)
     planes = tuple(
-        scale * jax.random.normal(k, (resolution[a], resolution[b], components))
-        for k, (a, b) in zip(keys[:3], PLANE_AXES, strict=True)
+        scale * jax.random.normal(k, (resolution[a], resolution[b], n))
+        for k, (a, b), n in zip(keys[:3], PLANE_AXES, components, strict=True)
     )
     lines = tuple(
-        scale * jax.random.normal(k, (resolution[c], components))
-        for k, c in zip(keys[3:], LINE_AXES, strict=True)
+        scale * jax.random.normal(k, (resolution[c], n))
+        for k, c, n in zip(keys[3:], LINE_AXES, components, strict=True)
     )
     return VMGrid(planes, lines)
 
@@ -78,11 +82,11 @@ def interp_line(line: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def vm_features(grid: VMGrid, xyz: jax.Array) -> jax.Array:
-    """Per-pair component features at normalised points (n, 3) -> (n, 3, C)."""
+    """Component features of all pairs at normalised points (n, 3) -> (n, C_0 + C_1 + C_2)."""
     feats = []
     for plane, line, (a, b), c in zip(grid.planes, grid.lines, PLANE_AXES, LINE_AXES, strict=True):
         feats.append(interp_plane(plane, xyz[:, a], xyz[:, b]) * interp_line(line, xyz[:, c]))
-    return jnp.stack(feats, axis=1)
+    return jnp.concatenate(feats, axis=1)
 
 
 def dense_volume(grid: VMGrid) -> jax.Array:
@@ -131,13 +135,21 @@ def density_feature(grid: VMGrid, xyz: jax.Array) -> jax.Array:
     """
     if np.prod(grid.resolution) <= DENSE_VOXELS_PER_POINT * xyz.shape[0]:
         return interp_volume(dense_volume(grid), xyz)
-    return vm_features(grid, xyz).sum(axis=(1, 2))
+    return vm_features(grid, xyz).sum(axis=1)
 
 
 def appearance_feature(grid: VMGrid, basis: jax.Array, xyz: jax.Array) -> jax.Array:
     """Appearance features: concatenated components through the basis matrix, (n, 3) -> (n, F)."""
-    feats = vm_features(grid, xyz)
-    return feats.reshape(feats.shape[0], -1) @ basis
+    return vm_features(grid, xyz) @ basis
+
+
+def total_variation(grid: VMGrid) -> jax.Array:
+    """Sum over the planes of the official TVLoss: twice the mean squared difference of
+    neighbouring values along each of the plane's two axes (lines are not regularised)."""
+    return sum(
+        2.0 * (jnp.mean(jnp.diff(p, axis=0) ** 2) + jnp.mean(jnp.diff(p, axis=1) ** 2))
+        for p in grid.planes
+    )
 
 
 def interpolation_matrix(old: int, new: int) -> np.ndarray:

@@ -13,9 +13,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from tensorf import alpha_mask, field, parallel, tensor_vm
+from tensorf import alpha_mask, field, ndc, parallel, tensor_vm
 from tensorf.alpha_mask import AlphaMask
-from tensorf.cameras import pixel_rays
+from tensorf.cameras import Intrinsics, pixel_rays
 from tensorf.config import Precision, TrainConfig
 from tensorf.parallel import AXIS, REPLICATED, SHARDED
 from tensorf.render import RenderSettings, bucket, ray_aabb, render_rays
@@ -51,15 +51,14 @@ class Cameras:
     """The training cameras of this process; rays are generated from pixel ids."""
 
     c2w: jax.Array  # (views, 4, 4)
-    focal: float = dataclasses.field(metadata={"static": True})
-    height: int = dataclasses.field(metadata={"static": True})
-    width: int = dataclasses.field(metadata={"static": True})
+    intrinsics: Intrinsics = dataclasses.field(metadata={"static": True})
 
     def rays(self, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Pixel ids (n,) -> origins, directions (n, 3)."""
-        view, pix = jnp.divmod(ids, self.height * self.width)
-        row, col = jnp.divmod(pix, self.width)
-        return pixel_rays(self.c2w[view], col, row, self.focal, self.height, self.width)
+        height, width = self.intrinsics.height, self.intrinsics.width
+        view, pix = jnp.divmod(ids, height * width)
+        row, col = jnp.divmod(pix, width)
+        return pixel_rays(self.c2w[view], col, row, self.intrinsics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,12 +124,37 @@ def initial_loss_scale(cfg: TrainConfig) -> jmp.LossScale:
     return jmp.NoOpLossScale()
 
 
-def render_settings(cfg: TrainConfig, aabb: np.ndarray, resolution) -> RenderSettings:
-    """Sample spacing and count for a grid (official update_stepSize)."""
+def ndc_for(cfg: TrainConfig, intrinsics: Intrinsics) -> tuple[float, float] | None:
+    """The NDC projection of a scene's (training) cameras when the config samples in NDC."""
+    return ndc.projection(intrinsics) if cfg.render.ndc else None
+
+
+def voxel_step(cfg: TrainConfig, aabb: np.ndarray, resolution) -> float:
+    """step_ratio times the mean voxel size (official stepSize)."""
+    size = np.asarray(aabb, np.float64)[1] - np.asarray(aabb, np.float64)[0]
+    return float(np.mean(size / (np.array(resolution) - 1)) * cfg.render.step_ratio)
+
+
+def render_settings(
+    cfg: TrainConfig, aabb: np.ndarray, resolution, ndc: tuple[float, float] | None = None
+) -> RenderSettings:
+    """Sample spacing and count for a grid (official update_stepSize); `ndc`: the scene's
+    NDC projection, required when cfg.render.ndc is set."""
+    if cfg.render.ndc != (ndc is not None):
+        raise ValueError("an NDC projection must be given exactly when cfg.render.ndc is set")
     aabb = np.asarray(aabb, np.float64)
     size = aabb[1] - aabb[0]
-    step = float(np.mean(size / (np.array(resolution) - 1)) * cfg.render.step_ratio)
-    n_samples = min(int(np.linalg.norm(size) / step) + 1, cfg.render.max_samples)
+    if ndc is None:
+        near, far = cfg.render.near, cfg.render.far
+        step = voxel_step(cfg, aabb, resolution)
+        n_samples = min(int(np.linalg.norm(size) / step) + 1, cfg.render.max_samples)
+    else:
+        # Evenly over t in [0, 1] (the near plane to infinity), as many samples as the
+        # official cal_n_samples gives.
+        near, far = 0.0, 1.0
+        n_samples = min(int(np.linalg.norm(resolution) / cfg.render.step_ratio),
+                        cfg.render.max_samples)  # fmt: skip
+        step = 1.0 / n_samples
     return RenderSettings(
         n_samples=n_samples,
         step_size=step,
@@ -138,14 +162,18 @@ def render_settings(cfg: TrainConfig, aabb: np.ndarray, resolution) -> RenderSet
         appearance_capacity=bucket(cfg.batch_size * cfg.render.appearance_samples),
         appearance_samples=cfg.render.appearance_samples,
         unselected=cfg.render.unselected,
-        near=cfg.render.near,
-        far=cfg.render.far,
+        near=near,
+        far=far,
         precision=precision(cfg),
+        ndc=ndc,
+        background=1.0 if cfg.render.background == "white" else 0.0,
     )
 
 
-def settings_for(cfg: TrainConfig, state: TrainState) -> RenderSettings:
-    return render_settings(cfg, np.asarray(state.aabb), state.resolution)
+def settings_for(
+    cfg: TrainConfig, state: TrainState, ndc: tuple[float, float] | None = None
+) -> RenderSettings:
+    return render_settings(cfg, np.asarray(state.aabb), state.resolution, ndc)
 
 
 def _learning_rates(cfg: TrainConfig, params: field.Params) -> field.Params:
@@ -174,11 +202,17 @@ def train_step(
     origins, dirs, target = batch
     rng, key_jitter = jax.random.split(state.rng)
     jitter = jax.random.uniform(key_jitter, (cfg.batch_size,))
+    background = jnp.float32(settings.background)
+    if cfg.render.background == "random":
+        # Drawn from the step's jitter key, so the jitter stream is the same as without.
+        background = jax.random.bernoulli(jax.random.fold_in(key_jitter, 1)).astype(jnp.float32)
     n_values = cfg.batch_size * 3
 
-    def local(params, aabb, mask, origins, dirs, target, jitter):
+    def local(params, aabb, mask, origins, dirs, target, jitter, background):
         """This device's rays: squared error and sample counts, summed over all devices."""
-        out = render_rays(params, cfg.model, settings, aabb, mask, origins, dirs, jitter)
+        out = render_rays(
+            params, cfg.model, settings, aabb, mask, origins, dirs, jitter, background
+        )
         sse = jnp.sum((out["rgb"] - target) ** 2)
         counts = jnp.stack([out["density_count"], out["appearance_count"]])
         capacity = jnp.array([settings.density_capacity, settings.appearance_capacity])
@@ -187,15 +221,24 @@ def train_step(
         return psum(sse), psum(counts), jax.lax.pmax(counts, AXIS), psum(dropped)
 
     sharded = jax.shard_map(
-        local, mesh=mesh, in_specs=(REPLICATED,) * 3 + (SHARDED,) * 4, out_specs=REPLICATED
-    )
+        local, mesh=mesh, in_specs=(REPLICATED,) * 3 + (SHARDED,) * 4 + (REPLICATED,),
+        out_specs=REPLICATED,
+    )  # fmt: skip
+    # Official: the TV weights decay by the learning-rate factor every step, from the
+    # first, and are not reset when the grid is upsampled.
+    tv_decay = cfg.lr_decay_ratio ** ((state.step + 1) / cfg.n_iters)
 
     def loss_fn(params):
         # Differentiating through shard_map sums the replicated parameters' gradients
         # over the devices (the transpose of replicating them).
-        sse, *counts = sharded(params, state.aabb, state.mask, origins, dirs, target, jitter)
+        sse, *counts = sharded(
+            params, state.aabb, state.mask, origins, dirs, target, jitter, background
+        )
         mse = sse / n_values
         loss = mse + state.l1_weight * field.density_l1(params)
+        for weight, key in ((cfg.tv_density, "density"), (cfg.tv_appearance, "appearance")):
+            if weight > 0:
+                loss = loss + weight * tv_decay * field.plane_tv(params, key)
         return state.loss_scale.scale(loss), (loss, mse, counts)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -293,7 +336,7 @@ def update_mask(state: TrainState, cfg: TrainConfig, shrink: bool) -> tuple[Trai
     resolution = state.resolution
     if np.prod(resolution) >= cfg.mask_max_resolution**3 and state.mask.cells.size > 1:
         resolution = tuple(s + 1 for s in state.mask.cells.shape)
-    step = render_settings(cfg, np.asarray(state.aabb), state.resolution).step_size
+    step = voxel_step(cfg, np.asarray(state.aabb), state.resolution)
     mask, bounds = alpha_mask.compute_alpha_mask(
         alpha_fn(state, cfg, step), np.asarray(state.aabb), resolution, cfg.mask_threshold
     )

@@ -8,7 +8,7 @@ import imageio.v2
 import jax.numpy as jnp
 import numpy as np
 
-from tensorf.cameras import pixel_rays
+from tensorf.cameras import Intrinsics, pixel_rays
 
 # Viridis at five stops (matplotlib's values): near is yellow, far is purple.
 _STOPS = np.linspace(0.0, 1.0, 5)
@@ -42,13 +42,13 @@ def colorize_depth(depth: np.ndarray, acc: np.ndarray, near: float, far: float) 
 
 
 def normals_from_depth(
-    depth: np.ndarray, acc: np.ndarray, c2w: np.ndarray, focal: float
+    depth: np.ndarray, acc: np.ndarray, c2w: np.ndarray, intrinsics: Intrinsics
 ) -> np.ndarray:
     """World-space normals of the surface at the expected depth (H, W) -> (H, W, 3) uint8,
     shown as (n + 1) / 2 and facing the camera; empty pixels are white."""
     height, width = depth.shape
     rows, cols = np.mgrid[:height, :width]
-    origins, dirs = pixel_rays(jnp.asarray(c2w, jnp.float32), cols, rows, focal, height, width)
+    origins, dirs = pixel_rays(jnp.asarray(c2w, jnp.float32), cols, rows, intrinsics)
     dirs = np.asarray(dirs)
     points = np.asarray(origins) + dirs * (depth / np.maximum(acc, 1e-6))[..., None]
     normals = np.cross(np.gradient(points, axis=1), np.gradient(points, axis=0))

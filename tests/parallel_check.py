@@ -32,8 +32,8 @@ for n in (1, 4):
         state, metrics = training.train_step(state, batch, cfg, settings, mesh)
         losses.append(float(metrics["loss"]))
     image, _ = render_image(
-        state.params, cfg.model, settings, state.aabb, state.mask, views.c2w[0], views.focal,
-        views.height, views.width, chunk=256, mesh=mesh,
+        state.params, cfg.model, settings, state.aabb, state.mask, views.c2w[0],
+        views.intrinsics, chunk=256, mesh=mesh,
     )  # fmt: skip
     sharding = state.params["density"].planes[0].sharding
     leaves = [np.asarray(x) for x in jax.tree.leaves(state.params)]

@@ -153,3 +153,112 @@ def sphere_config(dataset: Path, run_dir: Path) -> TrainConfig:
         checkpoint_every=100,
         log_every=50,
     )
+
+
+# --- a forward-facing (LLFF-format) scene ------------------------------------------------
+
+# In the rig's own frame (cameras near its origin looking down -z): a sphere in front of
+# a textured back plane.
+LLFF_SPHERE_CENTRE = np.array([0.1, -0.05, -4.0])
+LLFF_SPHERE_RADIUS = 1.0
+LLFF_BACK_Z = -7.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LLFFScene:
+    """What `write_llff_scene` wrote, in the original (unrecentred, unscaled) world frame."""
+
+    root: Path
+    poses: np.ndarray  # (n, 3, 5) as written: [down, right, backwards | position | hwf]
+    bounds: np.ndarray  # (n, 2) near, far
+    names: tuple[str, ...]  # image file names, in pose order
+    full_size: tuple[int, int]  # (height, width) of the full-resolution images
+    focal: float  # at full resolution
+    rig_to_world: np.ndarray  # (4, 4): the rig frame (where the scene is defined) -> world
+
+
+def rotation_xyz(rx: float, ry: float, rz: float) -> np.ndarray:
+    """(3, 3) rotation by rz about z, then ry about y, then rx about x (radians)."""
+    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
+    x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    z = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return x @ y @ z
+
+
+def forward_facing_rig(n: int, seed: int = 0) -> np.ndarray:
+    """(n, 4, 4) OpenGL camera-to-rig: cameras on a small grid in the rig's z = 0 plane,
+    each turned by a few degrees from looking straight down -z."""
+    rng = np.random.default_rng(seed)
+    poses = []
+    for i in range(n):
+        c2w = np.eye(4)
+        c2w[:3, :3] = rotation_xyz(*rng.uniform(-0.06, 0.06, 3))
+        c2w[:3, 3] = [0.15 * (i % 5) - 0.3, 0.2 * (i // 5) - 0.1, rng.uniform(-0.05, 0.05)]
+        poses.append(c2w)
+    return np.stack(poses)
+
+
+def render_forward_scene(c2w: np.ndarray, height: int, width: int, focal: float) -> np.ndarray:
+    """(height, width, 3) exact ray casting of the rig-frame scene from OpenGL camera-to-rig
+    `c2w`, one ray through each pixel centre, principal point at the image centre."""
+    cols, rows = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height))
+    camera_dirs = np.stack(
+        [(cols + 0.5 - 0.5 * width) / focal, -(rows + 0.5 - 0.5 * height) / focal,
+         -np.ones_like(cols)], -1,
+    )  # fmt: skip
+    dirs = camera_dirs @ c2w[:3, :3].T
+    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+    origin = c2w[:3, 3]
+    # The back plane: a two-colour checkerboard of 0.5-unit squares with a gentle ramp.
+    t_plane = (LLFF_BACK_Z - origin[2]) / dirs[..., 2]
+    hit = origin + t_plane[..., None] * dirs
+    checker = (np.floor(hit[..., 0] / 0.5) + np.floor(hit[..., 1] / 0.5)) % 2
+    ramp = np.clip(0.5 + 0.1 * hit[..., :1], 0.0, 1.0)
+    rgb = np.where(checker[..., None] > 0, [0.9, 0.8, 0.2], [0.1, 0.3, 0.7]) * 0.5 + 0.5 * ramp
+    # The sphere in front of it.
+    offset = origin - LLFF_SPHERE_CENTRE
+    b = dirs @ offset
+    disc = b * b - (offset @ offset - LLFF_SPHERE_RADIUS**2)
+    t = -b - np.sqrt(np.maximum(disc, 0.0))
+    on_sphere = (disc >= 0.0) & (t > 0.0)
+    normals = (offset + t[..., None] * dirs) / LLFF_SPHERE_RADIUS
+    return np.where(on_sphere[..., None], surface_colour(normals), rgb)
+
+
+def write_llff_scene(
+    root: Path,
+    n: int = 10,
+    full_size: tuple[int, int] = (48, 64),
+    focal: float = 60.0,
+    factors: tuple[int, ...] = (1, 2),
+    seed: int = 0,
+) -> LLFFScene:
+    """Write an LLFF-format scene folder to `root`: poses_bounds.npy and the images at each
+    downscale factor in `factors` (1: images/, N: images_N/), rendered by exact ray casting.
+
+    The rig sits rotated and shifted in the world, so that recentring has work to do.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rig = forward_facing_rig(n, seed)
+    rig_to_world = np.eye(4)
+    rig_to_world[:3, :3] = rotation_xyz(0.3, -0.5, 1.1)
+    rig_to_world[:3, 3] = [2.0, -1.0, 3.0]
+    world = rig_to_world @ rig
+    height, width = full_size
+    names = tuple(f"img_{i:03d}.png" for i in range(n))
+    for factor in factors:
+        folder = root / ("images" if factor == 1 else f"images_{factor}")
+        folder.mkdir(exist_ok=True)
+        for i in reversed(range(n)):  # not in name order: the loader must sort
+            rgb = render_forward_scene(rig[i], height // factor, width // factor, focal / factor)
+            iio.imwrite(folder / names[i], np.round(rgb * 255.0).astype(np.uint8))
+    # [right, up, backwards] -> LLFF's [down, right, backwards], then the hwf column.
+    rotation = world[:, :3, :3]
+    llff = np.stack([-rotation[..., 1], rotation[..., 0], rotation[..., 2]], -1)
+    hwf = np.broadcast_to(np.array([height, width, focal], np.float64)[:, None], (n, 3, 1))
+    poses = np.concatenate([llff, world[:, :3, 3:], hwf], -1)
+    bounds = np.stack([2.5 + 0.05 * np.arange(n), 8.0 + 0.1 * np.arange(n)], -1)
+    np.save(root / "poses_bounds.npy", np.concatenate([poses.reshape(n, 15), bounds], -1))
+    return LLFFScene(root, poses, bounds, names, full_size, focal, rig_to_world)

@@ -65,7 +65,7 @@ def test_sphere_round_trip(sphere_scene: Path) -> None:
     assert views.images.shape == (6, SIZE, SIZE, 3)
     assert views.images.dtype == np.float32 and views.c2w.dtype == np.float32
     assert (views.n_views, views.height, views.width) == (6, SIZE, SIZE)
-    assert views.focal == pytest.approx(0.5 * SIZE / math.tan(0.5 * ANGLE))
+    assert views.intrinsics.fx == pytest.approx(0.5 * SIZE / math.tan(0.5 * ANGLE))
     assert views.names == tuple(f["file_path"] for f in written["frames"])
     expected_c2w = np.array([f["transform_matrix"] for f in written["frames"]])
     np.testing.assert_allclose(views.c2w, expected_c2w, atol=1e-6)
@@ -117,7 +117,7 @@ def test_downscale_is_box_average_of_composite(tmp_path: Path) -> None:
             expected[r, c] = composite[2 * r : 2 * r + 2, 2 * c : 2 * c + 2].mean(axis=(0, 1))
     assert views.images.shape == (1, 2, 3, 3)
     np.testing.assert_allclose(views.images[0], expected, atol=1e-6)
-    assert views.focal == pytest.approx(0.5 * 3 / math.tan(0.5 * ANGLE))
+    assert views.intrinsics.fx == pytest.approx(0.5 * 3 / math.tan(0.5 * ANGLE))
 
 
 def test_gray_alpha_is_composited_on_white(tmp_path: Path) -> None:
@@ -144,12 +144,12 @@ def test_lego_train(lego: Path) -> None:
 
     views = load_views(lego, "train")
     assert views.images.shape == (100, 400, 400, 3)
-    assert views.focal == pytest.approx(full_focal)
+    assert views.intrinsics.fx == pytest.approx(full_focal)
     assert 0.0 <= views.images.min() and views.images.max() <= 1.0
 
     small = load_views(lego, "train", downscale=4)
     assert small.images.shape == (100, 100, 100, 3)
-    assert small.focal == pytest.approx(full_focal / 4)
+    assert small.intrinsics.fx == pytest.approx(full_focal / 4)
     box = views.images[:3].reshape(3, 100, 4, 100, 4, 3).mean(axis=(2, 4))
     np.testing.assert_allclose(small.images[:3], box, atol=1e-6)
     np.testing.assert_array_equal(small.c2w, views.c2w)
@@ -343,4 +343,4 @@ def test_fuzzed_transforms_load_or_raise_dataset_error(fuzz_scene: Path, meta: A
     except DatasetError as error:
         assert "\n" not in str(error)
     else:
-        assert np.isfinite(views.c2w).all() and views.focal > 0
+        assert np.isfinite(views.c2w).all() and views.intrinsics.fx > 0

@@ -14,7 +14,7 @@ from cli_helpers import REPO, assert_one_line_error, run_cli
 from nbclient import NotebookClient
 
 from tensorf import checkpoint, visualize
-from tensorf.cameras import orbit_poses
+from tensorf.cameras import Intrinsics, orbit_poses
 from tensorf.evaluate import EvaluateArgs, evaluate_run
 from tensorf.export_mesh import ExportArgs, export_mesh
 from tensorf.orbit import OrbitArgs, render_orbit
@@ -94,7 +94,8 @@ def test_colorize_depth_and_normals_of_a_plane():
     rows, cols = np.mgrid[:8, :8]
     focal = 10.0
     cos = 1 / np.sqrt(1 + ((cols + 0.5 - 4) / focal) ** 2 + ((rows + 0.5 - 4) / focal) ** 2)
-    normals = visualize.normals_from_depth(3.0 / cos, np.ones((8, 8)), c2w, focal)
+    camera = Intrinsics(focal, focal, 4.0, 4.0, 8, 8)
+    normals = visualize.normals_from_depth(3.0 / cos, np.ones((8, 8)), c2w, camera)
     np.testing.assert_allclose(normals[2:-2, 2:-2].reshape(-1, 3) / 255.0,
                                np.tile([0.5, 0.5, 1.0], (16, 1)), atol=0.01)  # fmt: skip
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tensorf import alpha_mask, field, render, training
-from tensorf.cameras import focal_from_fov, pixel_rays
+from tensorf.cameras import Intrinsics, focal_from_fov, pixel_rays
 from tensorf.config import ModelConfig, RenderConfig, TrainConfig
 
 AABB = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], np.float32)
@@ -309,7 +309,8 @@ def test_pixel_rays_identity_camera():
     c2w[:3, 3] = [1.0, 2.0, 3.0]
     focal, h, w = 4.0, 5, 5
     rows, cols = np.mgrid[:h, :w]
-    origins, dirs = pixel_rays(jnp.asarray(c2w)[None], cols.ravel(), rows.ravel(), focal, h, w)
+    camera = Intrinsics(focal, focal, 0.5 * w, 0.5 * h, w, h)
+    origins, dirs = pixel_rays(jnp.asarray(c2w)[None], cols.ravel(), rows.ravel(), camera)
     origins, dirs = np.asarray(origins).reshape(h, w, 3), np.asarray(dirs).reshape(h, w, 3)
     np.testing.assert_allclose(origins, np.broadcast_to([1.0, 2.0, 3.0], (h, w, 3)))
     np.testing.assert_allclose(np.linalg.norm(dirs, axis=-1), 1.0, atol=1e-6)
@@ -324,7 +325,8 @@ def test_pixel_rays_rotated_camera_and_focal():
     assert focal_from_fov(2 * math.atan(0.5), 100) == pytest.approx(100.0)
     # Camera at +x looking at the origin: camera -z is world -x, camera +x is world +y.
     c2w = np.array([[0, 0, 1, 3.0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], np.float32)
-    origins, dirs = pixel_rays(jnp.asarray(c2w), jnp.array([2, 3]), jnp.array([2, 2]), 4.0, 5, 5)
+    camera = Intrinsics(4.0, 4.0, 2.5, 2.5, 5, 5)
+    origins, dirs = pixel_rays(jnp.asarray(c2w), jnp.array([2, 3]), jnp.array([2, 2]), camera)
     np.testing.assert_allclose(origins, [[3.0, 0, 0]] * 2)
     np.testing.assert_allclose(dirs[0], [-1.0, 0, 0], atol=1e-6)
     assert float(dirs[1, 1]) > 0

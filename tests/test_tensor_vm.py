@@ -22,25 +22,31 @@ resize_vm = jax.jit(tensor_vm.resize_vm, static_argnums=1)
 density = jax.jit(field.density, static_argnums=1)
 
 
-def random_grid(resolution: tuple[int, int, int], components: int, seed: int = 0) -> VMGrid:
+def random_grid(
+    resolution: tuple[int, int, int], components: int | tuple[int, int, int], seed: int = 0
+) -> VMGrid:
+    """Normal random values; `components` per pair (one number: the same for all)."""
     rng = np.random.default_rng(seed)
+    per_pair = (components,) * 3 if isinstance(components, int) else components
     planes = tuple(
-        jnp.asarray(rng.normal(size=(resolution[a], resolution[b], components)), jnp.float32)
-        for a, b in PLANE_AXES
+        jnp.asarray(rng.normal(size=(resolution[a], resolution[b], n)), jnp.float32)
+        for (a, b), n in zip(PLANE_AXES, per_pair, strict=True)
     )
     lines = tuple(
-        jnp.asarray(rng.normal(size=(resolution[c], components)), jnp.float32) for c in LINE_AXES
+        jnp.asarray(rng.normal(size=(resolution[c], n)), jnp.float32)
+        for c, n in zip(LINE_AXES, per_pair, strict=True)
     )
     return VMGrid(planes, lines)
 
 
 def test_init_vm_shapes_and_scale():
-    shapes = jax.eval_shape(lambda k: tensor_vm.init_vm(k, (20, 30, 40), 4, 0.1), jax.random.key(0))
-    assert [p.shape for p in shapes.planes] == [(20, 30, 4), (20, 40, 4), (30, 40, 4)]
-    assert [x.shape for x in shapes.lines] == [(40, 4), (30, 4), (20, 4)]
-    grid = tensor_vm.init_vm(jax.random.PRNGKey(0), (20, 20, 20), 4, 0.1)
+    shapes = jax.eval_shape(
+        lambda k: tensor_vm.init_vm(k, (20, 30, 40), (4, 2, 3), 0.1), jax.random.key(0)
+    )
+    assert [p.shape for p in shapes.planes] == [(20, 30, 4), (20, 40, 2), (30, 40, 3)]
+    assert [x.shape for x in shapes.lines] == [(40, 4), (30, 2), (20, 3)]
+    grid = tensor_vm.init_vm(jax.random.PRNGKey(0), (20, 20, 20), (4, 4, 4), 0.1)
     assert grid.resolution == (20, 20, 20)
-    assert grid.components == 4
     values = np.concatenate([np.ravel(x) for x in jax.tree.leaves(grid)])
     assert np.std(values) == pytest.approx(0.1, rel=0.05)
     assert abs(np.mean(values)) < 0.01
@@ -75,18 +81,22 @@ def trilinear(volume: np.ndarray, xyz: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_vm_interpolation_is_trilinear_interpolation_of_the_dense_tensor():
-    grid = random_grid((5, 6, 7), 3)
+@pytest.mark.parametrize("components", [(3, 3, 3), (4, 1, 2)])
+def test_vm_interpolation_is_trilinear_interpolation_of_the_dense_tensor(components):
+    grid = random_grid((5, 6, 7), components)
     dense = dense_pairs(grid)
     xyz = np.random.default_rng(0).uniform(-1, 1, (500, 3))
     # Include the faces and corners of the cube, where indices are clamped.
     xyz[:8] = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, -1).T
     feats = np.asarray(vm_features(grid, jnp.asarray(xyz, jnp.float32)))
-    assert feats.shape == (500, 3, 3)
+    assert feats.shape == (500, sum(components))
+    # Pair p's components are columns offsets[p] .. offsets[p + 1] of the features.
+    offsets = np.cumsum([0, *components])
     for p in range(3):
-        np.testing.assert_allclose(feats[:, p], trilinear(dense[p], xyz), atol=2e-5, rtol=1e-5)
-    # The sum over pairs is the decomposed tensor.
-    total = sum(trilinear(d, xyz) for d in dense)
+        np.testing.assert_allclose(feats[:, offsets[p] : offsets[p + 1]],
+                                   trilinear(dense[p], xyz), atol=2e-5, rtol=1e-5)  # fmt: skip
+    # The sum over pairs and components is the decomposed tensor.
+    total = sum(trilinear(d, xyz).sum(1) for d in dense)
     np.testing.assert_allclose(feats.sum(1), total, atol=5e-5, rtol=1e-5)
 
 
@@ -103,7 +113,7 @@ def test_dense_volume_path_equals_plane_line_lookups_in_value_and_gradient():
         return tensor_vm.interp_volume(tensor_vm.dense_volume(g), xyz)
 
     def through_lookups(g):
-        return tensor_vm.vm_features(g, xyz).sum((1, 2))
+        return tensor_vm.vm_features(g, xyz).sum(1)
 
     np.testing.assert_allclose(
         jax.jit(through_volume)(grid), trilinear(volume[..., None], np.asarray(xyz))[:, 0],
@@ -124,8 +134,9 @@ def test_vm_at_grid_points_equals_dense_tensor():
     idx = np.stack(np.meshgrid(*[np.arange(r) for r in (5, 6, 7)], indexing="ij"), -1)
     idx = idx.reshape(-1, 3)
     xyz = idx / (np.array([5, 6, 7]) - 1) * 2.0 - 1.0
-    feats = np.asarray(vm_features(grid, jnp.asarray(xyz, jnp.float32))).sum(1)
-    np.testing.assert_allclose(feats, dense[idx[:, 0], idx[:, 1], idx[:, 2]], atol=2e-5)
+    feats = np.asarray(vm_features(grid, jnp.asarray(xyz, jnp.float32)))
+    per_component = feats.reshape(-1, 3, 3).sum(1)  # summed over the three pairs
+    np.testing.assert_allclose(per_component, dense[idx[:, 0], idx[:, 1], idx[:, 2]], atol=2e-5)
 
 
 def test_feature_shapes_and_values():
@@ -138,11 +149,10 @@ def test_feature_shapes_and_values():
     appearance = appearance_feature(grid, basis, xyz)
     assert density.shape == (11,)
     assert appearance.shape == (11, 7)
-    np.testing.assert_allclose(density, np.asarray(feats).sum((1, 2)), rtol=1e-5, atol=1e-5)
-    expected = np.asarray(feats).reshape(11, 9) @ np.asarray(basis)
+    np.testing.assert_allclose(density, np.asarray(feats).sum(1), rtol=1e-5, atol=1e-5)
+    expected = np.asarray(feats) @ np.asarray(basis)
     np.testing.assert_allclose(appearance, expected, rtol=1e-5, atol=1e-5)
     assert grid.resolution == (4, 5, 6)
-    assert grid.components == 3
 
 
 def test_resize_keeps_values_at_shared_grid_points():

@@ -2,84 +2,30 @@
 
 A scene folder holds `transforms_<split>.json` files (`camera_angle_x` plus a list of
 `frames`, each with a `file_path` and a 4x4 camera-to-world `transform_matrix`) and the
-images they name. Everything here is numpy only so that data loading never touches
-the accelerator.
+images they name.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import imageio.v3 as iio
 import numpy as np
 
-_DOWNLOAD_HINT = (
-    "download 'nerf_synthetic.zip' (the NeRF-synthetic Blender data from the original NeRF "
-    "project, Mildenhall et al. 2020), unzip it, and point --dataset-path at a scene folder "
-    "such as .../nerf_synthetic/lego, or set TENSORF_DATA_DIR to the folder that contains "
-    "nerf_synthetic/"
+from tensorf.cameras import Intrinsics
+from tensorf.data.views import (
+    DOWNLOAD_HINT,
+    DatasetError,
+    Views,
+    box_downscale,
+    check_load_args,
+    read_image,
+    spread_indices,
+    to_unit_float,
 )
-# Reader messages can be long and multi-line; they are only a hint after our own text.
-_MAX_READER_MESSAGE = 160
-
-
-class DatasetError(Exception):
-    """Bad input data. str(error) is ONE line naming the file and the problem and the fix."""
-
-    def __init__(self, message: str) -> None:
-        # Collapsing whitespace keeps the one-line promise even when the message embeds
-        # text from a third-party exception.
-        super().__init__(" ".join(message.split()))
-
-
-@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on arrays is ambiguous
-class Views:
-    """A set of posed images from one split of a scene.
-
-    Attributes:
-        images: `(n, H, W, 3)` float32 in [0, 1], composited on a white background.
-        c2w: `(n, 4, 4)` float32 camera-to-world (OpenGL: camera looks down -z, +y up).
-        focal: focal length in pixels for images of width `W`.
-        names: the frames' `file_path` strings as written in the JSON, length `n`.
-    """
-
-    images: np.ndarray
-    c2w: np.ndarray
-    focal: float
-    names: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        n = len(self.names)
-        if self.images.ndim != 4 or self.images.shape[0] != n or self.images.shape[3] != 3:
-            raise ValueError(f"images must be (n={n}, H, W, 3), got {self.images.shape}")
-        if self.c2w.shape != (n, 4, 4):
-            raise ValueError(f"c2w must be (n={n}, 4, 4), got {self.c2w.shape}")
-
-    @property
-    def n_views(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def height(self) -> int:
-        return int(self.images.shape[1])
-
-    @property
-    def width(self) -> int:
-        return int(self.images.shape[2])
-
-
-def default_dataset_path() -> Path:
-    """The lego scene: under `$TENSORF_DATA_DIR` if set, else the repo's sibling `shared/`."""
-    data_dir = os.environ.get("TENSORF_DATA_DIR")
-    if data_dir:
-        return Path(data_dir) / "nerf_synthetic" / "lego"
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf_synthetic" / "lego"
 
 
 def available_splits(dataset_path: Path | str) -> list[str]:
@@ -115,12 +61,8 @@ def load_views(
         DatasetError: for any problem with the files on disk.
         ValueError: for a `downscale` or `max_views` that is not a positive integer.
     """
-    if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
-        raise ValueError(f"downscale must be an integer >= 1, got {downscale!r}")
-    if max_views is not None and (isinstance(max_views, bool) or max_views < 1):
-        raise ValueError(f"max_views must be a positive integer or None, got {max_views!r}")
-
-    root = _check_scene_folder(Path(dataset_path))
+    check_load_args(downscale, max_views)
+    root = Path(dataset_path)
     json_path = _transforms_path(root, split)
     meta = _read_json_object(json_path)
     camera_angle_x = _camera_angle_x(meta, json_path)
@@ -130,29 +72,20 @@ def load_views(
     # reported the same way whatever max_views is.
     parsed = [_parse_frame(frame, index, json_path) for index, frame in enumerate(frames)]
     index, count = shard
-    chosen = _spread_indices(len(parsed), max_views)[index::count]
+    chosen = spread_indices(len(parsed), max_views)[index::count]
     if not chosen:
         raise DatasetError(f"{json_path}: too few frames to give each of {count} processes one")
     names = [parsed[i][0] for i in chosen]
     poses = [parsed[i][1] for i in chosen]
 
     images = _load_images(root, names, downscale)
-    width = images.shape[2]
-    focal = 0.5 * width / math.tan(0.5 * camera_angle_x)
+    height, width = images.shape[1:3]
     return Views(
         images=images,
         c2w=np.stack(poses).astype(np.float32),
-        focal=float(focal),
+        intrinsics=Intrinsics.from_fov(camera_angle_x, width, height),
         names=tuple(names),
     )
-
-
-def _check_scene_folder(root: Path) -> Path:
-    if not root.exists():
-        raise DatasetError(f"{root}: dataset folder not found; {_DOWNLOAD_HINT}")
-    if not root.is_dir():
-        raise DatasetError(f"{root}: is a file, not a dataset folder; {_DOWNLOAD_HINT}")
-    return root
 
 
 def _transforms_path(root: Path, split: str) -> Path:
@@ -170,7 +103,7 @@ def _transforms_path(root: Path, split: str) -> Path:
     if scenes:
         hint = f"point --dataset-path at one of the scene folders inside it: {', '.join(scenes)}"
     else:
-        hint = _DOWNLOAD_HINT
+        hint = DOWNLOAD_HINT
     raise DatasetError(
         f"{json_path}: not found and the folder has no transforms_*.json at all; {hint}"
     )
@@ -232,13 +165,6 @@ def _frames(meta: dict[str, Any], json_path: Path) -> list[Any]:
     return frames
 
 
-def _spread_indices(n: int, max_views: int | None) -> list[int]:
-    """Indices of `max_views` frames spread over `range(n)`, covering both ends."""
-    if max_views is None or max_views >= n:
-        return list(range(n))
-    return [int(i) for i in np.unique(np.round(np.linspace(0, n - 1, max_views)).astype(int))]
-
-
 def _parse_frame(frame: Any, index: int, json_path: Path) -> tuple[str, np.ndarray]:
     where = f"{json_path}: frames[{index}]"
     if not isinstance(frame, dict):
@@ -293,7 +219,7 @@ def _load_images(root: Path, names: Sequence[str], downscale: int) -> np.ndarray
     full_size: tuple[int, int] = (0, 0)
     for i, name in enumerate(names):
         path = _image_path(root, name)
-        rgb = _composite_on_white(_read_image(path), path)
+        rgb = _composite_on_white(read_image(path, "'file_path' in the transforms JSON"), path)
         size = (rgb.shape[0], rgb.shape[1])
         if out is None:
             _check_downscale(size, downscale, path)
@@ -307,35 +233,9 @@ def _load_images(root: Path, names: Sequence[str], downscale: int) -> np.ndarray
                 f"{full_size[0]}x{full_size[1]}; all images in a split must have the same "
                 "size, so resize it or re-extract the dataset"
             )
-        out[i] = _box_downscale(rgb, downscale)
+        out[i] = box_downscale(rgb, downscale)
     assert out is not None  # names is never empty: _frames rejects an empty list
     return out
-
-
-def _read_image(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DatasetError(
-            f"{path}: image file not found (named by 'file_path' in the transforms JSON); "
-            "re-extract the dataset or fix the path"
-        )
-    try:
-        return np.asarray(iio.imread(path, plugin="pillow"))
-    except Exception as error:  # readers raise many exception types for bad files
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:_MAX_READER_MESSAGE]
-        raise DatasetError(
-            f"{path}: not a readable image ({reason}); the file is corrupt, truncated or not "
-            "an image, re-extract the dataset"
-        ) from error
-
-
-def _to_unit_float(image: np.ndarray, path: Path) -> np.ndarray:
-    if np.issubdtype(image.dtype, np.integer):
-        return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
-    if np.issubdtype(image.dtype, np.floating):
-        return np.clip(image.astype(np.float32), 0.0, 1.0)
-    if image.dtype == np.bool_:
-        return image.astype(np.float32)
-    raise DatasetError(f"{path}: unsupported pixel type {image.dtype}; save it as 8-bit PNG")
 
 
 def _composite_on_white(image: np.ndarray, path: Path) -> np.ndarray:
@@ -352,7 +252,7 @@ def _composite_on_white(image: np.ndarray, path: Path) -> np.ndarray:
             f"{path}: {kind} image without an alpha channel; Blender scenes need RGBA PNGs "
             "(alpha = object mask), re-export or re-extract it with alpha"
         )
-    pixels = _to_unit_float(image, path)
+    pixels = to_unit_float(image, path)
     colour = pixels[:, :, :-1]
     if channels == 2:
         colour = np.repeat(colour, 3, axis=2)
@@ -370,12 +270,3 @@ def _check_downscale(size: tuple[int, int], downscale: int, path: Path) -> None:
         f"{path}: image size {height}x{width} (HxW) is not divisible by downscale={downscale}; "
         f"use one of {', '.join(map(str, factors))}"
     )
-
-
-def _box_downscale(image: np.ndarray, factor: int) -> np.ndarray:
-    """Area-average `(H, W, 3)` over `factor` x `factor` blocks -> `(H/f, W/f, 3)`."""
-    if factor == 1:
-        return image
-    height, width, channels = image.shape
-    blocks = image.reshape(height // factor, factor, width // factor, factor, channels)
-    return blocks.mean(axis=(1, 3), dtype=np.float32)

@@ -1,0 +1,84 @@
+"""Scene loaders, one module per format; the format is detected from the folder's files.
+
+- Blender / NeRF-synthetic (`transforms_train.json`): `tensorf.data.blender`
+- LLFF forward-facing captures (`poses_bounds.npy`): `tensorf.data.llff`
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tensorf.data import blender, llff
+from tensorf.data.views import (
+    DOWNLOAD_HINT,
+    DatasetError,
+    SceneKind,
+    Views,
+    data_dir,
+    default_dataset_path,
+)
+
+__all__ = [
+    "DatasetError", "SceneKind", "Views", "available_splits", "data_dir",
+    "default_dataset_path", "detect_format", "load_views",
+]  # fmt: skip
+
+# What marks each format's scene folder, in the order they are tried.
+FORMATS = {"blender": "transforms_train.json", "llff": llff.POSES_FILE}
+_LOADERS = {"blender": blender, "llff": llff}
+
+
+def detect_format(dataset_path: Path | str) -> str:
+    """The format of a scene folder ("blender" or "llff"), from its files."""
+    root = Path(dataset_path)
+    if not root.exists():
+        raise DatasetError(f"{root}: dataset folder not found; {DOWNLOAD_HINT}")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: is a file, not a dataset folder; {DOWNLOAD_HINT}")
+    for name, marker in FORMATS.items():
+        if (root / marker).is_file():
+            return name
+    # Blender scenes may lack a train split but still be evaluated on another one.
+    if blender.available_splits(root):
+        return "blender"
+    expected = " or ".join(f"{marker} ({name})" for name, marker in FORMATS.items())
+    # A common slip is pointing at nerf_synthetic/ itself rather than at one scene.
+    scenes = sorted(
+        p.name for p in root.iterdir() if any((p / m).is_file() for m in FORMATS.values())
+    )
+    hint = (
+        f"point --dataset-path at one of the scene folders inside it: {', '.join(scenes)}"
+        if scenes
+        else DOWNLOAD_HINT
+    )
+    raise DatasetError(f"{root}: not a scene folder, it has neither {expected}; {hint}")
+
+
+def available_splits(dataset_path: Path | str) -> list[str]:
+    """The splits a scene folder offers, sorted."""
+    return _LOADERS[detect_format(dataset_path)].available_splits(dataset_path)
+
+
+def load_views(
+    dataset_path: Path | str,
+    split: str,
+    downscale: int = 1,
+    max_views: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> Views:
+    """Load one split of a scene in any supported format.
+
+    Args:
+        dataset_path: the scene folder.
+        split: e.g. "train" or "test" (LLFF also has "all").
+        downscale: integer image downscale factor >= 1.
+        max_views: if given, keep this many views evenly spaced over the split.
+        shard: (i, n) keeps every n-th of those views from the i-th on: process i's
+            share of the views in n-process training.
+
+    Raises:
+        DatasetError: for any problem with the files on disk (one line, with the fix).
+        ValueError: for a `downscale` or `max_views` that is not a positive integer.
+    """
+    loader = _LOADERS[detect_format(dataset_path)]
+    return loader.load_views(dataset_path, split, downscale, max_views, shard)

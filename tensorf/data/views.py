@@ -1,0 +1,146 @@
+"""What every loader returns (`Views`), its error type, and the image reading they share.
+
+Everything here is numpy only so that data loading never touches the accelerator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Literal
+
+import imageio.v3 as iio
+import numpy as np
+
+from tensorf.cameras import Intrinsics
+
+# Reader messages can be long and multi-line; they are only a hint after our own text.
+_MAX_READER_MESSAGE = 160
+
+DOWNLOAD_HINT = (
+    "download the NeRF data release (Mildenhall et al. 2020: nerf_synthetic.zip for objects, "
+    "nerf_llff_data.zip for forward-facing captures), unzip it, and point --dataset-path at a "
+    "scene folder such as .../nerf_synthetic/lego or .../nerf_llff_data/fern, or set "
+    "TENSORF_DATA_DIR to the folder that contains them"
+)
+
+# "object": seen from all around, inside a bounded box; "forward-facing": photos that all
+# look the same way (LLFF), rendered through normalised device coordinates.
+SceneKind = Literal["object", "forward-facing"]
+
+
+class DatasetError(Exception):
+    """Bad input data. str(error) is ONE line naming the file and the problem and the fix."""
+
+    def __init__(self, message: str) -> None:
+        # Collapsing whitespace keeps the one-line promise even when the message embeds
+        # text from a third-party exception.
+        super().__init__(" ".join(message.split()))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on arrays is ambiguous
+class Views:
+    """A set of posed images from one split of a scene, all with the same camera.
+
+    Attributes:
+        images: `(n, H, W, 3)` float32 in [0, 1] (objects: composited on white).
+        c2w: `(n, 4, 4)` float32 camera-to-world (OpenGL: camera looks down -z, +y up).
+        intrinsics: the camera, for images of `W` x `H`.
+        names: the frames' names as the dataset gives them, length `n`.
+        kind: what sort of capture it is (sets how rays are parametrised).
+        depth_bounds: (near, far) of the scene's content as seen from the cameras, in world
+            units (LLFF's bounds); None where the format gives none.
+    """
+
+    images: np.ndarray
+    c2w: np.ndarray
+    intrinsics: Intrinsics
+    names: tuple[str, ...]
+    kind: SceneKind = "object"
+    depth_bounds: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        if self.images.ndim != 4 or self.images.shape[0] != n or self.images.shape[3] != 3:
+            raise ValueError(f"images must be (n={n}, H, W, 3), got {self.images.shape}")
+        if self.c2w.shape != (n, 4, 4):
+            raise ValueError(f"c2w must be (n={n}, 4, 4), got {self.c2w.shape}")
+        k = self.intrinsics
+        if (k.height, k.width) != self.images.shape[1:3]:
+            raise ValueError(f"intrinsics are for {k.width}x{k.height}, images are "
+                             f"{self.images.shape}")  # fmt: skip
+
+    @property
+    def n_views(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.images.shape[2])
+
+
+def data_dir() -> Path:
+    """`$TENSORF_DATA_DIR` if set, else the `shared/data` folder beside the repository."""
+    env = os.environ.get("TENSORF_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def default_dataset_path() -> Path:
+    """The lego scene under `data_dir()`."""
+    return data_dir() / "nerf_synthetic" / "lego"
+
+
+def spread_indices(n: int, max_views: int | None) -> list[int]:
+    """Indices of `max_views` frames spread over `range(n)`, covering both ends."""
+    if max_views is None or max_views >= n:
+        return list(range(n))
+    return [int(i) for i in np.unique(np.round(np.linspace(0, n - 1, max_views)).astype(int))]
+
+
+def check_load_args(downscale: int, max_views: int | None) -> None:
+    if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
+        raise ValueError(f"downscale must be an integer >= 1, got {downscale!r}")
+    if max_views is not None and (isinstance(max_views, bool) or max_views < 1):
+        raise ValueError(f"max_views must be a positive integer or None, got {max_views!r}")
+
+
+def read_image(path: Path, named_by: str) -> np.ndarray:
+    """The pixels of an image file, as the reader gives them; `named_by` says what named
+    the file, for the error when it is missing."""
+    if not path.is_file():
+        raise DatasetError(
+            f"{path}: image file not found (named by {named_by}); re-extract the dataset or "
+            "fix the path"
+        )
+    try:
+        return np.asarray(iio.imread(path, plugin="pillow"))
+    except Exception as error:  # readers raise many exception types for bad files
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:_MAX_READER_MESSAGE]
+        raise DatasetError(
+            f"{path}: not a readable image ({reason}); the file is corrupt, truncated or not "
+            "an image, re-extract the dataset"
+        ) from error
+
+
+def to_unit_float(image: np.ndarray, path: Path) -> np.ndarray:
+    if np.issubdtype(image.dtype, np.integer):
+        return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
+    if np.issubdtype(image.dtype, np.floating):
+        return np.clip(image.astype(np.float32), 0.0, 1.0)
+    if image.dtype == np.bool_:
+        return image.astype(np.float32)
+    raise DatasetError(f"{path}: unsupported pixel type {image.dtype}; save it as 8-bit PNG")
+
+
+def box_downscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Area-average `(H, W, 3)` over `factor` x `factor` blocks -> `(H/f, W/f, 3)`."""
+    if factor == 1:
+        return image
+    height, width, channels = image.shape
+    blocks = image.reshape(height // factor, factor, width // factor, factor, channels)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
