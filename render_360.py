@@ -1,12 +1,10 @@
-"""Orbit videos (RGB, depth, normals) of a trained run.
+"""Videos of a trained run along a camera path: an orbit for objects, the LLFF spiral for
+forward-facing captures (RGB, depth, normals).
 
 python render_360.py --run-dir runs/lego --out orbit.mp4 --frames 24
 """
 
-import tyro
-
-from tensorf.cli import run_main
-from tensorf.orbit import OrbitArgs, render_orbit
+from tensorf.orbit import main
 
 if __name__ == "__main__":
-    run_main(lambda: render_orbit(tyro.cli(OrbitArgs)))
+    main()

@@ -1,5 +1,6 @@
 """Density lookups, forward + backward: through the dense volume vs plane/line lookups, for
-grid sizes and point counts on both sides of tensor_vm.DENSE_VOXELS_PER_POINT.
+grid sizes, point counts and components per pair on both sides of the switch in
+tensor_vm.density_feature (DENSE_VOXELS_PER_POINT_COMPONENT voxels per point and component).
 
     python benchmarks/density_lookup.py [--repeats 5]
 """
@@ -15,8 +16,8 @@ from tensorf import tensor_vm
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--repeats", type=int, default=5)
 args = parser.parse_args()
-header(f"density lookups, fwd + bwd, 16 components; density_feature switches at "
-       f"{tensor_vm.DENSE_VOXELS_PER_POINT} voxels/point")  # fmt: skip
+header(f"density lookups, fwd + bwd; density_feature switches at "
+       f"{tensor_vm.DENSE_VOXELS_PER_POINT_COMPONENT:.2f} voxels/point/component")  # fmt: skip
 
 
 def through_volume(grid, xyz):
@@ -36,9 +37,14 @@ def seconds(fn, *inputs) -> float:
     return (time.perf_counter() - start) / args.repeats
 
 
-for res, n in [(128, 1310720), (128, 131072), (200, 600000), (200, 150000), (300, 600000),
-               (300, 150000)]:  # fmt: skip
-    grid = tensor_vm.init_vm(jax.random.key(0), (res,) * 3, (16, 16, 16), 0.1)
+VM = (16, 16, 16)
+LLFF = (16, 4, 4)  # the official LLFF density components, at llff-quick's grid sizes
+CASES = [((128,) * 3, VM, 1310720), ((128,) * 3, VM, 131072), ((200,) * 3, VM, 600000),
+         ((200,) * 3, VM, 150000), ((300,) * 3, VM, 600000), ((300,) * 3, VM, 150000),
+         ((141, 157, 94), LLFF, 160000), ((199, 222, 133), LLFF, 200000),
+         ((282, 314, 188), LLFF, 245000), ((282, 314, 188), LLFF, 120000)]  # fmt: skip
+for res, components, n in CASES:
+    grid = tensor_vm.init_vm(jax.random.key(0), res, components, 0.1)
     xyz = jax.random.uniform(jax.random.key(1), (n, 3), minval=-1, maxval=1)
     weights = jax.random.normal(jax.random.key(2), (n,))
     times = {}
@@ -48,5 +54,6 @@ for res, n in [(128, 1310720), (128, 131072), (200, 600000), (200, 150000), (300
             return (jax.nn.softplus(feature(g, x) - 10) * w).sum()
 
         times[name] = seconds(jax.jit(jax.grad(loss)), grid, xyz, weights)
-    print(f"{res}^3, {n} points ({res**3 / n:.1f} voxels/point): dense {times['dense']:.3f} s, "
-          f"plane/line {times['plane/line']:.3f} s")  # fmt: skip
+    voxels = res[0] * res[1] * res[2]
+    print(f"grid {res}, components {components}, {n} points ({voxels / n:.1f} voxels/point): "
+          f"dense {times['dense']:.3f} s, plane/line {times['plane/line']:.3f} s")  # fmt: skip

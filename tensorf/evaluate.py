@@ -141,10 +141,6 @@ def evaluate_run(args: EvaluateArgs) -> dict:
     return metrics
 
 
-if __name__ == "__main__":
-    cli.run_main(lambda: evaluate_run(tyro.cli(EvaluateArgs)))
-
-
 class _Grid:
     """Thumbnails of up to 16 evenly spaced views: prediction above ground truth."""
 
@@ -166,3 +162,12 @@ class _Grid:
         return np.concatenate(
             [np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(rows)]
         )
+
+
+def main() -> None:
+    """The command line (`python -m tensorf.evaluate`, `tensorf-eval`)."""
+    cli.run_main(lambda: evaluate_run(tyro.cli(EvaluateArgs)))
+
+
+if __name__ == "__main__":
+    main()

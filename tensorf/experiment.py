@@ -67,6 +67,13 @@ def check_config(cfg: TrainConfig) -> None:
         )
     if render.step_ratio <= 0 or render.chunk < 1 or not 0 <= render.near < render.far:
         problems.append("--render needs step-ratio > 0, chunk >= 1 and 0 <= near < far")
+    for name in ("tv_density", "tv_appearance", "l1_initial", "l1_rest"):
+        if not np.isfinite(getattr(cfg, name)) or getattr(cfg, name) < 0:
+            problems.append(f"--{_flag(name)} must be a finite number >= 0")
+    for name in ("density_components", "appearance_components"):
+        if len(getattr(cfg.model, name)) != 3 or min(getattr(cfg.model, name)) < 1:
+            problems.append(f"--model.{_flag(name)} must be three positive counts (one per "
+                            "axis pair)")  # fmt: skip
     if any(a >= b for a, b in zip(cfg.aabb[:3], cfg.aabb[3:], strict=True)):
         problems.append("--aabb must be x0 y0 z0 x1 y1 z1 with x0 < x1, y0 < y1, z0 < z1")
     if problems:
@@ -321,4 +328,7 @@ def finish(state: training.TrainState, cfg: TrainConfig, writer, train_seconds: 
         f"{cfg.eval_split}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over "
         f"{metrics['n_views']} views; trained {train_seconds / 60:.1f} min to step {step}"
     )
+    print(f"{cfg.run_dir}: metrics.json, renders/ (the {cfg.eval_split} views, RGB and depth), "
+          "log.jsonl and tensorboard/ (curves), checkpoints/ (for --resume, render_360.py, "
+          "tensorf.evaluate)")  # fmt: skip
     return metrics

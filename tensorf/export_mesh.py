@@ -88,5 +88,10 @@ def export_mesh(args: ExportArgs) -> trimesh.Trimesh:
     return mesh
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The command line (`python -m tensorf.export_mesh`, `tensorf-mesh`)."""
     cli.run_main(lambda: export_mesh(tyro.cli(ExportArgs)))
+
+
+if __name__ == "__main__":
+    main()

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import tyro
 from tqdm import tqdm
 
-from tensorf import checkpoint
+from tensorf import checkpoint, cli
 from tensorf.cameras import orbit_poses, spiral_poses
 from tensorf.cli import ConfigError, check_writable
 from tensorf.config import TrainConfig
@@ -155,3 +156,8 @@ def render_orbit(args: OrbitArgs) -> dict[str, Path]:
     print(f"{args.frames} frames of {width}x{height} in {seconds:.1f} s "
           f"({args.frames / seconds:.2f} frames/s): {written}")  # fmt: skip
     return paths
+
+
+def main() -> None:
+    """The command line (`render_360.py`, `tensorf-render`)."""
+    cli.run_main(lambda: render_orbit(tyro.cli(OrbitArgs)))

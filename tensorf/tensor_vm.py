@@ -121,9 +121,11 @@ def interp_volume(volume: jax.Array, xyz: jax.Array) -> jax.Array:
     return (volume.reshape(-1)[idx] * w).sum(-1)
 
 
-# A dense volume costs per voxel, plane and line lookups (six, C wide) per point. Measured
-# on CPU (fwd + bwd, C = 16), the volume wins up to ~60 voxels per point (5x at 1.6).
-DENSE_VOXELS_PER_POINT = 64
+# A dense volume costs per voxel, plane and line lookups per point and component. Measured
+# on CPU (fwd + bwd), the volume wins up to ~60 voxels per point with 16 components per
+# pair (5x at 1.6), and up to ~30 with the LLFF [16, 4, 4]: the break-even scales with the
+# components, so this is the number of voxels per point and component that it allows.
+DENSE_VOXELS_PER_POINT_COMPONENT = 64 / 48
 
 
 def density_feature(grid: VMGrid, xyz: jax.Array) -> jax.Array:
@@ -133,7 +135,8 @@ def density_feature(grid: VMGrid, xyz: jax.Array) -> jax.Array:
     interpolating the dense sum gives exactly the per-point sum of interpolated products:
     one scalar 8-corner lookup replaces six C-wide ones when points are many.
     """
-    if np.prod(grid.resolution) <= DENSE_VOXELS_PER_POINT * xyz.shape[0]:
+    components = sum(p.shape[-1] for p in grid.planes)
+    if np.prod(grid.resolution) <= DENSE_VOXELS_PER_POINT_COMPONENT * components * xyz.shape[0]:
         return interp_volume(dense_volume(grid), xyz)
     return vm_features(grid, xyz).sum(axis=1)
 

@@ -22,10 +22,13 @@ from synthetic import (
     write_llff_scene,
 )
 
-from tensorf import experiment
-from tensorf.cameras import Intrinsics, pixel_rays
+from tensorf import checkpoint, experiment, training
+from tensorf.cameras import Intrinsics, pixel_rays, spiral_poses
+from tensorf.cli import ConfigError
 from tensorf.config import PRESETS
 from tensorf.data import DatasetError, data_dir, detect_format, load_views
+from tensorf.orbit import OrbitArgs, render_orbit
+from tensorf.render import render_image
 
 N = 10
 FULL = (48, 64)  # (height, width) of images/, the size poses_bounds.npy is made for
@@ -372,6 +375,28 @@ FERN_PSNR_FLOOR = 17.6
 
 
 @pytest.mark.slow
+def test_spiral_circles_the_average_camera_looking_at_the_focus(scene: LLFFScene):
+    c2w = load_views(scene.root, "all", downscale=2).c2w.astype(np.float64)
+    bounds = (1.5, 8.0)
+    poses = spiral_poses(c2w, bounds, 40)
+    assert poses.shape == (40, 4, 4)
+    for rotation in poses[:, :3, :3]:
+        np.testing.assert_allclose(rotation.T @ rotation, np.eye(3), atol=1e-9)
+        assert np.linalg.det(rotation) == pytest.approx(1.0)
+    # Recentred cameras: the average pose is about the identity, so the focus point is on
+    # the -z axis at the official focus depth, and every camera looks straight at it.
+    focus = 1.0 / (0.25 / (0.9 * bounds[0]) + 0.75 / (5.0 * bounds[1]))
+    to_focus = np.array([0.0, 0.0, -focus]) - poses[:, :3, 3]
+    np.testing.assert_allclose(-poses[:, :3, 2], unit(to_focus), atol=0.02)
+    # Within the 90th percentile of the cameras' offsets, and around them: two turns.
+    radii = np.percentile(np.abs(c2w[:, :3, 3]), 90, axis=0)
+    assert (np.abs(poses[:, :3, 3]) <= radii * 1.05 + 1e-3).all()
+    angle = np.unwrap(np.arctan2(-poses[:, 1, 3] / radii[1], poses[:, 0, 3] / radii[0]))
+    assert angle[-1] - angle[0] == pytest.approx(2 * 2 * np.pi * 39 / 40, abs=0.2)
+    # Image up stays near the cameras' up.
+    assert (poses[:, :3, 1] @ unit(c2w[:, :3, 1].sum(0)) > 0.9).all()
+
+
 def test_fern_quick_run(tmp_path):
     fern = data_dir() / "nerf_llff_data" / "fern"
     if not (fern / "poses_bounds.npy").is_file():
@@ -402,3 +427,31 @@ def test_fern_quick_run(tmp_path):
     assert saved["psnr"] == pytest.approx(metrics["psnr"])
     assert len(saved["psnr_per_view"]) == 3
     assert metrics["psnr"] >= FERN_PSNR_FLOOR
+
+    # Depth is metric: the held-out view's surfaces lie within the scene's depth bounds
+    # (NDC depth would be in [0, 1]), and the wall behind the fern is farther than its
+    # leaves in the middle.
+    cfg_saved, state = checkpoint.load_run(cfg.run_dir)
+    views = load_views(fern, "test", downscale=8, max_views=1)
+    settings = training.settings_for(cfg_saved, state, training.ndc_for(cfg, views.intrinsics))
+    out, _ = render_image(state.params, cfg.model, settings, state.aabb, state.mask,
+                          views.c2w[0], views.intrinsics)  # fmt: skip
+    near, far = views.depth_bounds
+    depth = out["depth"] / np.maximum(out["acc"], 1e-6)
+    inside = (depth > 0.9 * near) & (depth < 1.5 * far)
+    assert inside.mean() > 0.9 and np.median(depth) > 1.5
+
+    # The default video path of a forward-facing run is the spiral; RGB and depth videos.
+    video = tmp_path / "spiral.mp4"
+    render_orbit(OrbitArgs(run_dir=cfg.run_dir, out=video, frames=3, width=64))
+    for name in ("spiral.mp4", "spiral_depth.mp4"):
+        frames = np.stack(list(iio.imiter(tmp_path / name, plugin="FFMPEG")))
+        assert frames.shape == (3, 48, 64, 3)
+        assert np.abs(frames[0].astype(int) - frames[1].astype(int)).mean() > 1.0
+    with pytest.raises(ConfigError, match="spiral"):
+        render_orbit(OrbitArgs(run_dir=cfg.run_dir, out=video, path="orbit", frames=1))
+
+    # Evaluation from the command line, as the README has it.
+    result = run_cli("-m", "tensorf.evaluate", "--run-dir", str(cfg.run_dir), "--max-views", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "test: PSNR" in result.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 
 import imageio.v3 as iio
@@ -169,3 +170,34 @@ def test_output_tools_bad_input(sphere_run, tmp_path):
     assert_one_line_error(result, "cannot write")
     result = run_cli("render_360.py", "--run-dir", str(cfg.run_dir), "--out", "orbit.avi")
     assert_one_line_error(result, ".mp4")
+
+
+def test_run_dir_from_before_full_intrinsics_still_renders(sphere_run, tmp_path):
+    """Old runs saved one `focal` per run and one component count for all pairs."""
+    cfg, _ = sphere_run
+    old = tmp_path / "old_run"
+    shutil.copytree(cfg.run_dir, old)
+    cameras = json.loads((old / checkpoint.CAMERAS_FILE).read_text())
+    k = cameras.pop("intrinsics")
+    assert k["fx"] == k["fy"] and k["cx"] == k["width"] / 2
+    for key in ("kind", "depth_bounds"):
+        cameras.pop(key)
+    cameras.update(focal=k["fx"], width=k["width"], height=k["height"])
+    (old / checkpoint.CAMERAS_FILE).write_text(json.dumps(cameras))
+    config = json.loads((old / checkpoint.CONFIG_FILE).read_text())
+    model = config["model"]
+    model["density_components"] = model["density_components"][0]
+    model["appearance_components"] = model["appearance_components"][0]
+    for key in ("density_activation",):
+        model.pop(key)
+    (old / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
+
+    frames = {}
+    for name, run_dir in (("new", cfg.run_dir), ("old", old)):
+        out = tmp_path / f"{name}.gif"
+        render_orbit(OrbitArgs(run_dir=run_dir, out=out, frames=2, width=24, depth=False))
+        frames[name] = read_video(out)
+    np.testing.assert_array_equal(frames["old"], frames["new"])
+    assert checkpoint.load_cameras(old)["intrinsics"] == checkpoint.load_cameras(
+        cfg.run_dir
+    )["intrinsics"]

@@ -284,6 +284,9 @@ def test_config_round_trip_non_defaults():
         {"mask_steps": (500, 10**6)},
         {"max_bad_steps": 0},
         {"aabb": (1.0, -1.0, -1.0, -1.0, 1.0, 1.0)},
+        {"tv_density": -1.0},
+        {"tv_appearance": float("nan")},
+        {"model": ModelConfig(density_components=(16, 0, 4))},
     ],
 )
 def test_check_config_rejects(overrides):
