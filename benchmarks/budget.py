@@ -2,6 +2,7 @@
 
 python benchmarks/budget.py quick [--minutes 15] [--run-dir runs/bench_quick] [extra options]
 python benchmarks/budget.py llff-quick --dataset-path ../shared/data/nerf_llff_data/fern
+python benchmarks/budget.py quick-cp --eval-max-views 20   # then tensorf.evaluate for all 200
 """
 
 import argparse
@@ -34,4 +35,4 @@ m = json.loads((ROOT / run_dir / "metrics.json").read_text())
 print(f"test PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} over {m['n_views']} views; "
       f"step {m['step']}, train {m['train_seconds'] / 60:.1f} min, "
       f"render {m['seconds_per_image']:.2f} s/image, wall {wall / 60:.1f} min, "
-      f"peak RSS {peak_gb:.2f} GB")  # fmt: skip
+      f"peak RSS {peak_gb:.2f} GB, model {m['model_mb']:.2f} MB")  # fmt: skip

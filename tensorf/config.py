@@ -17,12 +17,17 @@ Components = tuple[int, int, int]
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The radiance field: VM grids plus the shading MLP."""
+    """The radiance field: decomposed density and appearance grids plus the shading MLP."""
 
+    decomposition: Literal["vm", "cp"] = "vm"
+    """vm: vector-matrix (a plane and a line per axis pair and component); cp: CANDECOMP/
+    PARAFAC (three lines per component), far smaller for the same resolution."""
     density_components: Components = (16, 16, 16)
-    """Density components of the XY-Z, XZ-Y and YZ-X plane/line pairs (VM-192: 16 each)."""
+    """VM: density components of the XY-Z, XZ-Y and YZ-X plane/line pairs (VM-192: 16 each)."""
     appearance_components: Components = (48, 48, 48)
-    """Appearance components of the three pairs (VM-192: 48 each)."""
+    """VM: appearance components of the three pairs (VM-192: 48 each)."""
+    cp_components: tuple[int, int] = (96, 288)
+    """CP: density and appearance components (official lego CP-384: 96 and 288)."""
     appearance_dim: int = 27
     """Output size of the appearance basis matrix, i.e. the MLP's feature input."""
     mlp_width: int = 128
@@ -143,6 +148,9 @@ class TrainConfig:
     the official code it decays with the learning-rate factor and is not reset on upsample."""
     tv_appearance: float = 0.0
     """Weight of total variation on the appearance planes (official TV_weight_app)."""
+    ortho_weight: float = 0.0
+    """Weight of the orthogonality term on the grids' line factors (official Ortho_weight,
+    vector_comp_diffs: off-diagonal entries of each line's component Gram matrix)."""
     adam_on_upsample: Literal["reset", "resample"] = "reset"
     """What Adam's moments do when the grid is upsampled: 'reset' re-creates the optimizer
     (official code); 'resample' interpolates the moments onto the new grid."""
@@ -244,6 +252,20 @@ PRESETS["llff-quick"] = (
     ),
 )
 
+
+# The official lego CP settings (configs/lego.txt, its TensorCP lines): CP-384, 500^3.
+_CP = ModelConfig(decomposition="cp", cp_components=(96, 288), init_scale=0.2)
+PRESETS["paper-cp"] = (
+    "Official lego CP settings (CP-384: 96 density + 288 appearance components, 30k steps, "
+    "128^3 -> 500^3, L1 1e-5). Meant for a GPU.",
+    TrainConfig(model=_CP, grid_final=500, l1_initial=1e-5, l1_rest=1e-5),
+)
+PRESETS["quick-cp"] = (
+    "CP for a 2-core CPU (use with --max-minutes 15): CP-384, the quick schedule to a "
+    "300^3 grid, 4500 steps (CP steps cost about twice VM-96's here).",
+    dataclasses.replace(PRESETS["quick"][1], model=_CP, n_iters=4500, grid_final=300,
+                        l1_initial=1e-5, l1_rest=1e-5),  # fmt: skip
+)
 
 DEMO_SCENE = Path(__file__).resolve().parent / "demo" / "lego"
 

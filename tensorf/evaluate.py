@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dm_pix
 import imageio.v3 as iio
+import jax
 import jax.numpy as jnp
 import numpy as np
 import tyro
@@ -33,6 +34,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM with the standard 11x11 Gaussian window (sigma 1.5), as the official code."""
     return float(dm_pix.ssim(jnp.asarray(a), jnp.asarray(b)))
+
+
+def model_megabytes(params) -> float:
+    """Size of the field's parameters (grids, basis matrix, MLP) as stored, in MB (10^6
+    bytes, as the paper's model sizes)."""
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params)) / 1e6
 
 
 # Called with each view's index, render (rgb, depth, acc, depth_vis) and ground truth.
@@ -76,6 +83,7 @@ def evaluate_views(
     seconds = time.perf_counter() - start
     metrics = {
         "psnr": float(np.mean(psnrs)),
+        "model_mb": model_megabytes(state.params),
         "ssim": float(np.mean(ssims)),
         "n_views": views.n_views,
         "step": int(state.step),

@@ -67,7 +67,7 @@ def check_config(cfg: TrainConfig) -> None:
         )
     if render.step_ratio <= 0 or render.chunk < 1 or not 0 <= render.near < render.far:
         problems.append("--render needs step-ratio > 0, chunk >= 1 and 0 <= near < far")
-    for name in ("tv_density", "tv_appearance", "l1_initial", "l1_rest"):
+    for name in ("tv_density", "tv_appearance", "ortho_weight", "l1_initial", "l1_rest"):
         if not np.isfinite(getattr(cfg, name)) or getattr(cfg, name) < 0:
             problems.append(f"--{_flag(name)} must be a finite number >= 0")
     for name in ("density_components", "appearance_components"):
@@ -326,7 +326,8 @@ def finish(state: training.TrainState, cfg: TrainConfig, writer, train_seconds: 
     (Path(cfg.run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(
         f"{cfg.eval_split}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over "
-        f"{metrics['n_views']} views; trained {train_seconds / 60:.1f} min to step {step}"
+        f"{metrics['n_views']} views; trained {train_seconds / 60:.1f} min to step {step}; "
+        f"model {metrics['model_mb']:.1f} MB"
     )
     print(f"{cfg.run_dir}: metrics.json, renders/ (the {cfg.eval_split} views, RGB and depth), "
           "log.jsonl and tensorboard/ (curves), checkpoints/ (for --resume, render_360.py, "

@@ -5,11 +5,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from tensorf import tensor_vm
+from tensorf import decomposition
 from tensorf.config import ModelConfig
 from tensorf.networks import ShadingMLP
 
-# {"density": VMGrid, "appearance": VMGrid, "basis": (3 * C_app, F), "mlp": flax params}
+# {"density": grid, "appearance": grid, "basis": (appearance features, F), "mlp": flax
+# params}, the grids of the decomposition the config names (see tensorf.decomposition).
 Params = dict
 
 GRID_KEYS = ("density", "appearance")
@@ -21,13 +22,17 @@ def shading_mlp(cfg: ModelConfig) -> ShadingMLP:
 
 def init_params(key: jax.Array, cfg: ModelConfig, resolution: tuple[int, int, int]) -> Params:
     k_density, k_app, k_basis, k_mlp = jax.random.split(key, 4)
-    basis_in = sum(cfg.appearance_components)
+    if cfg.decomposition == "vm":
+        density_components, app_components = cfg.density_components, cfg.appearance_components
+        basis_in = sum(app_components)  # the pairs' components, concatenated
+    else:
+        density_components, app_components = cfg.cp_components
+        basis_in = app_components
+    init = decomposition.BY_KIND[cfg.decomposition].init
     bound = basis_in**-0.5  # PyTorch's default Linear init, as the official basis matrix.
     return {
-        "density": tensor_vm.init_vm(k_density, resolution, cfg.density_components, cfg.init_scale),
-        "appearance": tensor_vm.init_vm(
-            k_app, resolution, cfg.appearance_components, cfg.init_scale
-        ),
+        "density": init(k_density, resolution, density_components, cfg.init_scale),
+        "appearance": init(k_app, resolution, app_components, cfg.init_scale),
         "basis": jax.random.uniform(
             k_basis, (basis_in, cfg.appearance_dim), minval=-bound, maxval=bound
         ),
@@ -45,7 +50,7 @@ def normalize(xyz: jax.Array, aabb: jax.Array) -> jax.Array:
 def density(params: Params, cfg: ModelConfig, xyz: jax.Array) -> jax.Array:
     """Normalised points (n, 3) -> sigma (n,), at least float32 (softplus is not safe in
     bf16 / f16)."""
-    feature = _at_least_f32(tensor_vm.density_feature(params["density"], xyz))
+    feature = _at_least_f32(decomposition.density_feature(params["density"], xyz))
     if cfg.density_activation == "relu":
         return jax.nn.relu(feature)
     return jax.nn.softplus(feature + cfg.density_shift)
@@ -53,7 +58,7 @@ def density(params: Params, cfg: ModelConfig, xyz: jax.Array) -> jax.Array:
 
 def radiance(params: Params, cfg: ModelConfig, xyz: jax.Array, viewdirs: jax.Array) -> jax.Array:
     """Normalised points (n, 3) and unit directions (n, 3) -> rgb (n, 3), at least float32."""
-    features = tensor_vm.appearance_feature(params["appearance"], params["basis"], xyz)
+    features = decomposition.appearance_feature(params["appearance"], params["basis"], xyz)
     rgb = shading_mlp(cfg).apply({"params": params["mlp"]}, features, viewdirs)
     return _at_least_f32(rgb)
 
@@ -63,16 +68,16 @@ def _at_least_f32(x: jax.Array) -> jax.Array:
 
 
 def density_l1(params: Params) -> jax.Array:
-    """Mean absolute density grid value per plane and line, summed (official density_L1)."""
-    grid = params["density"]
-    return sum(jnp.abs(p).mean() for p in grid.planes) + sum(jnp.abs(x).mean() for x in grid.lines)
+    """Mean absolute density grid value per factor, summed (official density_L1)."""
+    return decomposition.l1(params["density"])
 
 
-# The official TV_loss_density / TV_loss_app weigh each plane's TV by this.
-TV_SCALE = 1e-2
+def grid_tv(params: Params, key: str) -> jax.Array:
+    """Total variation of the "density" or "appearance" grid, as weighted by the official
+    code before its TV_weight."""
+    return decomposition.tv(params[key])
 
 
-def plane_tv(params: Params, key: str) -> jax.Array:
-    """Total variation of the planes of the "density" or "appearance" grid, as weighted by
-    the official code before its TV_weight."""
-    return TV_SCALE * tensor_vm.total_variation(params[key])
+def orthogonality(params: Params) -> jax.Array:
+    """Official vector_comp_diffs over the density and appearance grids."""
+    return sum(decomposition.orthogonality(params[key]) for key in GRID_KEYS)

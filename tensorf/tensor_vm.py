@@ -146,6 +146,11 @@ def appearance_feature(grid: VMGrid, basis: jax.Array, xyz: jax.Array) -> jax.Ar
     return vm_features(grid, xyz) @ basis
 
 
+def l1(grid: VMGrid) -> jax.Array:
+    """Mean absolute value per plane and line, summed (official density_L1)."""
+    return sum(jnp.abs(p).mean() for p in grid.planes) + sum(jnp.abs(x).mean() for x in grid.lines)
+
+
 def total_variation(grid: VMGrid) -> jax.Array:
     """Sum over the planes of the official TVLoss: twice the mean squared difference of
     neighbouring values along each of the plane's two axes (lines are not regularised)."""

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from tensorf import alpha_mask, field, ndc, parallel, tensor_vm
+from tensorf import alpha_mask, decomposition, field, ndc, parallel, tensor_vm
 from tensorf.alpha_mask import AlphaMask
 from tensorf.cameras import Intrinsics, pixel_rays
 from tensorf.config import Precision, TrainConfig
@@ -238,7 +238,9 @@ def train_step(
         loss = mse + state.l1_weight * field.density_l1(params)
         for weight, key in ((cfg.tv_density, "density"), (cfg.tv_appearance, "appearance")):
             if weight > 0:
-                loss = loss + weight * tv_decay * field.plane_tv(params, key)
+                loss = loss + weight * tv_decay * field.grid_tv(params, key)
+        if cfg.ortho_weight > 0:
+            loss = loss + cfg.ortho_weight * field.orthogonality(params)
         return state.loss_scale.scale(loss), (loss, mse, counts)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -284,7 +286,7 @@ def train_step(
 
 
 def _map_grids(state: TrainState, fn, moments: str) -> TrainState:
-    """Apply fn (VMGrid -> VMGrid) to both grids; Adam's moments are mapped by the same
+    """Apply fn (grid -> grid) to both grids; Adam's moments are mapped by the same
     function ('map'), or Adam restarts from scratch ('reset')."""
     params = {k: fn(v) if k in field.GRID_KEYS else v for k, v in state.params.items()}
     if moments == "reset":
@@ -311,7 +313,7 @@ def voxel_schedule(cfg: TrainConfig) -> list[int]:
 def upsample(state: TrainState, cfg: TrainConfig, n_voxels: int) -> TrainState:
     resolution = tensor_vm.resolution_for_voxels(n_voxels, np.asarray(state.aabb))
     moments = "reset" if cfg.adam_on_upsample == "reset" else "map"
-    state = _map_grids(state, lambda g: tensor_vm.resize_vm(g, resolution), moments)
+    state = _map_grids(state, lambda g: decomposition.resize(g, resolution), moments)
     return dataclasses.replace(state, lr_reset_step=state.step.copy())
 
 
@@ -357,7 +359,7 @@ def shrink_to(state: TrainState, bounds: np.ndarray) -> TrainState:
     lo = np.clip(np.round((bounds[0] - aabb[0]) / units).astype(int), 0, res - 2)
     hi = np.clip(np.round((bounds[1] - aabb[0]) / units).astype(int) + 1, lo + 2, res)
     new_aabb = np.stack([aabb[0] + lo * units, aabb[0] + (hi - 1) * units]).astype(np.float32)
-    state = _map_grids(state, lambda g: tensor_vm.crop_vm(g, tuple(lo), tuple(hi)), "map")
+    state = _map_grids(state, lambda g: decomposition.crop(g, tuple(lo), tuple(hi)), "map")
     return dataclasses.replace(state, aabb=jnp.asarray(new_aabb))
 
 

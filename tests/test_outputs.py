@@ -173,7 +173,8 @@ def test_output_tools_bad_input(sphere_run, tmp_path):
 
 
 def test_run_dir_from_before_full_intrinsics_still_renders(sphere_run, tmp_path):
-    """Old runs saved one `focal` per run and one component count for all pairs."""
+    """Old runs saved one `focal` per run, one component count for all pairs, and none of
+    the options added since (decomposition, NDC, TV, ...)."""
     cfg, _ = sphere_run
     old = tmp_path / "old_run"
     shutil.copytree(cfg.run_dir, old)
@@ -188,8 +189,12 @@ def test_run_dir_from_before_full_intrinsics_still_renders(sphere_run, tmp_path)
     model = config["model"]
     model["density_components"] = model["density_components"][0]
     model["appearance_components"] = model["appearance_components"][0]
-    for key in ("density_activation",):
+    for key in ("density_activation", "decomposition", "cp_components"):
         model.pop(key)
+    for key in ("tv_density", "tv_appearance", "ortho_weight"):
+        config.pop(key)
+    for key in ("ndc", "background"):
+        config["render"].pop(key)
     (old / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
 
     frames = {}

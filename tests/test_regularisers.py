@@ -49,10 +49,10 @@ def test_total_variation_by_hand():
     assert float(tensor_vm.total_variation(grid)) == pytest.approx(12.25, rel=1e-6)
     # The lines are not regularised.
     assert float(tensor_vm.total_variation(tiny_grid(lines_seed=5))) == pytest.approx(12.25)
-    # field.plane_tv weighs it by 1e-2, as the official TV_loss_density / TV_loss_app.
+    # field.grid_tv weighs it by 1e-2, as the official TV_loss_density / TV_loss_app.
     params = {"density": grid, "appearance": tiny_grid(lines_seed=1)}
-    assert float(field.plane_tv(params, "density")) == pytest.approx(0.1225, rel=1e-6)
-    assert float(field.plane_tv(params, "appearance")) == pytest.approx(0.1225, rel=1e-6)
+    assert float(field.grid_tv(params, "density")) == pytest.approx(0.1225, rel=1e-6)
+    assert float(field.grid_tv(params, "appearance")) == pytest.approx(0.1225, rel=1e-6)
 
 
 def test_total_variation_of_constant_planes_is_zero():

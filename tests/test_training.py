@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from synthetic import write_sphere_scene
 
-from tensorf import data, experiment, parallel, training
+from tensorf import data, experiment, field, parallel, training
 from tensorf.cli import ConfigError
 from tensorf.config import PRESETS, ModelConfig, RenderConfig, TrainConfig, from_dict, to_dict
 
@@ -301,3 +301,26 @@ def test_check_config_rejects_k_outside_the_samples(k):
     render = dataclasses.replace(quick.render, appearance_samples=k, max_samples=100)
     with pytest.raises(ConfigError, match="appearance-samples"):
         experiment.check_config(dataclasses.replace(quick, render=render))
+
+
+@pytest.mark.parametrize("term", ["ortho", "tv"])
+def test_regulariser_weights_enter_the_loss(trained, sphere_pool, term):
+    """The orthogonality and TV weights add exactly weight x term (TV decayed by the
+    learning-rate factor from the first step, as the official code) to the loss."""
+    cfg, state, _ = trained
+    _, pool = sphere_pool
+    settings = training.settings_for(cfg, state)
+    before = jax.tree.map(np.asarray, state)
+    if term == "ortho":
+        weighted = dataclasses.replace(cfg, ortho_weight=0.5)
+        expected = 0.5 * float(field.orthogonality(before.params))
+    else:
+        weighted = dataclasses.replace(cfg, tv_density=0.3, tv_appearance=0.7)
+        decay = cfg.lr_decay_ratio ** ((int(before.step) + 1) / cfg.n_iters)
+        expected = decay * (0.3 * float(field.grid_tv(before.params, "density"))
+                            + 0.7 * float(field.grid_tv(before.params, "appearance")))  # fmt: skip
+    assert expected > 0
+    _, plain = train_step(jax.tree.map(jnp.array, before), pool, cfg, settings)
+    _, with_term = train_step(jax.tree.map(jnp.array, before), pool, weighted, settings)
+    assert float(with_term["mse"]) == pytest.approx(float(plain["mse"]), rel=1e-6)
+    assert float(with_term["loss"]) - float(plain["loss"]) == pytest.approx(expected, rel=1e-4)
