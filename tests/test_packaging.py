@@ -86,11 +86,15 @@ def test_wheel_installs_and_its_console_scripts_run(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert Path(where[0]).is_relative_to(env_dir) and where[1] == "True"
-    for script in SCRIPTS:
-        result = subprocess.run([bin_dir / script, "--help"], cwd=tmp_path, env=env,
+    # tensorf-train --help lists the presets; a preset's --help, its options.
+    commands = [(["tensorf-train", "--help"], "llff-quick"),
+                (["tensorf-train", "demo", "--help"], "--run-dir")]  # fmt: skip
+    commands += [([script, "--help"], "--run-dir") for script in SCRIPTS[1:]]
+    for (script, *args), expected in commands:
+        result = subprocess.run([bin_dir / script, *args], cwd=tmp_path, env=env,
                                 capture_output=True, text=True)  # fmt: skip
         assert result.returncode == 0, (script, result.stderr[-1000:])
-        assert "--run-dir" in result.stdout
+        assert expected in result.stdout, (script, args)
 
 
 DEMO_PSNR_FLOOR = 28.0  # measured 29.51 dB (2026-12-01)
