@@ -31,9 +31,10 @@ RESUMABLE = {
 }  # fmt: skip
 
 
-def main() -> dict:
-    """The training command line (train.py, train_lego.py): a preset, then any option."""
-    return run_main(lambda: train(tyro.extras.overridable_config_cli(PRESETS)))
+def main() -> None:
+    """The training command line (train.py, train_lego.py, tensorf-train): a preset, then
+    any option. Returns nothing: a console script exits with what its function returns."""
+    run_main(lambda: train(tyro.extras.overridable_config_cli(PRESETS)))
 
 
 def check_distributed(cfg: DistributedConfig) -> None:
