@@ -95,6 +95,20 @@ def test_wheel_installs_and_its_console_scripts_run(tmp_path):
                                 capture_output=True, text=True)  # fmt: skip
         assert result.returncode == 0, (script, result.stderr[-1000:])
         assert expected in result.stdout, (script, args)
+    # A real (tiny) run through the installed scripts: each exits 0 when it succeeds.
+    run = tmp_path / "run"
+    commands = [
+        ["tensorf-train", "demo", "--run-dir", str(run), "--n-iters", "20", "--upsample-steps",
+         "--mask-steps", "--eval-max-views", "1", "--checkpoint-every", "20"],
+        ["tensorf-eval", "--run-dir", str(run), "--max-views", "1", "--no-save-renders"],
+        ["tensorf-render", "--run-dir", str(run), "--out", str(tmp_path / "o.gif"), "--frames",
+         "1", "--width", "16", "--no-depth"],
+    ]  # fmt: skip
+    for script, *args in commands:
+        result = subprocess.run([bin_dir / script, *args], cwd=tmp_path, env=env,
+                                capture_output=True, text=True)  # fmt: skip
+        assert result.returncode == 0, (script, result.stderr[-1000:])
+    assert (run / "metrics.json").is_file() and (tmp_path / "o.gif").stat().st_size > 0
 
 
 DEMO_PSNR_FLOOR = 28.0  # measured 29.51 dB (2026-12-01)
