@@ -17,7 +17,7 @@ from skimage import measure
 from tqdm import tqdm
 
 from tensorf import checkpoint, cli, field
-from tensorf.training import alpha_fn, settings_for
+from tensorf.training import alpha_fn, voxel_step
 from tensorf.visualize import to_uint8
 
 
@@ -51,6 +51,11 @@ def _batched(fn, points: np.ndarray, chunk: int, desc: str) -> np.ndarray:
 def export_mesh(args: ExportArgs) -> trimesh.Trimesh:
     cli.check_writable(args.out)
     cfg, state = checkpoint.load_run(args.run_dir)
+    if cfg.render.ndc:
+        raise cli.ConfigError(
+            f"{args.run_dir} is a forward-facing (NDC) run: its grid lives in normalised device "
+            "coordinates, stretched in depth, so it has no metric surface to export"
+        )
     # Only the occupied region: the aabb was shrunk to the alpha mask, which masks alpha too.
     aabb = np.asarray(state.aabb, np.float64)
     size = aabb[1] - aabb[0]
@@ -58,7 +63,7 @@ def export_mesh(args: ExportArgs) -> trimesh.Trimesh:
     counts = np.maximum(np.round(size / size.max() * (longest - 1)).astype(int) + 1, 2)
     axes = [np.linspace(lo, hi, c) for lo, hi, c in zip(aabb[0], aabb[1], counts, strict=True)]
     points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
-    alpha = alpha_fn(state, cfg, settings_for(cfg, state).step_size)  # jitted
+    alpha = alpha_fn(state, cfg, voxel_step(cfg, aabb, state.resolution))  # jitted
     volume = _batched(alpha, points, args.chunk, "density").reshape(*counts)
     if not volume.max() > args.level > volume.min():
         raise cli.ConfigError(

@@ -451,6 +451,11 @@ def test_fern_quick_run(tmp_path):
     with pytest.raises(ConfigError, match="spiral"):
         render_orbit(OrbitArgs(run_dir=cfg.run_dir, out=video, path="orbit", frames=1))
 
+    # No mesh from NDC space: one line, exit 2.
+    mesh = run_cli("-m", "tensorf.export_mesh", "--run-dir", str(cfg.run_dir), "--out",
+                   str(tmp_path / "fern.ply"))  # fmt: skip
+    assert_one_line_error(mesh, "forward-facing (NDC) run")
+
     # Evaluation from the command line, as the README has it.
     result = run_cli("-m", "tensorf.evaluate", "--run-dir", str(cfg.run_dir), "--max-views", "1")
     assert result.returncode == 0, result.stderr[-2000:]
