@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -17,13 +16,13 @@ from tensorf import tensor_cp, tensor_vm
 from tensorf.tensor_cp import CPGrid
 from tensorf.tensor_vm import VMGrid
 
-Kind = Literal["vm", "cp"]
 Grid = VMGrid | CPGrid
 
 
 @dataclasses.dataclass(frozen=True)
 class Decomposition:
-    """What a decomposition provides (grids are pytrees with a `resolution` property)."""
+    """What a decomposition provides. Its grids are pytrees with a `resolution` property
+    and `lines`, their vector factors (R, C), which the orthogonality term reads."""
 
     init: Callable  # (key, resolution, components, scale) -> grid
     density_feature: Callable  # (grid, xyz (n, 3) in [-1, 1]) -> (n,)
@@ -33,20 +32,19 @@ class Decomposition:
     l1: Callable  # grid -> mean absolute value, summed over factors (official density_L1)
     total_variation: Callable  # grid -> the official TVLoss, summed over its factors
     tv_scale: float  # the official TV_loss_density / TV_loss_app weight of each factor
-    lines: Callable  # grid -> its vector factors (R, C), for the orthogonality term
 
 
 VM = Decomposition(
     init=tensor_vm.init_vm, density_feature=tensor_vm.density_feature,
     appearance_feature=tensor_vm.appearance_feature, resize=tensor_vm.resize_vm,
     crop=tensor_vm.crop_vm, l1=tensor_vm.l1, total_variation=tensor_vm.total_variation,
-    tv_scale=1e-2, lines=lambda grid: grid.lines,
+    tv_scale=1e-2,
 )  # fmt: skip
 CP = Decomposition(
     init=tensor_cp.init_cp, density_feature=tensor_cp.density_feature,
     appearance_feature=tensor_cp.appearance_feature, resize=tensor_cp.resize_cp,
     crop=tensor_cp.crop_cp, l1=tensor_cp.l1, total_variation=tensor_cp.total_variation,
-    tv_scale=1e-3, lines=lambda grid: grid.lines,
+    tv_scale=1e-3,
 )  # fmt: skip
 BY_KIND: dict[str, Decomposition] = {"vm": VM, "cp": CP}
 
@@ -84,7 +82,7 @@ def orthogonality(grid: Grid) -> jax.Array:
     """Official vector_comp_diffs: per vector factor (R, C), the mean absolute off-diagonal
     entry of its components' Gram matrix, summed; 0 for a factor with one component."""
     total = jnp.float32(0.0)
-    for line in of(grid).lines(grid):
+    for line in grid.lines:
         c = line.shape[-1]
         if c > 1:
             gram = line.T @ line
