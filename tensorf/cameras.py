@@ -1,21 +1,25 @@
-"""Pinhole cameras in the Blender / OpenGL convention (camera looks down -z, +y up)."""
+"""Cameras in the Blender / OpenGL convention (camera looks down -z, +y up): pinhole
+intrinsics, optionally with lens distortion."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax.numpy as jnp
 import numpy as np
 
+from tensorf.distortion import Distortion, camera_frame_directions
+
 
 @dataclasses.dataclass(frozen=True)
 class Intrinsics:
-    """A pinhole camera's intrinsics in pixels, for images of `width` x `height`.
+    """A camera's intrinsics in pixels, for images of `width` x `height`.
 
     (cx, cy) is the principal point measured from the image's top-left corner, so the
-    centre of pixel (col, row) is at (col + 0.5, row + 0.5). Frozen and hashable: jitted
-    code specialises on it.
+    centre of pixel (col, row) is at (col + 0.5, row + 0.5). `distortion`: the lens model,
+    or None for an ideal pinhole. Frozen and hashable: jitted code specialises on it.
     """
 
     fx: float
@@ -24,6 +28,14 @@ class Intrinsics:
     cy: float
     width: int
     height: int
+    distortion: Distortion | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Intrinsics:
+        """Inverse of `to_dict`."""
+        lens = values.get("distortion")
+        lens = None if lens is None else Distortion(lens["model"], tuple(lens["coefficients"]))
+        return cls(**{**values, "distortion": lens})
 
     @classmethod
     def from_fov(cls, camera_angle_x: float, width: int, height: int) -> Intrinsics:
@@ -34,9 +46,8 @@ class Intrinsics:
     def resized(self, width: int, height: int) -> Intrinsics:
         """The same camera for images resampled to `width` x `height`."""
         sx, sy = width / self.width, height / self.height
-        return Intrinsics(
-            self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, int(width), int(height)
-        )
+        return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, int(width),
+                          int(height), self.distortion)  # fmt: skip
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -54,11 +65,14 @@ def pixel_rays(
 
     Args:
         c2w: (..., 4, 4) or (..., 3, 4) camera-to-world, broadcastable against `col`.
-        col, row: (...,) pixel column (x) and row (y) indices.
+        col, row: (...,) pixel column (x) and row (y) indices; with lens distortion,
+            concrete arrays (the directions are looked up in `camera_directions`).
     Returns:
         origins (..., 3) and unit directions (..., 3) in world space.
     """
     k = intrinsics
+    if k.distortion is not None:
+        return camera_rays(c2w, jnp.asarray(camera_directions(k))[row, col])
     dirs_cam = jnp.stack(
         [
             (col + 0.5 - k.cx) / k.fx,
@@ -67,6 +81,22 @@ def pixel_rays(
         ],
         axis=-1,
     )
+    return camera_rays(c2w, dirs_cam)
+
+
+@functools.lru_cache(maxsize=8)
+def camera_directions(intrinsics: Intrinsics) -> np.ndarray:
+    """(H, W, 3) float32 camera-frame (OpenGL) directions through every pixel centre, with
+    the lens distortion undone: computed once per camera."""
+    k = intrinsics
+    cols, rows = np.meshgrid(np.arange(k.width) + 0.5, np.arange(k.height) + 0.5)
+    xy = np.stack([(cols - k.cx) / k.fx, (rows - k.cy) / k.fy], axis=-1)
+    dirs = camera_frame_directions(xy, k.distortion)
+    return (dirs * np.array([1.0, -1.0, -1.0])).astype(np.float32)  # OpenCV -> OpenGL
+
+
+def camera_rays(c2w: jnp.ndarray, dirs_cam: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Camera-frame directions (..., 3) -> world origins and unit directions (..., 3)."""
     dirs = jnp.einsum("...ij,...j->...i", c2w[..., :3, :3], dirs_cam)
     dirs = dirs / jnp.linalg.norm(dirs, axis=-1, keepdims=True)
     origins = jnp.broadcast_to(c2w[..., :3, 3], dirs.shape)
@@ -96,11 +126,33 @@ def orbit_pose(
     return look_at(np.asarray(center) + offset, np.asarray(center, np.float64))
 
 
-def orbit_poses(n: int, radius: float, elevation_deg: float, center: np.ndarray) -> np.ndarray:
-    """(n, 4, 4) cameras evenly spaced around a full circle (see `orbit_pose`)."""
-    return np.stack(
-        [orbit_pose(az, elevation_deg, radius, center) for az in np.arange(n) * 360.0 / n]
-    )
+def orbit_poses(
+    n: int, radius: float, elevation_deg: float, center: np.ndarray,
+    arc: tuple[float, float] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """(n, 4, 4) cameras evenly spaced around a full circle (see `orbit_pose`), or, given
+    an `arc` (first, last azimuth in degrees), sweeping along it and back, easing at its
+    ends."""
+    if arc is None:
+        azimuths = np.arange(n) * 360.0 / n
+    else:
+        there_and_back = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+        azimuths = arc[0] + (arc[1] - arc[0]) * there_and_back
+    return np.stack([orbit_pose(az, elevation_deg, radius, center) for az in azimuths])
+
+
+def seen_arc(positions: np.ndarray, max_gap_deg: float = 60.0) -> tuple[float, float] | None:
+    """The azimuths (degrees, about +z) that cameras at positions (n, 3) span, when they
+    leave a gap wider than `max_gap_deg` (a capture that did not go all the way round);
+    None for a full circle."""
+    azimuths = np.sort(np.degrees(np.arctan2(positions[:, 1], positions[:, 0])))
+    gaps = np.diff(np.concatenate([azimuths, azimuths[:1] + 360.0]))
+    widest = int(np.argmax(gaps))
+    if gaps[widest] <= max_gap_deg:
+        return None
+    start = azimuths[(widest + 1) % len(azimuths)]
+    end = azimuths[widest]
+    return float(start), float(end + 360.0 if end < start else end)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

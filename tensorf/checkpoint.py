@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import jmp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
@@ -43,7 +45,26 @@ def load_config(run_dir: Path) -> TrainConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: not found; is {run_dir} a run directory of train_lego.py?")
-    return from_dict(TrainConfig, json.loads(path.read_text()))
+    try:
+        return from_dict(TrainConfig, _read_json(path))
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise _corrupt(path, error) from error
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        values = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _corrupt(path, error) from error
+    if not isinstance(values, dict):
+        raise _corrupt(path, TypeError(f"a JSON {type(values).__name__}, not an object"))
+    return values
+
+
+def _corrupt(path: Path, error: Exception) -> CheckpointError:
+    reason = " ".join(f"{type(error).__name__}: {error}".split())[:160]
+    return CheckpointError(f"{path}: corrupt ({reason}); restore it from a copy, or train the "
+                           "run again")  # fmt: skip
 
 
 def save_cameras(run_dir: Path, views: Views) -> None:
@@ -52,29 +73,38 @@ def save_cameras(run_dir: Path, views: Views) -> None:
         "c2w": np.asarray(views.c2w).tolist(),
         "kind": views.kind,
         "depth_bounds": views.depth_bounds,
+        "placement": views.placement,
     }
     (Path(run_dir) / CAMERAS_FILE).write_text(json.dumps(cameras))
 
 
 def load_cameras(run_dir: Path) -> dict:
     """The training views' cameras: {"intrinsics": Intrinsics, "c2w": (n, 4, 4) array,
-    "kind": scene kind, "depth_bounds": (near, far) or None}."""
+    "kind": scene kind, "depth_bounds": (near, far) or None, "placement": how a capture's
+    world was placed (`tensorf.data.placement`) or None}."""
     path = Path(run_dir) / CAMERAS_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: not found; the run predates it, train it again")
-    cameras = json.loads(path.read_text())
-    if "intrinsics" in cameras:
-        intrinsics = Intrinsics(**cameras["intrinsics"])
-    else:  # written before full intrinsics: one focal, principal point at the centre
-        width, height, focal = cameras["width"], cameras["height"], cameras["focal"]
-        intrinsics = Intrinsics(focal, focal, 0.5 * width, 0.5 * height, width, height)
-    bounds = cameras.get("depth_bounds")
-    return {
-        "intrinsics": intrinsics,
-        "c2w": np.array(cameras["c2w"], np.float64),
-        "kind": cameras.get("kind", "object"),
-        "depth_bounds": None if bounds is None else tuple(bounds),
-    }
+    cameras = _read_json(path)
+    try:
+        if "intrinsics" in cameras:
+            intrinsics = Intrinsics.from_dict(cameras["intrinsics"])
+        else:  # written before full intrinsics: one focal, principal point at the centre
+            width, height, focal = cameras["width"], cameras["height"], cameras["focal"]
+            intrinsics = Intrinsics(focal, focal, 0.5 * width, 0.5 * height, width, height)
+        bounds = cameras.get("depth_bounds")
+        c2w = np.array(cameras["c2w"], np.float64)
+        if c2w.ndim != 3 or c2w.shape[1:] != (4, 4) or not np.isfinite(c2w).all():
+            raise ValueError(f"c2w of shape {c2w.shape}, expected finite (n, 4, 4)")
+        return {
+            "intrinsics": intrinsics,
+            "c2w": c2w,
+            "kind": cameras.get("kind", "object"),
+            "depth_bounds": None if bounds is None else tuple(bounds),
+            "placement": cameras.get("placement"),
+        }
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise _corrupt(path, error) from error
 
 
 def load_run(run_dir: Path) -> tuple[TrainConfig, TrainState]:
@@ -88,6 +118,7 @@ def save(mngr: ocp.CheckpointManager, state: TrainState, buffers: dict | None = 
     the render buffer sizes in use (`buffers`), so a resumed run continues bit for bit."""
     step = int(state.step)
     shapes = {"resolution": list(state.resolution), "mask_cells": list(state.mask.cells.shape)}
+    state = _storable(state)
     shapes["buffers"] = buffers or {}
     mngr.save(
         step,
@@ -95,6 +126,25 @@ def save(mngr: ocp.CheckpointManager, state: TrainState, buffers: dict | None = 
             state=ocp.args.StandardSave(state), shapes=ocp.args.JsonSave(shapes)
         ),
     )
+
+
+def _storable(state: TrainState) -> TrainState:
+    """jmp's DynamicLossScale (f16 runs) goes in as a plain dict of its two arrays: orbax
+    rebuilds trees with None leaves on the way, which DynamicLossScale refuses. The other
+    precisions' NoOpLossScale has no leaves, so their checkpoints are unchanged."""
+    scale = state.loss_scale
+    if isinstance(scale, jmp.DynamicLossScale):
+        plain = {"loss_scale": scale.loss_scale, "counter": scale.counter}
+        return dataclasses.replace(state, loss_scale=plain)
+    return state
+
+
+def _restored(state: TrainState, cfg: TrainConfig) -> TrainState:
+    """Inverse of `_storable`: the loss scale's fixed settings come from the config."""
+    if isinstance(state.loss_scale, dict):
+        scale = dataclasses.replace(initial_loss_scale(cfg), **state.loss_scale)
+        return dataclasses.replace(state, loss_scale=scale)
+    return state
 
 
 def _abstract_state(cfg: TrainConfig, resolution, mask_cells) -> TrainState:
@@ -118,7 +168,7 @@ def _abstract_state(cfg: TrainConfig, resolution, mask_cells) -> TrainState:
     replicated = NamedSharding(data_mesh(), REPLICATED)
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-        jax.eval_shape(build),
+        jax.eval_shape(lambda: _storable(build())),
     )
 
 
@@ -140,7 +190,8 @@ def restore_latest(
             shapes = shapes["shapes"]
             target = _abstract_state(cfg, shapes["resolution"], shapes["mask_cells"])
             args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
-            return mngr.restore(step, args=args)["state"], shapes.get("buffers", {})
+            state = _restored(mngr.restore(step, args=args)["state"], cfg)
+            return state, shapes.get("buffers", {})
         except Exception as error:  # orbax / tensorstore raise many types for bad files
             reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
             print(f"warning: checkpoint {mngr.directory / str(step)} is unreadable ({reason})",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -76,6 +77,12 @@ class RenderConfig:
     """Sample forward-facing scenes (LLFF) in normalised device coordinates: the box then
     spans the cameras' frustum from the near plane to infinity, and the n samples of a ray
     are spaced evenly in NDC depth (official ndc_ray)."""
+    contract: bool = False
+    """Unbounded captures: model all of space by contracting it into the box (mip-NeRF 360
+    style; the aabb must then be the contracted box -2..2). The inner box -1..1 stays as
+    it is, the background beyond it shrinks with distance."""
+    outer_samples: int = 64
+    """With --render.contract: samples per ray beyond the inner box, evenly in disparity."""
     background: Literal["white", "black", "random"] = "white"
     """What shows where rays end on nothing. 'random': each training batch is composited on
     white or black by a coin flip (the official real-scene setting, which keeps empty space
@@ -103,8 +110,12 @@ class TrainConfig:
     """A full training run: data, schedule, outputs."""
 
     dataset_path: Path = dataclasses.field(default_factory=default_dataset_path)
-    """Scene folder: Blender (transforms_train.json) or LLFF (poses_bounds.npy), detected
-    from its files; TENSORF_DATA_DIR sets where the default scene is looked for."""
+    """Scene folder: Blender (transforms_train.json), LLFF (poses_bounds.npy), a capture's
+    transforms.json (instant-ngp, nerfstudio) or a COLMAP model (sparse/0/ and images/),
+    detected from its files; TENSORF_DATA_DIR sets where the default scene is looked for."""
+    drop_missing_images: bool = False
+    """Captures (transforms.json, COLMAP): drop the frames whose image file is missing,
+    with a warning, instead of refusing the scene."""
     run_dir: Path = Path("runs/lego")
     """Where checkpoints, TensorBoard logs, renders and metrics.json go."""
     downscale: int = 1
@@ -267,6 +278,50 @@ PRESETS["quick-cp"] = (
                         l1_initial=1e-5, l1_rest=1e-5),  # fmt: skip
 )
 
+# Unbounded captures: all of space contracted into -2..2 (`tensorf.contraction`); rays
+# start just in front of the cameras and end far beyond the scene. Real photos take the
+# LLFF regularisers (TV, no L1); the background is random, as for LLFF, so that no colour
+# is learned as "nothing", and renders are composited on black.
+_UNBOUNDED = TrainConfig(
+    dataset_path=data_dir() / "nerf" / "fox",
+    run_dir=Path("runs/fox"),
+    downscale=2,
+    aabb=(-2.0, -2.0, -2.0, 2.0, 2.0, 2.0),
+    grid_final=512,
+    upsample_steps=(2000, 3000, 4000, 5500, 7000),
+    mask_steps=(2000, 4000),
+    l1_initial=0.0,
+    l1_rest=0.0,
+    tv_density=1.0,
+    tv_appearance=1.0,
+    render=RenderConfig(contract=True, near=0.05, far=1000.0, background="random"),
+)
+PRESETS["unbounded"] = (
+    "Unbounded 360-degree captures (transforms.json, COLMAP): scene contraction, VM-192, 30k "
+    "steps of 4096 rays, 128^3 -> 512^3 over the contracted box, TV 1.0, at half the "
+    "photos' size. Meant for a GPU.",
+    _UNBOUNDED,
+)
+PRESETS["unbounded-quick"] = (
+    "Unbounded captures on a 2-core CPU (use with --max-minutes 15) at an eighth of the "
+    "photos' size: VM-96, 5000 steps of 1024 rays, 64^3 -> 256^3 by step 2000, one sample "
+    "per voxel inside the inner box and 64 beyond it.",
+    dataclasses.replace(
+        _UNBOUNDED,
+        downscale=8,
+        n_iters=5000,
+        batch_size=1024,
+        grid_init=64,
+        grid_final=256,
+        upsample_steps=(500, 1000, 1500, 2000),
+        mask_steps=(1000, 2500),
+        model=ModelConfig(density_components=(8, 8, 8), appearance_components=(24, 24, 24)),
+        render=dataclasses.replace(_UNBOUNDED.render, step_ratio=1.0, appearance_samples=16),
+        checkpoint_every=500,
+        log_every=50,
+    ),
+)
+
 DEMO_SCENE = Path(__file__).resolve().parent / "demo" / "lego"
 
 
@@ -300,13 +355,16 @@ def to_dict(cfg: Any) -> dict:
 
 
 def from_dict(cls: type, values: dict) -> Any:
-    """Inverse of `to_dict` for a config dataclass."""
+    """Inverse of `to_dict` for a config dataclass. Raises TypeError for a value of the
+    wrong JSON type (a corrupt or hand-edited file)."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in values:
             continue
         value, hint = values[f.name], hints[f.name]
+        if not _json_matches(value, hint):
+            raise TypeError(f"'{f.name}' is {value!r}, which is not a {hint}")
         if dataclasses.is_dataclass(hint):
             value = from_dict(hint, value)
         elif hint is Path:
@@ -315,3 +373,31 @@ def from_dict(cls: type, values: dict) -> Any:
             value = tuple(value)
         kwargs[f.name] = value
     return cls(**kwargs)
+
+
+def _json_matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON value can stand for a field of type `hint`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    if origin is Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(_json_matches(value, arg) for arg in args)
+    if origin is tuple and isinstance(value, int) and set(args) == {int}:
+        return True  # component counts from before they were given per axis pair
+    if origin is tuple:
+        items = args[:1] * len(value) if args[-1:] == (...,) else args
+        return isinstance(value, list) and len(items) == len(value) and all(
+            _json_matches(v, a) for v, a in zip(value, items, strict=True))  # fmt: skip
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (str, Path):
+        return isinstance(value, str)
+    return True

@@ -67,7 +67,7 @@ def evaluate_views(
     for i in bar:
         out, settings = render_image(
             state.params, cfg.model, settings, state.aabb, state.mask,
-            views.c2w[i], views.intrinsics, cfg.render.chunk,
+            views.c2w[i], views.camera(i), cfg.render.chunk,
         )  # fmt: skip
         out["depth_vis"] = colorize_depth(out["depth"], out["acc"], near, far)
         psnrs.append(psnr(out["rgb"], views.images[i]))
@@ -102,8 +102,8 @@ class EvaluateArgs:
     dataset_path: Path | None = None
     """Dataset folder (default: the one the run was trained on)."""
     split: str = "test"
-    """Split to evaluate: Blender scenes have one per transforms_<split>.json, LLFF scenes
-    have train, test (every 8th image) and all."""
+    """Split to evaluate: Blender scenes have one per transforms_<split>.json; LLFF scenes
+    and captures have train, test (every 8th image, or nerfstudio's lists) and all."""
     max_views: int | None = None
     """Evaluate this many evenly spaced views (default: all)."""
     downscale: int | None = None
@@ -119,14 +119,34 @@ class EvaluateArgs:
     """Frame rate of --video."""
 
 
+def _check_placement(args: EvaluateArgs, views: data.Views) -> None:
+    """A capture must be placed as it was for training, or the renders would not match."""
+    saved = checkpoint.load_cameras(args.run_dir).get("placement")
+    if saved is None or views.placement is None:
+        return
+    same = all(np.allclose(saved[k], views.placement[k], rtol=1e-6, atol=1e-9) for k in saved)
+    if not same:
+        raise cli.ConfigError(
+            f"{args.dataset_path or 'the dataset'} places its cameras differently from the "
+            f"capture {args.run_dir} was trained on (its poses changed); evaluate on the "
+            "capture as it was"
+        )
+
+
 def evaluate_run(args: EvaluateArgs) -> dict:
+    cli.check_numbers(("--max-views", args.max_views, 1, 10**6, int),
+                      ("--downscale", args.downscale, 1, 10**4, int),
+                      ("--fps", args.fps, 1, 1000, int))  # fmt: skip
     cfg, state = checkpoint.load_run(args.run_dir)
+    cli.check_writable(args.run_dir / "renders", "--run-dir")
     views = data.load_views(
         args.dataset_path or cfg.dataset_path,
         args.split,
         downscale=cfg.downscale if args.downscale is None else args.downscale,
         max_views=args.max_views,
+        drop_missing=cfg.drop_missing_images,
     )
+    _check_placement(args, views)
     out_dir = args.run_dir / f"renders_{args.split}" if args.save_renders else None
     grid = _Grid(views.n_views, views.width) if args.grid else None
     with contextlib.ExitStack() as stack:

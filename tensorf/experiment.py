@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +19,7 @@ import tyro
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from tensorf import alpha_mask, checkpoint, data, parallel, training
+from tensorf import alpha_mask, checkpoint, checks, cli, data, parallel, training
 from tensorf.cli import ConfigError, Interrupted, TrainingError, run_main
 from tensorf.config import PRESETS, DistributedConfig, TrainConfig, to_dict
 from tensorf.evaluate import evaluate_views
@@ -27,8 +30,9 @@ LOG_FILE = "log.jsonl"
 # Options that may differ between a run and its --resume.
 RESUMABLE = {
     "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
-    "max_bad_steps", "distributed",
+    "max_bad_steps", "distributed", "lr_grid", "lr_network",
 }  # fmt: skip
+LOCK_FILE = "lock"
 
 
 def main() -> None:
@@ -45,48 +49,9 @@ def check_distributed(cfg: DistributedConfig) -> None:
         )
 
 
-def check_config(cfg: TrainConfig) -> None:
-    problems = []
-    positive = ("batch_size", "n_iters", "grid_init", "checkpoint_every", "keep_checkpoints",
-                "log_every", "max_bad_steps", "downscale")  # fmt: skip
-    problems += [f"--{_flag(name)} must be positive" for name in positive if getattr(cfg, name) < 1]
-    if cfg.batch_size % len(jax.devices()):
-        problems.append(f"--batch-size must be a multiple of the {len(jax.devices())} devices")
-    if cfg.grid_final < cfg.grid_init:
-        problems.append("--grid-final must be >= --grid-init")
-    for name in ("upsample_steps", "mask_steps"):
-        steps = getattr(cfg, name)
-        if list(steps) != sorted(set(steps)) or any(s <= 0 for s in steps):
-            problems.append(f"--{_flag(name)} must be increasing positive steps")
-        elif steps and steps[-1] > cfg.n_iters:
-            problems.append(f"--{_flag(name)} go beyond --n-iters {cfg.n_iters}")
-    render = cfg.render
-    if not 1 <= render.appearance_samples <= render.max_samples:
-        problems.append(
-            f"--render.appearance-samples (k = {render.appearance_samples}) must be between 1 "
-            f"and --render.max-samples ({render.max_samples})"
-        )
-    if render.step_ratio <= 0 or render.chunk < 1 or not 0 <= render.near < render.far:
-        problems.append("--render needs step-ratio > 0, chunk >= 1 and 0 <= near < far")
-    for name in ("tv_density", "tv_appearance", "ortho_weight", "l1_initial", "l1_rest"):
-        if not np.isfinite(getattr(cfg, name)) or getattr(cfg, name) < 0:
-            problems.append(f"--{_flag(name)} must be a finite number >= 0")
-    for name in ("density_components", "appearance_components"):
-        if len(getattr(cfg.model, name)) != 3 or min(getattr(cfg.model, name)) < 1:
-            problems.append(f"--model.{_flag(name)} must be three positive counts (one per "
-                            "axis pair)")  # fmt: skip
-    if any(a >= b for a, b in zip(cfg.aabb[:3], cfg.aabb[3:], strict=True)):
-        problems.append("--aabb must be x0 y0 z0 x1 y1 z1 with x0 < x1, y0 < y1, z0 < z1")
-    if problems:
-        raise ConfigError("; ".join(problems))
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
-
-
 def _check_run_dir(cfg: TrainConfig) -> None:
     """Refuse to overwrite a run; on --resume check the saved config against ours."""
+    cli.check_creatable(cfg.run_dir, "--run-dir")
     has_run = (cfg.run_dir / checkpoint.CONFIG_FILE).exists()
     if not cfg.resume:
         if has_run:
@@ -109,8 +74,11 @@ def _check_run_dir(cfg: TrainConfig) -> None:
 
 def make_pool(views: data.Views) -> training.RayPool:
     n = views.n_views * views.height * views.width
-    cameras = training.Cameras(jnp.asarray(views.c2w), views.intrinsics)
+    cameras = training.Cameras.of(views)
     return training.RayPool(views.images.reshape(-1, 3), np.arange(n, dtype=np.int32), cameras)
+
+
+_KIND_NAMES = {"object": "an object scene", "capture": "a 360-degree capture"}
 
 
 def check_scene_kind(cfg: TrainConfig, views: data.Views) -> None:
@@ -120,10 +88,11 @@ def check_scene_kind(cfg: TrainConfig, views: data.Views) -> None:
             f"{cfg.dataset_path} is a forward-facing (LLFF) capture, which needs NDC rays: "
             "use a preset made for it (llff, llff-quick) or pass --render.ndc"
         )
-    if views.kind == "object" and cfg.render.ndc:
+    if views.kind != "forward-facing" and cfg.render.ndc:
         raise ConfigError(
-            f"{cfg.dataset_path} is an object scene, which NDC cannot represent (it needs "
-            "cameras that all look the same way): drop --render.ndc or use an object preset"
+            f"{cfg.dataset_path} is {_KIND_NAMES[views.kind]}, which NDC cannot represent "
+            "(it needs cameras that all look the same way): drop --render.ndc or use a "
+            "preset made for it"
         )
 
 
@@ -134,34 +103,85 @@ def train(cfg: TrainConfig) -> dict:
     share of the training views, and process 0 alone writes logs, metrics and renders.
     """
     check_distributed(cfg.distributed)
-    parallel.initialize(cfg.distributed)
-    check_config(cfg)
+    try:
+        parallel.initialize(cfg.distributed)
+    except (RuntimeError, ValueError) as error:  # jax.distributed's errors
+        reason = " ".join(str(error).split())[:160]
+        raise ConfigError(f"--distributed: could not join the other processes ({reason}); "
+                          "check --distributed.coordinator-address") from error  # fmt: skip
+    checks.check_config(cfg)
     _check_run_dir(cfg)
     shard = (jax.process_index(), jax.process_count())
-    views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale, shard=shard)
+    load_start = time.perf_counter()
+    views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale, shard=shard,
+                            drop_missing=cfg.drop_missing_images)  # fmt: skip
     check_scene_kind(cfg, views)
+    load_seconds = time.perf_counter() - load_start
     projection = training.ndc_for(cfg, views.intrinsics)
+    if cfg.eval_split not in data.available_splits(cfg.dataset_path):
+        raise ConfigError(f"--eval-split {cfg.eval_split}: {cfg.dataset_path} has the splits "
+                          f"{', '.join(data.available_splits(cfg.dataset_path))}")  # fmt: skip
     parallel.sync("run dir checked")  # by every process, before process 0 writes to it
+    # Only process 0 writes to the run directory, so it alone holds the lock.
+    lock = _lock(cfg.run_dir) if parallel.is_primary() else None
+    try:
+        return _train(cfg, views, load_seconds, projection)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _lock(run_dir: Path):
+    """An exclusive lock on the run directory, held while the returned file is open. The
+    kernel drops it when the process dies, so a killed trainer never blocks --resume."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115 (held open on purpose)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        message = (f"{run_dir} is in use by another trainer (pid {holder}); wait for it to "
+                   "finish or stop it, or choose another --run-dir")  # fmt: skip
+        raise ConfigError(message) from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection) -> dict:
     primary = parallel.is_primary()
+    pool = make_pool(views)
+    # Rays that miss the box can never be anything but background (official: bbox_only).
+    # In NDC every ray crosses the box, as the official code assumes by not filtering, and
+    # a contracted box holds every ray whole.
+    filter_rays = not (cfg.render.ndc or cfg.render.contract)
+    if filter_rays:
+        initial_box = alpha_mask.everything(np.reshape(cfg.aabb, (2, 3)))
+        pool = training.filter_rays(initial_box, pool, cfg)
+        if not len(pool.index):
+            raise ConfigError(
+                f"no training ray reaches the box --aabb {' '.join(map(str, cfg.aabb))} between "
+                f"--render.near {cfg.render.near} and --render.far {cfg.render.far}: the scene "
+                "is elsewhere; fix those options (or use the preset made for this scene)"
+            )
     # Written only once the data loaded, so a failed start leaves no run behind.
     if primary:
         checkpoint.save_config(cfg.run_dir, cfg)
         checkpoint.save_cameras(cfg.run_dir, views)
     mesh = parallel.data_mesh()
-    pool = make_pool(views)
     mngr = checkpoint.manager(cfg.run_dir, cfg.keep_checkpoints)
     buffers = {}
     if cfg.resume and mngr.all_steps():
         unreadable = cfg.run_dir / "unreadable_checkpoints"
         state, buffers = checkpoint.restore_latest(mngr, cfg, set_aside=unreadable)
     else:
+        if cfg.resume and primary:
+            print(f"warning: --resume: {cfg.run_dir} has no checkpoint yet (the run stopped "
+                  "before its first); starting from step 0", file=sys.stderr)  # fmt: skip
         state = training.init_state(cfg)
-    # Rays that miss the box can never be anything but background (official: bbox_only).
-    # In NDC every ray crosses the box, as the official code assumes by not filtering.
-    filter_rays = not cfg.render.ndc
-    if filter_rays:
-        initial_box = alpha_mask.everything(np.reshape(cfg.aabb, (2, 3)))
-        pool = training.filter_rays(initial_box, pool, cfg)
     step = int(state.step)
     if filter_rays and any(s <= step for s in cfg.mask_steps[1:]):
         pool = training.filter_rays(state.mask, pool, cfg)
@@ -190,8 +210,9 @@ def train(cfg: TrainConfig) -> dict:
             if bad_steps >= cfg.max_bad_steps:
                 raise TrainingError(
                     f"{bad_steps} steps in a row up to step {step} had a non-finite loss or "
-                    f"gradient (all skipped); the last good checkpoint is in {cfg.run_dir}; "
-                    "lower --lr-grid / --lr-network and --resume"
+                    f"gradient, or parameters that blew up past {training.PARAMETER_LIMIT:g} "
+                    f"(all skipped); the last good checkpoint is in {cfg.run_dir}; lower "
+                    "--lr-grid / --lr-network and --resume (both may change on resume)"
                 )
             peaks = int(metrics["density_peak"]), int(metrics["appearance_peak"])
             settings = fit_capacity(settings, *peaks, shrink=True)
@@ -200,7 +221,7 @@ def train(cfg: TrainConfig) -> dict:
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 m["rays_per_s"] = (step - last_log_step) * cfg.batch_size / (now - last_log)
                 m["resolution"] = float(np.prod(state.resolution)) ** (1 / 3)
-                m["samples_per_ray"] = settings.n_samples
+                m["samples_per_ray"] = settings.samples_per_ray
                 m["density_evals_per_ray"] = m.pop("density_count") / cfg.batch_size
                 m["shaded_samples_per_ray"] = m.pop("appearance_count") / cfg.batch_size
                 m["dropped_samples"] = int(state.dropped_samples)
@@ -236,7 +257,7 @@ def train(cfg: TrainConfig) -> dict:
                 settings = training.settings_for(cfg, state, projection)
                 if primary:
                     tqdm.write(
-                        f"step {step}: grid {state.resolution}, {settings.n_samples} "
+                        f"step {step}: grid {state.resolution}, {settings.samples_per_ray} "
                         f"samples/ray, {len(pool.index)} training rays"
                     )
             # Process 0 decides, so that every process stops at the same step.
@@ -263,7 +284,7 @@ def train(cfg: TrainConfig) -> dict:
     bar.close()
     train_seconds = time.perf_counter() - start
     mngr.wait_until_finished()
-    return finish(state, cfg, writer, train_seconds)
+    return finish(state, cfg, writer, train_seconds, load_seconds)
 
 
 class _StopOnSignals:
@@ -295,7 +316,7 @@ class _JsonLog:
     def __init__(self, path: Path, step: int) -> None:
         self.path = path
         lines = path.read_text().splitlines() if path.exists() else []
-        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        kept = [line for line in lines if (_step_of(line) or step + 1) <= step]
         path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, step: int, scalars: dict) -> None:
@@ -303,16 +324,33 @@ class _JsonLog:
             f.write(json.dumps({"step": step, **scalars}) + "\n")
 
 
-def finish(state: training.TrainState, cfg: TrainConfig, writer, train_seconds: float) -> dict:
-    """Evaluate on cfg.eval_split, log to TensorBoard, write metrics.json."""
+def _step_of(line: str) -> int | None:
+    """The step of a log line; None for a line a crash left half-written."""
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return entry.get("step") if isinstance(entry, dict) else None
+
+
+def finish(
+    state: training.TrainState, cfg: TrainConfig, writer, train_seconds: float,
+    load_seconds: float,
+) -> dict:
+    """Evaluate on cfg.eval_split, log to TensorBoard, write metrics.json (with the
+    seconds spent training and loading the training and evaluation images)."""
+    load_start = time.perf_counter()
     views = data.load_views(
-        cfg.dataset_path, cfg.eval_split, downscale=cfg.downscale, max_views=cfg.eval_max_views
+        cfg.dataset_path, cfg.eval_split, downscale=cfg.downscale, max_views=cfg.eval_max_views,
+        drop_missing=cfg.drop_missing_images,
     )
     # Every process renders (the rays are split over all devices); process 0 writes.
     primary = parallel.is_primary()
     out_dir = Path(cfg.run_dir) / "renders" if primary else None
+    load_seconds += time.perf_counter() - load_start
     metrics, previews = evaluate_views(state, cfg, views, out_dir)
-    metrics = {"split": cfg.eval_split, "train_seconds": train_seconds, **metrics}
+    metrics = {"split": cfg.eval_split, "train_seconds": train_seconds,
+               "load_seconds": load_seconds, **metrics}  # fmt: skip
     if not primary:
         return metrics
     step = metrics["step"]
@@ -324,7 +362,17 @@ def finish(state: training.TrainState, cfg: TrainConfig, writer, train_seconds: 
         writer.add_image(f"{cfg.eval_split}/depth_{i}", out["depth_vis"], step,
                          dataformats="HWC")  # fmt: skip
     writer.close()
-    (Path(cfg.run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    finite = all(np.isfinite(metrics[k]) for k in ("psnr", "ssim"))
+    # Non-finite numbers are written as null: the file stays valid JSON.
+    saved = {k: None if isinstance(v, float) and not np.isfinite(v) else v
+             for k, v in metrics.items()}  # fmt: skip
+    (Path(cfg.run_dir) / "metrics.json").write_text(json.dumps(saved, indent=2))
+    if not finite:
+        raise TrainingError(
+            f"the {cfg.eval_split} metrics are not finite (PSNR {metrics['psnr']}, SSIM "
+            f"{metrics['ssim']}): the model diverged; lower --lr-grid / --lr-network and "
+            f"train again, or --resume from an earlier checkpoint in {cfg.run_dir}"
+        )
     print(
         f"{cfg.eval_split}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over "
         f"{metrics['n_views']} views; trained {train_seconds / 60:.1f} min to step {step}; "

@@ -37,6 +37,9 @@ class ExportArgs:
     """Points per jitted density / colour call."""
 
 
+MESH_SUFFIXES = (".ply", ".obj", ".glb", ".off", ".stl")  # formats trimesh writes
+
+
 def _batched(fn, points: np.ndarray, chunk: int, desc: str) -> np.ndarray:
     """fn over (n, ...) points in fixed-size chunks (one compilation), as numpy."""
     n = points.shape[0]
@@ -49,6 +52,11 @@ def _batched(fn, points: np.ndarray, chunk: int, desc: str) -> np.ndarray:
 
 
 def export_mesh(args: ExportArgs) -> trimesh.Trimesh:
+    cli.check_numbers(("--resolution", args.resolution, 2, 1024, int),
+                      ("--level", args.level, 1e-9, 1.0, float),
+                      ("--chunk", args.chunk, 1, 2**22, int))  # fmt: skip
+    if args.out.suffix.lower() not in MESH_SUFFIXES:
+        raise cli.ConfigError(f"--out {args.out}: name a mesh file ({', '.join(MESH_SUFFIXES)})")
     cli.check_writable(args.out)
     cfg, state = checkpoint.load_run(args.run_dir)
     if cfg.render.ndc:
@@ -58,6 +66,10 @@ def export_mesh(args: ExportArgs) -> trimesh.Trimesh:
         )
     # Only the occupied region: the aabb was shrunk to the alpha mask, which masks alpha too.
     aabb = np.asarray(state.aabb, np.float64)
+    if cfg.render.contract:
+        # Contraction is the identity on the inner box alone: the mesh is of the region of
+        # interest there, not of the background squeezed around it.
+        aabb = np.clip(aabb, -1.0, 1.0)
     size = aabb[1] - aabb[0]
     longest = args.resolution or max(state.resolution)
     counts = np.maximum(np.round(size / size.max() * (longest - 1)).astype(int) + 1, 2)

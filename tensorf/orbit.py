@@ -1,7 +1,9 @@
 """Videos along a camera path of a trained run: RGB, colour-mapped depth and normals.
 
-Objects get a 360-degree orbit; forward-facing captures the official spiral around the
-average camera (an orbit would show the back of the scene, which no photo saw).
+Objects get a 360-degree orbit; captures an orbit around the scene centre at the cameras'
+mean height and distance (along the arc they cover and back, when they did not go all the
+way round: the rest was never seen); forward-facing captures the official spiral around
+the average camera (an orbit would show the back of the scene, which no photo saw).
 
 python render_360.py --run-dir R --out orbit.mp4 --frames 24
 """
@@ -19,7 +21,7 @@ import tyro
 from tqdm import tqdm
 
 from tensorf import checkpoint, cli
-from tensorf.cameras import orbit_poses, spiral_poses
+from tensorf.cameras import orbit_poses, seen_arc, spiral_poses
 from tensorf.cli import ConfigError, check_writable
 from tensorf.config import TrainConfig
 from tensorf.render import render_image
@@ -51,8 +53,9 @@ class OrbitArgs:
     """Number of frames (cameras) along the path."""
     fps: float = 30.0
     """Frames per second of the videos."""
-    elevation: float = 30.0
-    """Orbit: camera height above the scene centre's horizontal plane, in degrees."""
+    elevation: float | None = None
+    """Orbit: camera height above the scene centre's horizontal plane, in degrees (default:
+    30 for objects, the training cameras' mean height for captures)."""
     radius: float | None = None
     """Orbit: camera distance from the scene centre (default: the training cameras' mean)."""
     width: int | None = None
@@ -83,10 +86,12 @@ def output_paths(args: OrbitArgs) -> dict[str, Path]:
 def _check(args: OrbitArgs) -> None:
     if args.out.suffix.lower() not in VIDEO_SUFFIXES:
         raise ConfigError(f"--out {args.out}: use a {' or '.join(VIDEO_SUFFIXES)} file name")
-    if args.frames < 1 or args.fps <= 0 or args.chunk < 1:
-        raise ConfigError("--frames, --fps and --chunk must be positive")
-    if (args.width is not None and args.width < 1) or (args.height is not None and args.height < 1):
-        raise ConfigError("--width and --height must be positive")
+    cli.check_numbers(
+        ("--frames", args.frames, 1, 10**6, int), ("--fps", args.fps, 0.01, 1000, float),
+        ("--chunk", args.chunk, 1, 2**22, int), ("--width", args.width, 1, 8192, int),
+        ("--height", args.height, 1, 8192, int), ("--elevation", args.elevation, -89, 89, float),
+        ("--radius", args.radius, 1e-6, 1e6, float),
+    )  # fmt: skip
     check_writable(args.out)
 
 
@@ -94,6 +99,15 @@ def orbit_centre_and_radius(cfg: TrainConfig, cameras: dict) -> tuple[np.ndarray
     """The scene centre (of the configured aabb) and the training cameras' mean distance."""
     centre = np.reshape(cfg.aabb, (2, 3)).mean(0)
     return centre, float(np.linalg.norm(cameras["c2w"][:, :3, 3] - centre, axis=-1).mean())
+
+
+def capture_ring(cameras: dict) -> tuple[float, float]:
+    """Radius and elevation (degrees) of the ring at the training cameras' mean height and
+    mean horizontal distance from the centre of a placed capture (the origin, +z up)."""
+    positions = cameras["c2w"][:, :3, 3]
+    height = float(positions[:, 2].mean())
+    ring = float(np.linalg.norm(positions[:, :2], axis=-1).mean())
+    return float(np.hypot(height, ring)), float(np.degrees(np.arctan2(height, ring)))
 
 
 def path_poses(args: OrbitArgs, cfg: TrainConfig, cameras: dict) -> np.ndarray:
@@ -110,8 +124,15 @@ def path_poses(args: OrbitArgs, cfg: TrainConfig, cameras: dict) -> np.ndarray:
     if cfg.render.ndc:
         raise ConfigError(f"{args.run_dir}: NDC scenes cannot be seen from behind; use --path "
                           "spiral")  # fmt: skip
-    center, radius = orbit_centre_and_radius(cfg, cameras)
-    return orbit_poses(args.frames, args.radius or radius, args.elevation, center)
+    arc = None
+    if cameras["kind"] == "capture":
+        center = np.zeros(3)
+        radius, elevation = capture_ring(cameras)
+        arc = seen_arc(cameras["c2w"][:, :3, 3])
+    else:
+        (center, radius), elevation = orbit_centre_and_radius(cfg, cameras), 30.0
+    elevation = elevation if args.elevation is None else args.elevation
+    return orbit_poses(args.frames, args.radius or radius, elevation, center, arc)
 
 
 def render_orbit(args: OrbitArgs) -> dict[str, Path]:
@@ -123,11 +144,12 @@ def render_orbit(args: OrbitArgs) -> dict[str, Path]:
     width = args.width or train_camera.width
     scale = width / train_camera.width
     height = args.height or max(1, round(train_camera.height * scale))
-    # The same horizontal field of view and square pixels at any size.
+    # The same horizontal field of view and square pixels at any size, through an ideal
+    # lens (a video needs no distortion).
     intrinsics = dataclasses.replace(
         train_camera, fx=train_camera.fx * scale, fy=train_camera.fy * scale,
         cx=train_camera.cx * scale, cy=train_camera.cy * height / train_camera.height,
-        width=width, height=height,
+        width=width, height=height, distortion=None,
     )  # fmt: skip
     poses = path_poses(args, cfg, cameras)
     near, far = cameras["depth_bounds"] or depth_range(poses, np.asarray(state.aabb))

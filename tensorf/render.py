@@ -1,11 +1,13 @@
 """Volume rendering with static shapes: ray sampling, empty-space skipping, compositing.
 
 Per ray we take `n_samples` evenly spaced samples through the aabb (for forward-facing
-scenes, evenly spaced in normalised device coordinates; see `tensorf.ndc`). Only the samples that
-lie in the alpha mask are packed (batch-wide, cumulative-sum compaction) into a fixed-size
-buffer that gets density evaluations; compositing then runs on the dense (rays, samples)
-grid. The shading MLP runs only on each ray's top-k samples by weight that pass the
-official 1e-4 weight threshold, packed the same way. Every shape is static, so a render
+scenes, evenly spaced in normalised device coordinates, see `tensorf.ndc`; for unbounded
+captures, evenly inside the inner box and by disparity beyond it, looked up in contracted
+space, see `tensorf.contraction`). Only the samples that lie in the alpha mask are packed
+(batch-wide, cumulative-sum compaction) into a fixed-size buffer that gets density
+evaluations; compositing then runs on the dense (rays, samples) grid. The shading MLP
+runs only on each ray's top-k samples by weight that pass the official 1e-4 weight
+threshold, packed the same way. Every shape is static, so a render
 or training step is one jitted program; the buffer sizes adapt between calls.
 """
 
@@ -21,7 +23,7 @@ import jmp
 import numpy as np
 from jax.sharding import Mesh
 
-from tensorf import field
+from tensorf import contraction, field
 from tensorf.alpha_mask import AlphaMask, is_occupied
 from tensorf.cameras import Intrinsics, pixel_rays
 from tensorf.config import ModelConfig, Precision
@@ -45,6 +47,12 @@ class RenderSettings:
     precision: Precision = "f32"  # compute dtype of grid lookups and the MLP
     ndc: tuple[float, float] | None = None  # NDC projection (`ndc.projection`), or world rays
     background: float = 1.0  # colour where rays end on nothing (1 white, 0 black)
+    contract: bool = False  # unbounded: the aabb is contracted space (`tensorf.contraction`)
+    outer_samples: int = 0  # with `contract`: samples per ray beyond the inner box
+
+    @property
+    def samples_per_ray(self) -> int:
+        return self.n_samples + self.outer_samples
 
 
 DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16}
@@ -119,26 +127,40 @@ def render_rays(
     `jitter` (rays,) in [0, 1) offsets each ray's samples during training; `background`
     (a scalar) overrides `settings.background`.
     """
-    n_rays, n = origins.shape[0], settings.n_samples
+    n_rays, n = origins.shape[0], settings.samples_per_ray
     params = to_compute(params, settings.precision)
-    if settings.ndc is None:
-        o, d, length = origins, dirs, 1.0
-    else:
-        o, d = ndc_rays(origins, dirs, settings.ndc)
-        length = jnp.linalg.norm(d, axis=-1, keepdims=True)  # NDC length per unit of t
-    t_min, t_max = ray_aabb(o, d, aabb, settings.near, settings.far)
     offset = jnp.zeros(n_rays) if jitter is None else jitter
-    t = t_min[:, None] + (jnp.arange(n, dtype=jnp.float32) + offset[:, None]) * settings.step_size
-    points = o[:, None] + d[:, None] * t[..., None]  # (rays, samples, 3)
-    valid = (t < t_max[:, None]) & is_occupied(mask, points)
+    o, d = origins, dirs
+    if settings.contract:
+        t_in, t_out = ray_aabb(o, d, contraction.INNER, settings.near, settings.far)
+        t_exit = jnp.where(t_in < t_out, t_out, settings.near)
+        t, dt = contraction.sample_distances(t_exit, offset, settings.n_samples,
+                                             settings.outer_samples, settings.step_size,
+                                             settings.near, settings.far)  # fmt: skip
+        in_range = dt > 0
+        points = contraction.contract(o[:, None] + d[:, None] * t[..., None])
+    else:
+        if settings.ndc is None:
+            length = 1.0
+        else:
+            o, d = ndc_rays(origins, dirs, settings.ndc)
+            length = jnp.linalg.norm(d, axis=-1, keepdims=True)  # NDC length per unit of t
+        t_min, t_max = ray_aabb(o, d, aabb, settings.near, settings.far)
+        samples = jnp.arange(n, dtype=jnp.float32) + offset[:, None]
+        t = t_min[:, None] + samples * settings.step_size
+        dt = settings.step_size * length
+        in_range = t < t_max[:, None]
+        points = o[:, None] + d[:, None] * t[..., None]  # (rays, samples, 3)
+    # `points` are where the grid is looked up: world, NDC or contracted coordinates.
+    valid = in_range & is_occupied(mask, points)
 
     idx, ok, density_count = compact(valid, settings.density_capacity)
     xyz = to_compute(field.normalize(points.reshape(-1, 3)[idx], aabb), settings.precision)
     sigma = jnp.where(ok, field.density(params, cfg, xyz), 0.0)
     sigma = jnp.zeros(n_rays * n).at[idx].add(sigma).reshape(n_rays, n)
-    weights = compositing_weights(sigma * settings.step_size * length * cfg.distance_scale)
+    weights = compositing_weights(sigma * dt * cfg.distance_scale)
     acc = weights.sum(-1)
-    distance = t if settings.ndc is None else world_distance(t, origins, dirs)
+    distance = world_distance(t, origins, dirs) if settings.ndc else t
     depth = (weights * distance).sum(-1)
 
     k = min(settings.appearance_samples, n)

@@ -15,12 +15,16 @@ from jax.sharding import Mesh
 
 from tensorf import alpha_mask, decomposition, field, ndc, parallel, tensor_vm
 from tensorf.alpha_mask import AlphaMask
-from tensorf.cameras import Intrinsics, pixel_rays
+from tensorf.cameras import Intrinsics, camera_directions, camera_rays, pixel_rays
 from tensorf.config import Precision, TrainConfig
+from tensorf.data import Views
 from tensorf.parallel import AXIS, REPLICATED, SHARDED
 from tensorf.render import RenderSettings, bucket, ray_aabb, render_rays
 
 ADAM = optax.scale_by_adam(b1=0.9, b2=0.99)
+# No parameter of a sane field comes near this (grid values stay within tens, weights
+# within ones); one beyond it means the optimisation diverged.
+PARAMETER_LIMIT = 1e6
 
 
 @jax.tree_util.register_dataclass
@@ -48,15 +52,35 @@ class TrainState:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Cameras:
-    """The training cameras of this process; rays are generated from pixel ids."""
+    """The training cameras of this process; rays are generated from pixel ids.
+
+    Ideal pinholes that all views share compute their directions; otherwise (lens
+    distortion, per-view intrinsics) each distinct camera's per-pixel directions are
+    tabulated once (`camera_directions`) and looked up.
+    """
 
     c2w: jax.Array  # (views, 4, 4)
-    intrinsics: Intrinsics = dataclasses.field(metadata={"static": True})
+    directions: jax.Array | None  # (cameras, H * W, 3) camera-frame directions, or None
+    camera_of_view: jax.Array | None  # (views,) int32 row of `directions`, or None
+    intrinsics: Intrinsics = dataclasses.field(metadata={"static": True})  # the image size
+
+    @classmethod
+    def of(cls, views: Views) -> Cameras:
+        c2w = jnp.asarray(views.c2w)
+        cameras = [views.camera(i) for i in range(views.n_views)]
+        if views.per_view is None and views.intrinsics.distortion is None:
+            return cls(c2w, None, None, views.intrinsics)
+        distinct = list(dict.fromkeys(cameras))
+        table = np.stack([camera_directions(c).reshape(-1, 3) for c in distinct])
+        index = np.array([distinct.index(c) for c in cameras], np.int32)
+        return cls(c2w, jnp.asarray(table), jnp.asarray(index), views.intrinsics)
 
     def rays(self, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Pixel ids (n,) -> origins, directions (n, 3)."""
         height, width = self.intrinsics.height, self.intrinsics.width
         view, pix = jnp.divmod(ids, height * width)
+        if self.directions is not None:
+            return camera_rays(self.c2w[view], self.directions[self.camera_of_view[view], pix])
         row, col = jnp.divmod(pix, width)
         return pixel_rays(self.c2w[view], col, row, self.intrinsics)
 
@@ -144,7 +168,10 @@ def render_settings(
         raise ValueError("an NDC projection must be given exactly when cfg.render.ndc is set")
     aabb = np.asarray(aabb, np.float64)
     size = aabb[1] - aabb[0]
+    outer = cfg.render.outer_samples if cfg.render.contract else 0
     if ndc is None:
+        # Contracted, these are the inner samples: the (contracted) box's diagonal covers
+        # the way through the inner box from a camera up to 2 sqrt(3) outside it.
         near, far = cfg.render.near, cfg.render.far
         step = voxel_step(cfg, aabb, resolution)
         n_samples = min(int(np.linalg.norm(size) / step) + 1, cfg.render.max_samples)
@@ -158,7 +185,7 @@ def render_settings(
     return RenderSettings(
         n_samples=n_samples,
         step_size=step,
-        density_capacity=bucket(cfg.batch_size * n_samples),
+        density_capacity=bucket(cfg.batch_size * (n_samples + outer)),
         appearance_capacity=bucket(cfg.batch_size * cfg.render.appearance_samples),
         appearance_samples=cfg.render.appearance_samples,
         unselected=cfg.render.unselected,
@@ -167,6 +194,8 @@ def render_settings(
         precision=precision(cfg),
         ndc=ndc,
         background=1.0 if cfg.render.background == "white" else 0.0,
+        contract=cfg.render.contract,
+        outer_samples=outer,
     )
 
 
@@ -255,8 +284,11 @@ def train_step(
         updates,
         _learning_rates(cfg, state.params),
     )
-    # A non-finite loss or gradient skips the update: params and Adam stay as they were.
-    finite = jnp.isfinite(loss) & jmp.all_finite(grads)
+    # A non-finite loss or gradient, or parameters that blew up, skip the update: params
+    # and Adam stay as they were. (Steps far too large can leave the loss finite for a
+    # while, as the grids run off to ~1e30.)
+    largest = jnp.max(jnp.stack([jnp.max(jnp.abs(p)) for p in jax.tree.leaves(params)]))
+    finite = jnp.isfinite(loss) & jmp.all_finite(grads) & (largest < PARAMETER_LIMIT)
     keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
     new_state = dataclasses.replace(
         state,
@@ -345,7 +377,8 @@ def update_mask(state: TrainState, cfg: TrainConfig, shrink: bool) -> tuple[Trai
     if not np.asarray(mask.cells).any():
         return state, False
     state = dataclasses.replace(state, mask=mask)
-    if shrink:
+    # The contracted box is all of space: shrinking it would cut the background away.
+    if shrink and not cfg.render.contract:
         state = shrink_to(state, bounds)
     return state, True
 

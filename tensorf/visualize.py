@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tensorf.cameras import Intrinsics, pixel_rays
+from tensorf.cli import OutputError
 
 # Viridis at five stops (matplotlib's values): near is yellow, far is purple.
 _STOPS = np.linspace(0.0, 1.0, 5)
@@ -70,7 +71,9 @@ class VideoWriter:
     memory does not grow with the length of the video."""
 
     def __init__(self, path: Path, fps: float) -> None:
+        self.path = path
         suffix = Path(path).suffix.lower()
+        self._pad_to_even = suffix == ".mp4"
         if suffix == ".mp4":
             # macro_block_size=1 keeps the exact frame size (ffmpeg would pad it to 16).
             self._writer = imageio.v2.get_writer(path, fps=fps, macro_block_size=1, quality=8)
@@ -80,10 +83,29 @@ class VideoWriter:
             raise ValueError(f"{path}: unsupported video format; use one of {VIDEO_SUFFIXES}")
 
     def write(self, frame: np.ndarray) -> None:
-        self._writer.append_data(frame)
+        if self._pad_to_even:
+            # H.264 in yuv420p needs even sizes: repeat the last row / column where odd.
+            pad = ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))
+            frame = np.pad(frame, pad[: frame.ndim], mode="edge")
+        try:
+            self._writer.append_data(frame)
+        except Exception as error:  # ffmpeg fails as a broken pipe, GIFs as PIL errors
+            raise self._failed(error) from error
+
+    def _failed(self, error: Exception) -> OutputError:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:160]
+        return OutputError(f"{self.path}: the video encoder failed ({reason}); check the disk "
+                           "space and the frame size")  # fmt: skip
 
     def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._writer.close()
+        try:
+            self._writer.close()
+        except Exception as error:
+            if exc_info[0] is None:
+                raise self._failed(error) from error
+        path = Path(self.path)
+        if exc_info[0] is None and (not path.is_file() or not path.stat().st_size):
+            raise OutputError(f"{self.path}: the video encoder wrote nothing; check the disk")

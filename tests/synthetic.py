@@ -262,3 +262,58 @@ def write_llff_scene(
     bounds = np.stack([2.5 + 0.05 * np.arange(n), 8.0 + 0.1 * np.arange(n)], -1)
     np.save(root / "poses_bounds.npy", np.concatenate([poses.reshape(n, 15), bounds], -1))
     return LLFFScene(root, poses, bounds, names, full_size, focal, rig_to_world)
+
+
+def room_colour(directions: np.ndarray) -> np.ndarray:
+    """A smooth pattern on the inside of the room, by direction (..., 3) from its centre."""
+    azimuth = np.arctan2(directions[..., 1], directions[..., 0])
+    elevation = np.arcsin(np.clip(directions[..., 2], -1.0, 1.0))
+    phase = np.array([0.0, 2.0, 4.0])
+    return 0.5 + 0.4 * np.sin(3.0 * azimuth[..., None] + phase) * np.cos(2.0 * elevation[..., None])
+
+
+def render_room(c2w: np.ndarray, size: int, focal: float, radius: float, room: float) -> np.ndarray:
+    """(size, size, 3) exact render of the sphere inside a room (a sphere of radius `room`
+    around it, seen from inside), 2 x 2 supersampled."""
+    image = np.zeros((size, size, 3))
+    cols, rows = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size))
+    origin = c2w[:3, 3]
+    for dy in (0.25, 0.75):
+        for dx in (0.25, 0.75):
+            x, y = (cols + dx - 0.5 * size) / focal, -(rows + dy - 0.5 * size) / focal
+            camera_dirs = np.stack([x, y, -np.ones_like(cols)], -1)
+            dirs = camera_dirs @ c2w[:3, :3].T
+            dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+            b = dirs @ origin
+            disc = b * b - (origin @ origin - radius * radius)
+            t = -b - np.sqrt(np.maximum(disc, 0.0))
+            hit = (disc >= 0.0) & (t > 0.0)
+            # Inside the room the far root is the one in front: t = -b + sqrt(...).
+            t_room = -b + np.sqrt(b * b - (origin @ origin - room * room))
+            wall = origin + t_room[..., None] * dirs
+            sphere = surface_colour((origin + t[..., None] * dirs) / radius)
+            image += np.where(hit[..., None], sphere, room_colour(wall / room))
+    return image / 4.0
+
+
+def write_room_capture(
+    root: Path, size: int = 32, n: int = 32, radius: float = 0.4, room: float = 8.0
+) -> Path:
+    """An instant-ngp style transforms.json capture of the sphere in a room, from a ring of
+    cameras 2 units out (so placement keeps the scale) at heights -0.3..0.3."""
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    camera_angle_x = 1.2
+    focal = focal_length(size, camera_angle_x)
+    frames = []
+    for i in range(n):
+        angle = 2.0 * math.pi * i / n
+        height = 0.3 * math.sin(3.0 * angle)
+        ring = math.sqrt(4.0 - height * height)
+        c2w = look_at_origin(np.array([ring * math.cos(angle), ring * math.sin(angle), height]))
+        image = render_room(c2w, size, focal, radius, room)
+        iio.imwrite(root / "images" / f"{i:03d}.png", np.round(image * 255).astype(np.uint8))
+        frames.append({"file_path": f"images/{i:03d}.png", "transform_matrix": c2w.tolist()})
+    meta = {"camera_angle_x": camera_angle_x, "w": size, "h": size, "frames": frames}
+    (root / "transforms.json").write_text(json.dumps(meta))
+    return root

@@ -176,9 +176,9 @@ def test_cli_refuses_existing_run_and_bad_resume(tmp_path):
     # Resuming with a different schedule is refused too.
     result = run_cli(
         "train_lego.py", "quick", "--dataset-path", dataset, "--run-dir", str(run_dir),
-        "--resume", "--lr-grid", "0.01",
+        "--resume", "--batch-size", "2048",
     )  # fmt: skip
-    assert_one_line_error(result, "lr_grid")
+    assert_one_line_error(result, "batch_size")
     # Nothing to resume.
     result = run_cli(
         "train_lego.py", "quick", "--dataset-path", dataset, "--run-dir", str(tmp_path / "new"),

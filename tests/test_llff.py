@@ -324,7 +324,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], object], tuple[str, ...], str]] = {
         ("5x7", "6x8", "same size"), "images/img_002.png",
     ),
     "neither_format": (lambda s: (s / "poses_bounds.npy").unlink(),
-                       ("transforms_train.json", "poses_bounds.npy", "neither"), ""),
+                       ("transforms_train.json", "poses_bounds.npy", "none of"), ""),
 }  # fmt: skip
 
 

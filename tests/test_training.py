@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from synthetic import write_sphere_scene
 
-from tensorf import data, experiment, field, parallel, training
+from tensorf import checks, data, experiment, field, parallel, training
 from tensorf.cli import ConfigError
 from tensorf.config import PRESETS, ModelConfig, RenderConfig, TrainConfig, from_dict, to_dict
 
@@ -287,12 +287,21 @@ def test_config_round_trip_non_defaults():
         {"tv_density": -1.0},
         {"tv_appearance": float("nan")},
         {"model": ModelConfig(density_components=(16, 0, 4))},
+        {"lr_grid": float("nan")},
+        {"lr_network": 0.0},
+        {"seed": 2**40},
+        {"grid_final": 4000, "model": ModelConfig()},  # VM-192 at 4000^3 does not fit
+        {"batch_size": 2**22, "render": RenderConfig(step_ratio=0.01)},
+        {"max_minutes": float("inf")},
+        {"model": ModelConfig(view_pe=100)},
+        {"render": RenderConfig(near=3.0, far=2.0)},
+        {"render": RenderConfig(contract=True)},  # the box is not the contracted one
     ],
 )
 def test_check_config_rejects(overrides):
     with pytest.raises(ConfigError):
-        experiment.check_config(dataclasses.replace(PRESETS["quick"][1], **overrides))
-    experiment.check_config(PRESETS["quick"][1])
+        checks.check_config(dataclasses.replace(PRESETS["quick"][1], **overrides))
+    checks.check_config(PRESETS["quick"][1])
 
 
 @pytest.mark.parametrize("k", [0, 101])
@@ -300,7 +309,7 @@ def test_check_config_rejects_k_outside_the_samples(k):
     quick = PRESETS["quick"][1]
     render = dataclasses.replace(quick.render, appearance_samples=k, max_samples=100)
     with pytest.raises(ConfigError, match="appearance-samples"):
-        experiment.check_config(dataclasses.replace(quick, render=render))
+        checks.check_config(dataclasses.replace(quick, render=render))
 
 
 @pytest.mark.parametrize("term", ["ortho", "tv"])

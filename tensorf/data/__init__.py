@@ -2,13 +2,15 @@
 
 - Blender / NeRF-synthetic (`transforms_train.json`): `tensorf.data.blender`
 - LLFF forward-facing captures (`poses_bounds.npy`): `tensorf.data.llff`
+- instant-ngp / nerfstudio captures (`transforms.json`): `tensorf.data.transforms`
+- COLMAP reconstructions (`sparse/0/` beside `images/`): `tensorf.data.colmap`
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tensorf.data import blender, llff
+from tensorf.data import blender, colmap, llff, transforms
 from tensorf.data.views import (
     DOWNLOAD_HINT,
     DatasetError,
@@ -24,19 +26,25 @@ __all__ = [
 ]  # fmt: skip
 
 # What marks each format's scene folder, in the order they are tried.
-FORMATS = {"blender": "transforms_train.json", "llff": llff.POSES_FILE}
-_LOADERS = {"blender": blender, "llff": llff}
+FORMATS = {
+    "blender": "transforms_train.json",
+    "llff": llff.POSES_FILE,
+    "transforms": transforms.FILE,
+    "colmap": str(colmap.MODEL_DIR),
+}
+_LOADERS = {"blender": blender, "llff": llff, "transforms": transforms, "colmap": colmap}
+CAPTURES = ("transforms", "colmap")  # the formats whose frames may name missing images
 
 
 def detect_format(dataset_path: Path | str) -> str:
-    """The format of a scene folder ("blender" or "llff"), from its files."""
+    """The format of a scene folder (a key of FORMATS), from its files."""
     root = Path(dataset_path)
     if not root.exists():
         raise DatasetError(f"{root}: dataset folder not found; {DOWNLOAD_HINT}")
     if not root.is_dir():
         raise DatasetError(f"{root}: is a file, not a dataset folder; {DOWNLOAD_HINT}")
     for name, marker in FORMATS.items():
-        if (root / marker).is_file():
+        if (root / marker).exists():
             return name
     # Blender scenes may lack a train split but still be evaluated on another one.
     if blender.available_splits(root):
@@ -44,14 +52,14 @@ def detect_format(dataset_path: Path | str) -> str:
     expected = " or ".join(f"{marker} ({name})" for name, marker in FORMATS.items())
     # A common slip is pointing at nerf_synthetic/ itself rather than at one scene.
     scenes = sorted(
-        p.name for p in root.iterdir() if any((p / m).is_file() for m in FORMATS.values())
+        p.name for p in root.iterdir() if any((p / m).exists() for m in FORMATS.values())
     )
     hint = (
         f"point --dataset-path at one of the scene folders inside it: {', '.join(scenes)}"
         if scenes
         else DOWNLOAD_HINT
     )
-    raise DatasetError(f"{root}: not a scene folder, it has neither {expected}; {hint}")
+    raise DatasetError(f"{root}: not a scene folder, it has none of {expected}; {hint}")
 
 
 def available_splits(dataset_path: Path | str) -> list[str]:
@@ -65,20 +73,26 @@ def load_views(
     downscale: int = 1,
     max_views: int | None = None,
     shard: tuple[int, int] = (0, 1),
+    drop_missing: bool = False,
 ) -> Views:
     """Load one split of a scene in any supported format.
 
     Args:
         dataset_path: the scene folder.
-        split: e.g. "train" or "test" (LLFF also has "all").
+        split: e.g. "train" or "test" (LLFF and captures also have "all").
         downscale: integer image downscale factor >= 1.
         max_views: if given, keep this many views evenly spaced over the split.
         shard: (i, n) keeps every n-th of those views from the i-th on: process i's
             share of the views in n-process training.
+        drop_missing: captures: drop the frames whose image file is missing (with a
+            warning) instead of refusing the scene.
 
     Raises:
         DatasetError: for any problem with the files on disk (one line, with the fix).
         ValueError: for a `downscale` or `max_views` that is not a positive integer.
     """
-    loader = _LOADERS[detect_format(dataset_path)]
-    return loader.load_views(dataset_path, split, downscale, max_views, shard)
+    fmt = detect_format(dataset_path)
+    if fmt in CAPTURES:
+        return _LOADERS[fmt].load_views(dataset_path, split, downscale, max_views, shard,
+                                        drop_missing)  # fmt: skip
+    return _LOADERS[fmt].load_views(dataset_path, split, downscale, max_views, shard)

@@ -22,6 +22,7 @@ from tensorf.data.views import (
     Views,
     box_downscale,
     check_load_args,
+    check_pose,
     read_image,
     spread_indices,
     to_unit_float,
@@ -64,7 +65,7 @@ def load_views(
     check_load_args(downscale, max_views)
     root = Path(dataset_path)
     json_path = _transforms_path(root, split)
-    meta = _read_json_object(json_path)
+    meta = read_json_object(json_path)
     camera_angle_x = _camera_angle_x(meta, json_path)
     frames = _frames(meta, json_path)
 
@@ -109,7 +110,7 @@ def _transforms_path(root: Path, split: str) -> Path:
     )
 
 
-def _read_json_object(json_path: Path) -> dict[str, Any]:
+def read_json_object(json_path: Path) -> dict[str, Any]:
     try:
         text = json_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -178,7 +179,7 @@ def _parse_frame(frame: Any, index: int, json_path: Path) -> tuple[str, np.ndarr
             f"{where}: 'file_path' is {name!r}, expected a non-empty string such as "
             "'./train/r_0'; fix the entry"
         )
-    pose = _matrix_4x4(frame["transform_matrix"])
+    pose = matrix_4x4(frame["transform_matrix"])
     if pose is None:
         raise DatasetError(
             f"{where}: 'transform_matrix' must be 4 rows of 4 numbers (camera-to-world); "
@@ -188,10 +189,11 @@ def _parse_frame(frame: Any, index: int, json_path: Path) -> tuple[str, np.ndarr
         raise DatasetError(
             f"{where}: 'transform_matrix' contains NaN or infinite values; fix the entry"
         )
+    check_pose(pose, where)
     return name, pose
 
 
-def _matrix_4x4(value: Any) -> np.ndarray | None:
+def matrix_4x4(value: Any) -> np.ndarray | None:
     """`value` as a `(4, 4)` float64 array, or None if it is not 4 lists of 4 numbers."""
 
     def is_number(x: Any) -> bool:

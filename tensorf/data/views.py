@@ -26,8 +26,9 @@ DOWNLOAD_HINT = (
 )
 
 # "object": seen from all around, inside a bounded box; "forward-facing": photos that all
-# look the same way (LLFF), rendered through normalised device coordinates.
-SceneKind = Literal["object", "forward-facing"]
+# look the same way (LLFF), rendered through normalised device coordinates; "capture": a
+# phone or camera capture (transforms.json, COLMAP) whose background goes on for ever.
+SceneKind = Literal["object", "forward-facing", "capture"]
 
 
 class DatasetError(Exception):
@@ -41,16 +42,20 @@ class DatasetError(Exception):
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on arrays is ambiguous
 class Views:
-    """A set of posed images from one split of a scene, all with the same camera.
+    """A set of posed images of one size from one split of a scene.
 
     Attributes:
         images: `(n, H, W, 3)` float32 in [0, 1] (objects: composited on white).
         c2w: `(n, 4, 4)` float32 camera-to-world (OpenGL: camera looks down -z, +y up).
-        intrinsics: the camera, for images of `W` x `H`.
+        intrinsics: the camera of every view (the first view's when they differ), for
+            images of `W` x `H`.
         names: the frames' names as the dataset gives them, length `n`.
         kind: what sort of capture it is (sets how rays are parametrised).
         depth_bounds: (near, far) of the scene's content as seen from the cameras, in world
             units (LLFF's bounds); None where the format gives none.
+        per_view: each view's camera, where they differ (e.g. per-frame intrinsics).
+        placement: how the format's world was moved into ours (`Placement.to_dict`), for
+            captures; None where the poses are used as given.
     """
 
     images: np.ndarray
@@ -59,6 +64,8 @@ class Views:
     names: tuple[str, ...]
     kind: SceneKind = "object"
     depth_bounds: tuple[float, float] | None = None
+    per_view: tuple[Intrinsics, ...] | None = None
+    placement: dict | None = None
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -70,6 +77,15 @@ class Views:
         if (k.height, k.width) != self.images.shape[1:3]:
             raise ValueError(f"intrinsics are for {k.width}x{k.height}, images are "
                              f"{self.images.shape}")  # fmt: skip
+        if self.per_view is not None and (
+            len(self.per_view) != n
+            or any((c.width, c.height) != (k.width, k.height) for c in self.per_view)
+        ):
+            raise ValueError(f"per_view must hold n={n} cameras for {k.width}x{k.height} images")
+
+    def camera(self, i: int) -> Intrinsics:
+        """The camera of view i."""
+        return self.intrinsics if self.per_view is None else self.per_view[i]
 
     @property
     def n_views(self) -> int:
@@ -144,3 +160,20 @@ def box_downscale(image: np.ndarray, factor: int) -> np.ndarray:
     height, width, channels = image.shape
     blocks = image.reshape(height // factor, factor, width // factor, factor, channels)
     return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def check_pose(c2w: np.ndarray, where: str) -> None:
+    """Finite in float32, and a rigid transform: a proper rotation and a [0 0 0 1] row."""
+    with np.errstate(over="ignore"):  # what overflows float32 is reported just below
+        single = c2w.astype(np.float32)
+    if not np.all(np.isfinite(single)):
+        raise DatasetError(f"{where}: the pose has NaN or infinite values (in float32); fix it")
+    rotation = c2w[:3, :3]
+    rigid = (
+        np.allclose(c2w[3], [0, 0, 0, 1], atol=1e-6)
+        and np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-3)
+        and np.linalg.det(rotation) > 0
+    )
+    if not rigid:
+        raise DatasetError(f"{where}: the pose is not a rigid camera-to-world transform (its "
+                           "rotation must be orthonormal with determinant +1); fix it")  # fmt: skip

@@ -1,0 +1,145 @@
+"""Every option of the trainer checked before any work starts: ranges, finiteness,
+consistency, and whether the run fits in this machine's memory.
+
+Each problem is one phrase naming the flag and what it must be; `check_config` joins them
+into one `ConfigError` line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import numpy as np
+
+from tensorf import field, tensor_vm, training
+from tensorf.cli import ConfigError
+from tensorf.config import TrainConfig
+from tensorf.contraction import OUTER_AABB
+
+# (lowest, highest) of each integer option, by its path in the config.
+INTS = {
+    "batch_size": (1, 2**24), "n_iters": (1, 10**9), "grid_init": (2, 4096),
+    "grid_final": (2, 4096), "checkpoint_every": (1, 10**9), "keep_checkpoints": (1, 10**6),
+    "log_every": (1, 10**9), "max_bad_steps": (1, 10**9), "downscale": (1, 10**4),
+    "seed": (0, 2**31 - 1), "mask_max_resolution": (2, 1024),
+    "model.appearance_dim": (1, 4096), "model.mlp_width": (1, 4096),
+    "model.feature_pe": (0, 16), "model.view_pe": (0, 16),
+    "render.max_samples": (1, 10**6), "render.chunk": (1, 2**22),
+    "render.outer_samples": (1, 4096),
+    "distributed.num_processes": (1, 10**5), "distributed.process_id": (0, 10**5),
+}  # fmt: skip
+# (lowest, highest, lowest allowed?) of each float option: all must also be finite.
+FLOATS = {
+    "lr_grid": (0.0, 1e3, False), "lr_network": (0.0, 1e3, False),
+    "lr_decay_ratio": (0.0, 1.0, False), "mask_threshold": (0.0, 1.0, False),
+    "l1_initial": (0.0, 1e6, True), "l1_rest": (0.0, 1e6, True),
+    "tv_density": (0.0, 1e6, True), "tv_appearance": (0.0, 1e6, True),
+    "ortho_weight": (0.0, 1e6, True), "model.density_shift": (-1e3, 1e3, True),
+    "model.distance_scale": (0.0, 1e6, False), "model.init_scale": (0.0, 1e3, False),
+    "render.step_ratio": (0.0, 1e3, False), "render.near": (0.0, 1e9, True),
+    "render.far": (0.0, 1e9, False),
+}  # fmt: skip
+# Per-step memory beyond the parameters, per sample of the batch: points, their
+# contracted / normalised copies, masks, indices and the compositing arrays.
+_BYTES_PER_SAMPLE = 96
+# Parameters, gradients and Adam's two moments.
+_COPIES_OF_PARAMS = 4
+
+
+def flag(path: str) -> str:
+    return "--" + path.replace("_", "-")
+
+
+def _get(cfg: TrainConfig, path: str):
+    value = cfg
+    for name in path.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def range_problems(cfg: TrainConfig) -> list[str]:
+    problems = []
+    for path, (low, high) in INTS.items():
+        value = _get(cfg, path)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            problems.append(f"{flag(path)} must be an integer from {low} to {high}")
+    for path, (low, high, closed) in FLOATS.items():
+        value = _get(cfg, path)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or not (
+            (low <= value if closed else low < value) and value <= high
+        ):
+            low_text = f">= {low:g}" if closed else f"> {low:g}"
+            problems.append(f"{flag(path)} must be a finite number {low_text} and <= {high:g}")
+    return problems
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Every problem with cfg's options, as one ConfigError; nothing reads the data."""
+    problems = range_problems(cfg)
+    if problems:  # the checks below assume sane numbers
+        raise ConfigError("; ".join(problems))
+    if cfg.batch_size % len(jax.devices()):
+        problems.append(f"--batch-size must be a multiple of the {len(jax.devices())} devices")
+    if cfg.grid_final < cfg.grid_init:
+        problems.append("--grid-final must be >= --grid-init")
+    for name in ("upsample_steps", "mask_steps"):
+        steps = getattr(cfg, name)
+        if list(steps) != sorted(set(steps)) or any(s <= 0 for s in steps):
+            problems.append(f"{flag(name)} must be increasing positive steps")
+        elif steps and steps[-1] > cfg.n_iters:
+            problems.append(f"{flag(name)} go beyond --n-iters {cfg.n_iters}")
+    render, model = cfg.render, cfg.model
+    if not 1 <= render.appearance_samples <= render.max_samples:
+        problems.append(
+            f"--render.appearance-samples (k = {render.appearance_samples}) must be between 1 "
+            f"and --render.max-samples ({render.max_samples})"
+        )
+    if render.near >= render.far:
+        problems.append("--render.near must be below --render.far")
+    for name in ("density_components", "appearance_components"):
+        counts = getattr(model, name)
+        if len(counts) != 3 or not all(1 <= c <= 1024 for c in counts):
+            problems.append(f"--model.{flag(name)[2:]} must be three counts from 1 to 1024 "
+                            "(one per axis pair)")  # fmt: skip
+    if len(model.cp_components) != 2 or not all(1 <= c <= 4096 for c in model.cp_components):
+        problems.append("--model.cp-components must be two counts from 1 to 4096")
+    if len(cfg.aabb) != 6 or not all(math.isfinite(x) and abs(x) <= 1e6 for x in cfg.aabb):
+        problems.append("--aabb must be six finite numbers within +-1e6")
+    elif any(a >= b for a, b in zip(cfg.aabb[:3], cfg.aabb[3:], strict=True)):
+        problems.append("--aabb must be x0 y0 z0 x1 y1 z1 with x0 < x1, y0 < y1, z0 < z1")
+    if render.contract and (render.ndc or tuple(cfg.aabb) != OUTER_AABB):
+        problems.append("--render.contract needs --aabb -2 -2 -2 2 2 2 (the contracted box) "
+                        "and no --render.ndc")  # fmt: skip
+    if render.contract and render.near <= 0:
+        problems.append("--render.contract needs --render.near > 0")
+    if cfg.max_minutes is not None and not 0 <= cfg.max_minutes <= 1e7:
+        problems.append("--max-minutes must be a finite number of minutes >= 0")
+    if cfg.eval_max_views is not None and not 1 <= cfg.eval_max_views <= 10**6:
+        problems.append("--eval-max-views must be a positive number of views")
+    if not problems:
+        problems += _memory_problems(cfg)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _memory_problems(cfg: TrainConfig) -> list[str]:
+    """Refuse a run whose final grid and batch cannot fit in this machine's memory, rather
+    than let it die of it hours later."""
+    aabb = np.reshape(cfg.aabb, (2, 3))
+    resolution = tensor_vm.resolution_for_voxels(cfg.grid_final**3, aabb)
+    shapes = jax.eval_shape(lambda: field.init_params(jax.random.PRNGKey(0), cfg.model,
+                                                      resolution))  # fmt: skip
+    params = sum(int(np.prod(x.shape)) * 4 for x in jax.tree.leaves(shapes))
+    ndc = (1.0, 1.0) if cfg.render.ndc else None
+    samples = training.render_settings(cfg, aabb, resolution, ndc).samples_per_ray
+    need = _COPIES_OF_PARAMS * params + cfg.batch_size * samples * _BYTES_PER_SAMPLE
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need <= have:
+        return []
+    return [f"the run needs about {need / 2**30:.0f} GiB at its final grid ({params / 2**30:.1f} "
+            f"GiB of parameters, {samples} samples per ray) but this machine has "
+            f"{have / 2**30:.0f} GiB: lower --grid-final, --batch-size or the components, or "
+            "raise --render.step-ratio"]  # fmt: skip
