@@ -25,6 +25,11 @@ SPLITS = ("train", "test", "all")
 MISSING_OPTION = "--drop-missing-images"
 
 
+def available_splits(dataset_path: Path | str) -> list[str]:
+    """Every capture has the same three splits."""
+    return sorted(SPLITS)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Frame:
     """One posed photo as a format gives it, in the format's world."""

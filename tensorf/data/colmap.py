@@ -31,8 +31,7 @@ CAMERA_MODELS = {
 _OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
-def available_splits(dataset_path: Path | str) -> list[str]:
-    return sorted(capture.SPLITS)
+available_splits = capture.available_splits
 
 
 def load_views(

@@ -35,8 +35,7 @@ CAMERA_MODELS = {
 }
 
 
-def available_splits(dataset_path: Path | str) -> list[str]:
-    return sorted(capture.SPLITS)
+available_splits = capture.available_splits
 
 
 def load_views(
