@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from tensorf import field, tensor_vm, training
-from tensorf.cli import ConfigError
+from tensorf.cli import ConfigError, number_problems
 from tensorf.config import TrainConfig
 from tensorf.contraction import OUTER_AABB
 
@@ -30,16 +30,16 @@ INTS = {
     "render.outer_samples": (1, 4096),
     "distributed.num_processes": (1, 10**5), "distributed.process_id": (0, 10**5),
 }  # fmt: skip
-# (lowest, highest, lowest allowed?) of each float option: all must also be finite.
+# (lowest, highest) of each float option, which must also be finite; TINY stands for
+# "above zero".
+TINY = 1e-12
 FLOATS = {
-    "lr_grid": (0.0, 1e3, False), "lr_network": (0.0, 1e3, False),
-    "lr_decay_ratio": (0.0, 1.0, False), "mask_threshold": (0.0, 1.0, False),
-    "l1_initial": (0.0, 1e6, True), "l1_rest": (0.0, 1e6, True),
-    "tv_density": (0.0, 1e6, True), "tv_appearance": (0.0, 1e6, True),
-    "ortho_weight": (0.0, 1e6, True), "model.density_shift": (-1e3, 1e3, True),
-    "model.distance_scale": (0.0, 1e6, False), "model.init_scale": (0.0, 1e3, False),
-    "render.step_ratio": (0.0, 1e3, False), "render.near": (0.0, 1e9, True),
-    "render.far": (0.0, 1e9, False),
+    "lr_grid": (TINY, 1e3), "lr_network": (TINY, 1e3), "lr_decay_ratio": (TINY, 1.0),
+    "mask_threshold": (TINY, 1.0), "l1_initial": (0.0, 1e6), "l1_rest": (0.0, 1e6),
+    "tv_density": (0.0, 1e6), "tv_appearance": (0.0, 1e6), "ortho_weight": (0.0, 1e6),
+    "model.density_shift": (-1e3, 1e3), "model.distance_scale": (TINY, 1e6),
+    "model.init_scale": (TINY, 1e3), "render.step_ratio": (TINY, 1e3),
+    "render.near": (0.0, 1e9), "render.far": (TINY, 1e9),
 }  # fmt: skip
 # Per-step memory beyond the parameters, per sample of the batch: points, their
 # contracted / normalised copies, masks, indices and the compositing arrays.
@@ -60,20 +60,11 @@ def _get(cfg: TrainConfig, path: str):
 
 
 def range_problems(cfg: TrainConfig) -> list[str]:
-    problems = []
-    for path, (low, high) in INTS.items():
-        value = _get(cfg, path)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            problems.append(f"{flag(path)} must be an integer from {low} to {high}")
-    for path, (low, high, closed) in FLOATS.items():
-        value = _get(cfg, path)
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or not math.isfinite(value) or not (
-            (low <= value if closed else low < value) and value <= high
-        ):
-            low_text = f">= {low:g}" if closed else f"> {low:g}"
-            problems.append(f"{flag(path)} must be a finite number {low_text} and <= {high:g}")
-    return problems
+    specs = [(flag(path), _get(cfg, path), low, high, int) for path, (low, high) in INTS.items()]
+    specs += [(flag(path), _get(cfg, path), low, high, float)
+              for path, (low, high) in FLOATS.items()]  # fmt: skip
+    # None is an option's "unset" for check_numbers; none of these options may be unset.
+    return [f"{f} must be set" for f, value, *_ in specs if value is None] + number_problems(*specs)
 
 
 def check_config(cfg: TrainConfig) -> None:

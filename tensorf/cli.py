@@ -48,6 +48,13 @@ def check_numbers(*specs: tuple[str, object, float, float, type]) -> None:
     """Each (flag, value, lowest, highest, int or float) must be a finite number of that
     type within [lowest, highest] (None passes: the option's default); one ConfigError
     names every one that is not."""
+    problems = number_problems(*specs)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def number_problems(*specs: tuple[str, object, float, float, type]) -> list[str]:
+    """What `check_numbers` would refuse, one phrase per option."""
     problems = []
     for flag, value, low, high, kind in specs:
         if value is None:
@@ -57,8 +64,7 @@ def check_numbers(*specs: tuple[str, object, float, float, type]) -> None:
         if not (ok and low <= value <= high):
             what = "an integer" if kind is int else "a finite number"
             problems.append(f"{flag} must be {what} from {low:g} to {high:g}")
-    if problems:
-        raise ConfigError("; ".join(problems))
+    return problems
 
 
 def check_creatable(folder: Path, flag: str) -> None:
