@@ -35,4 +35,6 @@ m = json.loads((ROOT / run_dir / "metrics.json").read_text())
 print(f"test PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} over {m['n_views']} views; "
       f"step {m['step']}, train {m['train_seconds'] / 60:.1f} min, "
       f"render {m['seconds_per_image']:.2f} s/image, wall {wall / 60:.1f} min, "
-      f"peak RSS {peak_gb:.2f} GB, model {m['model_mb']:.2f} MB")  # fmt: skip
+      f"peak RSS {peak_gb:.2f} GB, model {m['model_mb']:.2f} MB; "
+      f"{m['train_step_compiles']} train-step compilations, "
+      f"{m['train_step_compile_seconds']:.0f} s")  # fmt: skip

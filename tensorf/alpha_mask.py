@@ -38,6 +38,20 @@ def is_occupied(mask: AlphaMask, xyz: jax.Array) -> jax.Array:
     return inside & mask.cells[idx[..., 0], idx[..., 1], idx[..., 2]]
 
 
+def occupied_box(mask: AlphaMask) -> np.ndarray | None:
+    """(2, 3) box around the occupied cells, with a margin far above float32 rounding; None
+    while every cell is occupied (or none is), when it is the mask's aabb."""
+    cells = np.asarray(mask.cells)
+    if cells.all() or not cells.any():
+        return None
+    aabb = np.asarray(mask.aabb, np.float64)
+    cell = (aabb[1] - aabb[0]) / np.array(cells.shape)
+    occupied = np.argwhere(cells)
+    lo = aabb[0] + cell * (occupied.min(0) - 1e-3)
+    hi = aabb[0] + cell * (occupied.max(0) + 1 + 1e-3)
+    return np.stack([lo, hi])
+
+
 def dense_points(aabb: np.ndarray, resolution: tuple[int, int, int]) -> np.ndarray:
     """(X, Y, Z, 3) grid points spanning the aabb corner to corner."""
     axes = [np.linspace(aabb[0, i], aabb[1, i], resolution[i]) for i in range(3)]

@@ -145,6 +145,11 @@ class TrainConfig:
     mask_steps: tuple[int, ...] = (2000, 4000)
     """Steps at which the alpha mask is recomputed; the first shrinks the aabb, the
     second filters out training rays that miss occupied space."""
+    shrink: Literal["first", "every"] = "first"
+    """Which alpha-mask updates crop the box (and the grid) to the occupied space: 'first'
+    (official: once, when the geometry may still hold floaters), or 'every', so the box
+    follows the object as it settles; after each later crop the grid is resampled to the
+    voxel count the schedule has reached, spending it all on the object."""
     mask_threshold: float = 1e-4
     """Alpha above which a cell counts as occupied."""
     mask_max_resolution: int = 256
@@ -174,6 +179,13 @@ class TrainConfig:
     """Random seed for initialisation and ray sampling."""
     max_minutes: float | None = None
     """Stop training after this many minutes (checkpoint and evaluation still run)."""
+    fill_budget: bool = False
+    """With --max-minutes: fit the run to the budget on this machine. Once the last grid
+    event (upsample, alpha mask) is past, the step rate is measured over 100 steps and
+    --n-iters is replaced by the number of steps that end training at the budget (more on
+    a fast machine, fewer on a slow one); the learning-rate and TV decays stretch to match,
+    the grid events keep their steps. The plan is saved with the checkpoints: --resume
+    keeps it."""
     resume: bool = False
     """Continue from the latest checkpoint in run_dir."""
     distributed: DistributedConfig = DistributedConfig()
@@ -211,6 +223,8 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
             render=RenderConfig(step_ratio=1.0, appearance_samples=16),
             checkpoint_every=500,
             log_every=50,
+            shrink="every",
+            fill_budget=True,
         ),
     ),
 }

@@ -53,7 +53,25 @@ def of(grid: Grid) -> Decomposition:
     return CP if isinstance(grid, CPGrid) else VM
 
 
-def density_feature(grid: Grid, xyz: jax.Array) -> jax.Array:
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Baked:
+    """A density grid summed into its dense volume once, to render a field that does not
+    change: each lookup is then one 8-corner gather, with no volume to build per call (the
+    dense path of `density_feature` builds it in every call, as training must)."""
+
+    volume: jax.Array  # (Rx, Ry, Rz)
+
+
+@jax.jit
+def bake(grid: Grid) -> Baked:
+    dense = tensor_cp.dense_volume if isinstance(grid, CPGrid) else tensor_vm.dense_volume
+    return Baked(dense(grid))
+
+
+def density_feature(grid: Grid | Baked, xyz: jax.Array) -> jax.Array:
+    if isinstance(grid, Baked):
+        return tensor_vm.interp_volume(grid.volume, xyz)
     return of(grid).density_feature(grid, xyz)
 
 

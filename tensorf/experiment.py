@@ -23,7 +23,7 @@ from tensorf import alpha_mask, checkpoint, checks, cli, data, parallel, trainin
 from tensorf.cli import ConfigError, Interrupted, TrainingError, run_main
 from tensorf.config import PRESETS, DistributedConfig, TrainConfig, to_dict
 from tensorf.evaluate import evaluate_views
-from tensorf.render import fit_capacity
+from tensorf.render import carry_capacity, fit_capacity
 
 LOG_FILE = "log.jsonl"
 
@@ -193,83 +193,59 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection)
         writer = SummaryWriter(str(cfg.run_dir / "tensorboard"), purge_step=step or None)
         log = _JsonLog(cfg.run_dir / LOG_FILE, step)
     voxels = dict(zip(cfg.upsample_steps, training.voxel_schedule(cfg), strict=True))
-    settings = dataclasses.replace(training.settings_for(cfg, state, projection), **buffers)
-    budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
-    start = last_log = time.perf_counter()
-    last_log_step = step
-    bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient
-    bar = tqdm(total=cfg.n_iters, initial=step, desc="training", unit="step", dynamic_ncols=True,
-               disable=not primary)  # fmt: skip
+    capacities = {k: buffers[k] for k in CAPACITIES if k in buffers}
+    settings = dataclasses.replace(training.settings_for(cfg, state, projection), **capacities)
+    # A filled budget's plan (see `BudgetPlan`) is part of the run: saved, and kept on resume.
+    run_cfg = dataclasses.replace(cfg, n_iters=buffers.get("n_iters", cfg.n_iters))
+    plan = BudgetPlan(cfg, planned="n_iters" in buffers)
+    start, compiles = clock(), COMPILES.copy()
+    bar = tqdm(total=run_cfg.n_iters, initial=step, desc="training", unit="step",
+               dynamic_ncols=True, disable=not primary)  # fmt: skip
+    meter = _Meter(run_cfg, pool, writer, log, bar, (step, start), buffers)
+    meter.describe(state, settings)
+    unread = None  # the metrics of the step in flight
     with _StopOnSignals() as signals:
-        while step < cfg.n_iters:
-            batch = training.next_batch(pool, cfg, step, mesh)
-            state, metrics = training.train_step(state, batch, cfg, settings, mesh)
+        while step < run_cfg.n_iters:
+            batch = training.next_batch(pool, run_cfg, step, mesh)
+            state, metrics = training.train_step(state, batch, run_cfg, settings, mesh)
             step += 1
             bar.update()
-            bad_steps = 0 if bool(metrics["finite"]) else bad_steps + 1
-            if bad_steps >= cfg.max_bad_steps:
-                raise TrainingError(
-                    f"{bad_steps} steps in a row up to step {step} had a non-finite loss or "
-                    f"gradient, or parameters that blew up past {training.PARAMETER_LIMIT:g} "
-                    f"(all skipped); the last good checkpoint is in {cfg.run_dir}; lower "
-                    "--lr-grid / --lr-network and --resume (both may change on resume)"
-                )
-            peaks = int(metrics["density_peak"]), int(metrics["appearance_peak"])
-            settings = fit_capacity(settings, *peaks, shrink=True)
-            if primary and (step % cfg.log_every == 0 or step == cfg.n_iters):
-                now = time.perf_counter()
-                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                m["rays_per_s"] = (step - last_log_step) * cfg.batch_size / (now - last_log)
-                m["resolution"] = float(np.prod(state.resolution)) ** (1 / 3)
-                m["samples_per_ray"] = settings.samples_per_ray
-                m["density_evals_per_ray"] = m.pop("density_count") / cfg.batch_size
-                m["shaded_samples_per_ray"] = m.pop("appearance_count") / cfg.batch_size
-                m["dropped_samples"] = int(state.dropped_samples)
-                m["skipped_steps"] = int(state.skipped_steps)
-                m["training_rays"] = len(pool.index)  # of this process
-                for k, v in m.items():
-                    writer.add_scalar(f"train/{k}", v, step)
-                log.write(step, m)
-                bar.set_postfix(loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.2f}",
-                                rays_s=f"{m['rays_per_s']:.0f}")  # fmt: skip
-                last_log, last_log_step = now, step
-
-            changed = False
-            if step in cfg.mask_steps or step in voxels:
+            # Step `step` is queued behind the previous one, whose counts are read now: the
+            # devices never wait for the host. The buffers follow with that one step's lag.
+            if unread is not None:
+                meter.read(step - 1, unread)
+            settings = meter.fit(settings)
+            unread = metrics
+            event = step in cfg.mask_steps or step in voxels
+            # Process 0 decides, so that every process stops at the same step.
+            out_of_time, signum = parallel.from_primary(
+                budget_spent(cfg, clock() - start), signals.signum or 0
+            )
+            save = step % cfg.checkpoint_every == 0 or step == run_cfg.n_iters
+            if event or save or out_of_time or signum or plan.due(step):
+                meter.read(step, unread)
+                unread = None
+            if save:
+                meter.may_shrink = True
+            if plan.due(step):
+                run_cfg = dataclasses.replace(run_cfg, n_iters=plan.n_iters(step, clock() - start))
+                bar.total = run_cfg.n_iters
+                meter.plan(step, run_cfg.n_iters)
+            plan.note(step, clock() - start)
+            if event:
                 state = parallel.local_copy(state)  # grid events run in each process
-            if step in cfg.mask_steps:
-                first = step == cfg.mask_steps[0]
-                state, ok = training.update_mask(state, cfg, shrink=first)
-                if not ok and primary:
-                    message = f"step {step}: alpha mask would be empty (density collapsed); kept"
-                    tqdm.write(message)
-                    writer.add_text("train/warnings", message, step)
-                if first:
-                    state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.l1_rest))
-                elif filter_rays:
-                    pool = training.filter_rays(state.mask, pool, cfg)
-                changed = True
-            if step in voxels:
-                state = training.upsample(state, cfg, voxels[step])
-                changed = True
-            if changed:
+                state, pool = grid_events(state, pool, cfg, step, voxels, meter, filter_rays)
                 state = parallel.replicate(state, mesh)
-                settings = training.settings_for(cfg, state, projection)
+                fresh = training.settings_for(cfg, state, projection)
+                settings = carry_capacity(fresh, settings, meter.peaks)
+                meter.new_grid(state, settings)
                 if primary:
                     tqdm.write(
                         f"step {step}: grid {state.resolution}, {settings.samples_per_ray} "
                         f"samples/ray, {len(pool.index)} training rays"
                     )
-            # Process 0 decides, so that every process stops at the same step.
-            out_of_time, signum = parallel.from_primary(
-                budget is not None and time.perf_counter() - start > budget, signals.signum or 0
-            )
-            if step % cfg.checkpoint_every == 0 or step == cfg.n_iters or out_of_time or signum:
-                buffers = {
-                    "density_capacity": settings.density_capacity,
-                    "appearance_capacity": settings.appearance_capacity,
-                }
-                checkpoint.save(mngr, state, buffers)
+            if save or out_of_time or signum:
+                checkpoint.save(mngr, state, meter.buffers(settings, run_cfg, plan))
             if signum:
                 mngr.wait_until_finished()
                 raise Interrupted(
@@ -282,9 +258,199 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection)
                     tqdm.write(f"--max-minutes {cfg.max_minutes} reached at step {step}")
                 break
     bar.close()
-    train_seconds = time.perf_counter() - start
+    train_seconds = clock() - start
     mngr.wait_until_finished()
-    return finish(state, cfg, writer, train_seconds, load_seconds)
+    counts = {"train_step_compiles": COMPILES["count"] - compiles["count"],
+              "train_step_compile_seconds": COMPILES["seconds"] - compiles["seconds"]}  # fmt: skip
+    return finish(state, cfg, writer, train_seconds, load_seconds, counts)
+
+
+# The render buffer sizes saved with a checkpoint, so that a resumed run uses the same.
+CAPACITIES = ("density_capacity", "appearance_capacity")
+# The trainer's clock (a test swaps it for a fake one).
+clock = time.perf_counter
+# The train step's compilations in this process and their seconds (tracing, lowering, XLA),
+# from JAX's monitoring events.
+COMPILES = {"count": 0, "seconds": 0.0}
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")  # fmt: skip
+
+
+def _count_compiles(event: str, seconds: float, **kwargs) -> None:
+    if event in _COMPILE_EVENTS and "train_step" in str(kwargs.get("fun_name", "")):
+        COMPILES["seconds"] += seconds
+        COMPILES["count"] += event == _COMPILE_EVENTS[-1]
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compiles)
+
+
+def budget_spent(cfg: TrainConfig, seconds: float) -> bool:
+    return cfg.max_minutes is not None and seconds > cfg.max_minutes * 60.0
+
+
+def read(tree):
+    """Device values to the host: the training loop's one way of reading them, so that a
+    test can check it never waits for the step it just queued."""
+    return jax.device_get(tree)
+
+
+class _Meter:
+    """What the loop learns from each step's metrics, read a step late: buffer peaks,
+    non-finite steps in a row, and the logged scalars (TensorBoard, log.jsonl, tqdm)."""
+
+    def __init__(self, cfg, pool, writer, log, bar, start: tuple[int, float], saved) -> None:
+        self.cfg, self.pool, self.writer, self.log, self.bar = cfg, pool, writer, log, bar
+        self.peaks = saved.get("peaks")  # of the last step read, applied by `fit`
+        # The buffers grow as soon as a step needs more, but shrink only at a few points
+        # (the first fit after the start or a grid event, and after each checkpoint step),
+        # to the largest peaks since the last such point: each resize is a compilation.
+        self.high = saved.get("high")
+        self.may_shrink = saved.get("may_shrink", True)
+        self.bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient
+        self.last_log_step, self.last_log = start
+        self.resolution = self.samples_per_ray = 0.0
+        self.capacities = [0, 0]  # the buffers of the last step dispatched
+
+    def read(self, step: int, metrics: dict) -> None:
+        logged = self.writer is not None and (
+            step % self.cfg.log_every == 0 or step == self.cfg.n_iters
+        )
+        keys = metrics if logged else ("finite", "density_peak", "appearance_peak")
+        m = read({k: metrics[k] for k in keys})
+        self.peaks = [int(m["density_peak"]), int(m["appearance_peak"])]
+        self.high = self.peaks if self.high is None else list(map(max, self.high, self.peaks))
+        self.bad_steps = 0 if bool(m["finite"]) else self.bad_steps + 1
+        if self.bad_steps >= self.cfg.max_bad_steps:
+            raise TrainingError(
+                f"{self.bad_steps} steps in a row up to step {step} had a non-finite loss or "
+                f"gradient, or parameters that blew up past {training.PARAMETER_LIMIT:g} "
+                f"(all skipped); the last good checkpoint is in {self.cfg.run_dir}; lower "
+                "--lr-grid / --lr-network and --resume (both may change on resume)"
+            )
+        if logged:
+            self._log(step, m)
+
+    def fit(self, settings):
+        """The buffers grown to the peaks read last (once), or at a shrink point fitted to
+        the largest since the last one."""
+        if self.peaks is not None:
+            shrink = self.may_shrink
+            settings = fit_capacity(settings, *(self.high if shrink else self.peaks), shrink)
+            self.peaks = None
+            if shrink:
+                self.high, self.may_shrink = None, False
+        self.capacities = [getattr(settings, k) for k in CAPACITIES]
+        return settings
+
+    def describe(self, state: training.TrainState, settings) -> None:
+        """The grid's size and samples per ray, for the log."""
+        self.resolution = float(np.prod(state.resolution)) ** (1 / 3)
+        self.samples_per_ray = settings.samples_per_ray
+
+    def new_grid(self, state: training.TrainState, settings) -> None:
+        """After a grid event: the last peaks were counted with the old grid's buffers."""
+        self.describe(state, settings)
+        self.peaks = self.high = None
+        self.may_shrink = True
+
+    def plan(self, step: int, n_iters: int) -> None:
+        self.cfg = dataclasses.replace(self.cfg, n_iters=n_iters)
+        if self.writer is not None:
+            message = f"step {step}: --fill-budget plans {n_iters} steps in all"
+            tqdm.write(message)
+            self.writer.add_text("train/plan", message, step)
+
+    def buffers(self, settings, cfg: TrainConfig, plan: BudgetPlan) -> dict:
+        saved = {k: getattr(settings, k) for k in CAPACITIES}
+        saved.update(peaks=self.peaks, high=self.high, may_shrink=self.may_shrink)
+        if plan.planned:
+            saved["n_iters"] = cfg.n_iters
+        return saved
+
+    def _log(self, step: int, m: dict) -> None:
+        now = clock()
+        batch = self.cfg.batch_size
+        m = {k: float(v) for k, v in m.items() if k != "finite"}
+        m["rays_per_s"] = (step - self.last_log_step) * batch / max(now - self.last_log, 1e-9)
+        m["resolution"] = self.resolution
+        m["samples_per_ray"] = self.samples_per_ray
+        m["density_capacity"], m["appearance_capacity"] = self.capacities
+        m["density_evals_per_ray"] = m.pop("density_count") / batch
+        m["shaded_samples_per_ray"] = m.pop("appearance_count") / batch
+        m["dropped_samples"] = int(m["dropped_samples"])
+        m["skipped_steps"] = int(m["skipped_steps"])
+        m["training_rays"] = len(self.pool.index)  # of this process
+        for k, v in m.items():
+            self.writer.add_scalar(f"train/{k}", v, step)
+        self.log.write(step, m)
+        self.bar.set_postfix(loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.2f}",
+                             rays_s=f"{m['rays_per_s']:.0f}")  # fmt: skip
+        self.last_log, self.last_log_step = now, step
+
+
+def grid_events(state, pool, cfg: TrainConfig, step: int, voxels: dict, meter: _Meter,
+                filter_rays: bool):  # fmt: skip
+    """The schedule's alpha-mask updates (shrinking the box, filtering the training rays)
+    and upsamples at `step`; returns the new state and pool."""
+    if step in cfg.mask_steps:
+        first = step == cfg.mask_steps[0]
+        follow = cfg.shrink == "every" and not first
+        state, ok = training.update_mask(state, cfg, shrink=first or follow)
+        if not ok and meter.writer is not None:
+            message = f"step {step}: alpha mask would be empty (density collapsed); kept"
+            tqdm.write(message)
+            meter.writer.add_text("train/warnings", message, step)
+        if first:
+            state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.l1_rest))
+        elif filter_rays:
+            pool = training.filter_rays(state.mask, pool, cfg)
+        if ok and follow and step not in voxels:
+            # Spend the voxels the schedule has reached on the smaller box.
+            state = training.regrid(state, training.scheduled_voxels(cfg, step))
+    if step in voxels:
+        state = training.upsample(state, cfg, voxels[step])
+    return state, pool
+
+
+# --fill-budget: the step rate is measured over PLAN_STEPS steps, starting PLAN_WARMUP steps
+# after the last grid event (whose new buffers compile in the first few), and the run ends
+# RESERVE of the budget early (the final checkpoint).
+PLAN_WARMUP, PLAN_STEPS, RESERVE = 20, 100, 0.02
+
+
+class BudgetPlan:
+    """--fill-budget: once the schedule's last grid event is past and the step rate steady,
+    set the number of steps to what fits in the rest of --max-minutes. Only the length of
+    the run changes (and with it the learning-rate and TV decay); the grid events stay at
+    their steps. The plan is saved with each checkpoint, so a resumed run keeps it."""
+
+    def __init__(self, cfg: TrainConfig, planned: bool) -> None:
+        self.cfg, self.planned = cfg, planned
+        last = max([0, *cfg.mask_steps, *cfg.upsample_steps])
+        self.at = last + PLAN_WARMUP + PLAN_STEPS
+        active = cfg.fill_budget and cfg.max_minutes is not None and not planned
+        if not active or self.at >= cfg.n_iters:
+            self.at = None
+        self.warm: tuple[int, float] | None = None  # where measuring started (step, seconds)
+
+    def due(self, step: int) -> bool:
+        return self.at is not None and self.warm is not None and step >= max(
+            self.at, self.warm[0] + PLAN_WARMUP
+        )
+
+    def note(self, step: int, seconds: float) -> None:
+        if self.at is not None and self.warm is None and step >= self.at - PLAN_STEPS:
+            self.warm = (step, seconds)
+
+    def n_iters(self, step: int, seconds: float) -> int:
+        """The planned length of the run, made at `step` after `seconds` of training."""
+        rate = (seconds - self.warm[1]) / (step - self.warm[0])  # seconds per step
+        left = self.cfg.max_minutes * 60.0 * (1.0 - RESERVE) - seconds
+        n_iters = step + max(int(left / max(rate, 1e-9)), 1)
+        self.at, self.planned = None, True
+        return parallel.from_primary(n_iters)[0]
 
 
 class _StopOnSignals:
@@ -335,7 +501,7 @@ def _step_of(line: str) -> int | None:
 
 def finish(
     state: training.TrainState, cfg: TrainConfig, writer, train_seconds: float,
-    load_seconds: float,
+    load_seconds: float, counts: dict | None = None,
 ) -> dict:
     """Evaluate on cfg.eval_split, log to TensorBoard, write metrics.json (with the
     seconds spent training and loading the training and evaluation images)."""
@@ -350,7 +516,7 @@ def finish(
     load_seconds += time.perf_counter() - load_start
     metrics, previews = evaluate_views(state, cfg, views, out_dir)
     metrics = {"split": cfg.eval_split, "train_seconds": train_seconds,
-               "load_seconds": load_seconds, **metrics}  # fmt: skip
+               "load_seconds": load_seconds, **(counts or {}), **metrics}  # fmt: skip
     if not primary:
         return metrics
     step = metrics["step"]

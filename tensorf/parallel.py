@@ -30,6 +30,25 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(jax.device_get(tree), NamedSharding(mesh, REPLICATED))
 
 
+def replicate_per_process(tree, mesh: Mesh):
+    """A pytree that differs between processes (each one's own training cameras) put on
+    every device of the mesh, each process's devices holding its own values, as if it were
+    replicated: only code that reads it per device (inside shard_map) may use it. Leading
+    axes are padded to the longest in any process, so the global shapes agree."""
+    if jax.process_count() == 1:
+        return replicate(tree, mesh)
+    sharding = NamedSharding(mesh, REPLICATED)
+
+    def place(x):
+        x = np.asarray(x)
+        longest = int(multihost_utils.process_allgather(np.int32(len(x))).max())
+        x = np.pad(x, [(0, longest - len(x))] + [(0, 0)] * (x.ndim - 1))
+        arrays = [jax.device_put(x, d) for d in mesh.local_devices]
+        return jax.make_array_from_single_device_arrays(x.shape, sharding, arrays)
+
+    return jax.tree.map(place, jax.device_get(tree))
+
+
 def local_copy(tree):
     """A replicated pytree as arrays on this process's default device (the same values in
     every process), for work that each process does on its own."""

@@ -9,6 +9,9 @@ evaluations; compositing then runs on the dense (rays, samples) grid. The shadin
 runs only on each ray's top-k samples by weight that pass the official 1e-4 weight
 threshold, packed the same way. Every shape is static, so a render
 or training step is one jitted program; the buffer sizes adapt between calls.
+
+Once an alpha mask is known, rays march only the samples that cover its occupied box
+(`RenderSettings.window`), and `render_image` does not march rays that miss the box.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import jmp
 import numpy as np
 from jax.sharding import Mesh
 
-from tensorf import contraction, field
+from tensorf import contraction, decomposition, field
 from tensorf.alpha_mask import AlphaMask, is_occupied
 from tensorf.cameras import Intrinsics, pixel_rays
 from tensorf.config import ModelConfig, Precision
@@ -49,10 +52,16 @@ class RenderSettings:
     background: float = 1.0  # colour where rays end on nothing (1 white, 0 black)
     contract: bool = False  # unbounded: the aabb is contracted space (`tensorf.contraction`)
     outer_samples: int = 0  # with `contract`: samples per ray beyond the inner box
+    # The box holding the alpha mask's occupied cells (xmin ymin zmin xmax ymax zmax, in
+    # lookup coordinates; None: unknown), and how many samples cover any ray's way through
+    # it (0: the whole ray). See `training.occupied_window`.
+    occupied: tuple[float, ...] | None = None
+    window: int = 0
 
     @property
     def samples_per_ray(self) -> int:
-        return self.n_samples + self.outer_samples
+        """Samples each ray marches (and the size of the dense per-ray arrays)."""
+        return self.window or self.n_samples + self.outer_samples
 
 
 DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16}
@@ -146,10 +155,17 @@ def render_rays(
             o, d = ndc_rays(origins, dirs, settings.ndc)
             length = jnp.linalg.norm(d, axis=-1, keepdims=True)  # NDC length per unit of t
         t_min, t_max = ray_aabb(o, d, aabb, settings.near, settings.far)
-        samples = jnp.arange(n, dtype=jnp.float32) + offset[:, None]
-        t = t_min[:, None] + samples * settings.step_size
+        k = jnp.arange(n)[None]  # (1 or rays, samples) sample numbers along each ray
+        if settings.window:
+            # March only where the occupied box is: every sample outside it is empty,
+            # so skipping them changes nothing but the cost.
+            t_in, _ = ray_aabb(o, d, jnp.reshape(jnp.array(settings.occupied), (2, 3)),
+                               settings.near, settings.far)  # fmt: skip
+            first = jnp.floor((t_in - t_min) / settings.step_size) - 1
+            k = jnp.clip(first, 0, settings.n_samples).astype(jnp.int32)[:, None] + jnp.arange(n)
+        t = t_min[:, None] + (k.astype(jnp.float32) + offset[:, None]) * settings.step_size
         dt = settings.step_size * length
-        in_range = t < t_max[:, None]
+        in_range = (t < t_max[:, None]) & (k < settings.n_samples)
         points = o[:, None] + d[:, None] * t[..., None]  # (rays, samples, 3)
     # `points` are where the grid is looked up: world, NDC or contracted coordinates.
     valid = in_range & is_occupied(mask, points)
@@ -235,6 +251,23 @@ def fit_capacity(
     )
 
 
+def carry_capacity(
+    settings: RenderSettings, before: RenderSettings, peaks: tuple[int, int] | None
+) -> RenderSettings:
+    """Buffers for a new grid (`settings`, sized for the worst case) from the peaks counted
+    just before it: the density count scaled by the change in samples per ray, with the
+    usual 25% headroom. Compiling the worst case and then the fitted size would cost two
+    compilations (and a very slow step) per grid event; this usually costs one."""
+    if peaks is None:
+        return settings
+    scale = settings.samples_per_ray / before.samples_per_ray
+    return dataclasses.replace(
+        settings,
+        density_capacity=min(settings.density_capacity, bucket(int(peaks[0] * scale * 1.25) + 1)),
+        appearance_capacity=min(settings.appearance_capacity, bucket(int(peaks[1] * 1.25) + 1)),
+    )
+
+
 def render_image(
     params: field.Params,
     cfg: ModelConfig,
@@ -260,17 +293,24 @@ def render_image(
     """
     mesh = mesh or data_mesh()
     chunk = -(-chunk // mesh.size) * mesh.size
+    params = {**params, "density": decomposition.bake(params["density"])}
     height, width = intrinsics.height, intrinsics.width
     n = height * width
-    order = np.random.default_rng(0).permutation(n)
-    origins, dirs = pixel_rays(
-        jnp.asarray(c2w, jnp.float32)[None], order % width, order // width, intrinsics
-    )
-    pad = (-n) % chunk
-    origins = np.pad(np.asarray(origins), ((0, pad), (0, 0)))
-    dirs = np.pad(np.asarray(dirs), ((0, pad), (0, 0)), constant_values=1.0)
+    pixels = np.arange(n)
+    c2w = jnp.asarray(c2w, jnp.float32)[None]
+    rays = pixel_rays(c2w, pixels % width, pixels // width, intrinsics)
+    origins, dirs = (np.asarray(x) for x in rays)
+    # Rays that miss the occupied box end on the background: only the others are marched.
+    known = settings.occupied is not None
+    hit = np.asarray(_reaches_occupied(origins, dirs, settings)) if known else None
+    order = np.random.default_rng(0).permutation(pixels if hit is None else pixels[hit])
+    m = len(order)
+    pad = (-m) % chunk
+    origins = np.pad(origins[order], ((0, pad), (0, 0)))
+    dirs = np.pad(dirs[order], ((0, pad), (0, 0)), constant_values=1.0)
+
     outs, total = [], np.zeros(2)
-    for i in range(0, n + pad, chunk):
+    for i in range(0, m + pad, chunk):
         rays = split_rows(mesh, origins[i : i + chunk], dirs[i : i + chunk])
         while True:
             *out, counts, peaks = _render_chunk(params, aabb, mask, *rays, cfg, settings, mesh)
@@ -292,13 +332,24 @@ def render_image(
                 break
         outs.append(fetch(*out))
         total += np.asarray(counts)
-    image = {}
-    for key, values in zip(("rgb", "depth", "acc"), zip(*outs, strict=True), strict=True):
-        values = np.concatenate(values)[:n]
-        image[key] = np.empty_like(values)
-        image[key][order] = values
-        image[key] = image[key].reshape(height, width, -1)
+    image = {
+        "rgb": np.full((n, 3), settings.background, np.float32),
+        "depth": np.zeros((n, 1), np.float32),
+        "acc": np.zeros((n, 1), np.float32),
+    }
+    for key, values in zip(image, zip(*outs, strict=True), strict=True):
+        image[key][order] = np.concatenate(values)[:m].reshape(m, -1)
+    image = {key: values.reshape(height, width, -1) for key, values in image.items()}
     image["depth"], image["acc"] = image["depth"][..., 0], image["acc"][..., 0]
     image["density_evals_per_ray"] = total[0] / n
     image["shaded_samples_per_ray"] = total[1] / n
     return image, settings
+
+
+@functools.partial(jax.jit, static_argnames="settings")
+def _reaches_occupied(origins: jax.Array, dirs: jax.Array, settings: RenderSettings) -> jax.Array:
+    """(rays,) whether each ray passes through settings.occupied between near and far."""
+    o, d = (origins, dirs) if settings.ndc is None else ndc_rays(origins, dirs, settings.ndc)
+    box = jnp.reshape(jnp.array(settings.occupied), (2, 3))
+    t_in, t_out = ray_aabb(o, d, box, settings.near, settings.far)
+    return t_in < t_out

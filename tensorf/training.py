@@ -88,12 +88,14 @@ class Cameras:
 @dataclasses.dataclass(frozen=True)
 class RayPool:
     """This process's training pixels, kept on the host: each step draws its share of the
-    batch here and sends only those rays to the devices (with several processes, each
-    draws from its own share of the views)."""
+    batch here and sends only the pixel ids and colours to the devices, which generate the
+    rays themselves (with several processes, each draws from its own share of the views)."""
 
     rgb: np.ndarray  # (views * H * W, 3) float32 targets
     index: np.ndarray  # (rays,) int32 pixel ids still used for training
     cameras: Cameras
+    # The cameras replicated over each mesh they were used with: put there once.
+    placed: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def sample(self, seed: int, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """n pixel ids and their colours; the same for the same seed, step and process."""
@@ -101,18 +103,24 @@ class RayPool:
         ids = self.index[rng.integers(0, len(self.index), n)]
         return ids, self.rgb[ids]
 
+    def cameras_on(self, mesh: Mesh) -> Cameras:
+        """The cameras on every device of the mesh. With several processes each puts its
+        own views' cameras on its own devices, which only its own pixel ids index: the
+        step reads them inside shard_map, per device, and never moves them."""
+        if mesh not in self.placed:
+            self.placed[mesh] = parallel.replicate_per_process(self.cameras, mesh)
+        return self.placed[mesh]
 
-@jax.jit
-def _rays(cameras: Cameras, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return cameras.rays(ids)
+
+Batch = tuple[Cameras, jax.Array, jax.Array]  # cameras, pixel ids (rays,), colours (rays, 3)
 
 
-def next_batch(pool: RayPool, cfg: TrainConfig, step: int, mesh: Mesh) -> tuple[jax.Array, ...]:
-    """The batch of a step, (origins, dirs, target) split over the mesh: every process
-    contributes its share of the rays."""
+def next_batch(pool: RayPool, cfg: TrainConfig, step: int, mesh: Mesh) -> Batch:
+    """The batch of a step: the (replicated) cameras, and pixel ids and target colours split
+    over the mesh, every process contributing its share of the rays. Host to device only:
+    nothing here waits for the devices."""
     ids, rgb = pool.sample(cfg.seed, step, cfg.batch_size // jax.process_count())
-    origins, dirs = (np.asarray(x) for x in _rays(pool.cameras, ids))
-    return parallel.shard_rows(mesh, origins, dirs, rgb)
+    return (pool.cameras_on(mesh), *parallel.shard_rows(mesh, ids, rgb))
 
 
 def init_state(cfg: TrainConfig) -> TrainState:
@@ -160,10 +168,12 @@ def voxel_step(cfg: TrainConfig, aabb: np.ndarray, resolution) -> float:
 
 
 def render_settings(
-    cfg: TrainConfig, aabb: np.ndarray, resolution, ndc: tuple[float, float] | None = None
+    cfg: TrainConfig, aabb: np.ndarray, resolution, ndc: tuple[float, float] | None = None,
+    mask: AlphaMask | None = None,
 ) -> RenderSettings:
     """Sample spacing and count for a grid (official update_stepSize); `ndc`: the scene's
-    NDC projection, required when cfg.render.ndc is set."""
+    NDC projection, required when cfg.render.ndc is set; `mask`: the alpha mask, whose
+    occupied box limits where rays are marched."""
     if cfg.render.ndc != (ndc is not None):
         raise ValueError("an NDC projection must be given exactly when cfg.render.ndc is set")
     aabb = np.asarray(aabb, np.float64)
@@ -182,10 +192,13 @@ def render_settings(
         n_samples = min(int(np.linalg.norm(resolution) / cfg.render.step_ratio),
                         cfg.render.max_samples)  # fmt: skip
         step = 1.0 / n_samples
+    occupied, window = occupied_window(mask, step, n_samples, cfg.render.ndc)
+    if cfg.render.contract:
+        occupied, window = None, 0
     return RenderSettings(
         n_samples=n_samples,
         step_size=step,
-        density_capacity=bucket(cfg.batch_size * (n_samples + outer)),
+        density_capacity=bucket(cfg.batch_size * (window or n_samples + outer)),
         appearance_capacity=bucket(cfg.batch_size * cfg.render.appearance_samples),
         appearance_samples=cfg.render.appearance_samples,
         unselected=cfg.render.unselected,
@@ -196,13 +209,31 @@ def render_settings(
         background=1.0 if cfg.render.background == "white" else 0.0,
         contract=cfg.render.contract,
         outer_samples=outer,
+        occupied=occupied,
+        window=window,
     )
+
+
+def occupied_window(
+    mask: AlphaMask | None, step: float, n_samples: int, ndc: bool
+) -> tuple[tuple[float, ...] | None, int]:
+    """The mask's occupied box (None: unknown) and the samples that cover the longest way
+    through it (0: no fewer than the whole ray): its diagonal for world rays; for NDC rays,
+    whose z grows by 2 per unit of t, its z extent over 2. Three samples of margin cover
+    where the first one falls."""
+    box = None if mask is None else alpha_mask.occupied_box(mask)
+    if box is None:
+        return None, 0
+    extent = box[1] - box[0]
+    span = extent[2] / 2 if ndc else np.linalg.norm(extent)
+    window = int(np.ceil(span / step)) + 3
+    return tuple(float(x) for x in box.reshape(-1)), window if window < n_samples else 0
 
 
 def settings_for(
     cfg: TrainConfig, state: TrainState, ndc: tuple[float, float] | None = None
 ) -> RenderSettings:
-    return render_settings(cfg, np.asarray(state.aabb), state.resolution, ndc)
+    return render_settings(cfg, np.asarray(state.aabb), state.resolution, ndc, state.mask)
 
 
 def _learning_rates(cfg: TrainConfig, params: field.Params) -> field.Params:
@@ -217,18 +248,18 @@ def _learning_rates(cfg: TrainConfig, params: field.Params) -> field.Params:
 @functools.partial(jax.jit, static_argnames=("cfg", "settings", "mesh"), donate_argnums=0)
 def train_step(
     state: TrainState,
-    batch: tuple[jax.Array, jax.Array, jax.Array],
+    batch: Batch,
     cfg: TrainConfig,
     settings: RenderSettings,
     mesh: Mesh,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimisation step on a batch of rays (origins, dirs, target colours) split over
-    the devices of `mesh` (see `next_batch`); the state is replicated.
+    """One optimisation step on a batch of pixels split over the devices of `mesh` (see
+    `next_batch`); the state is replicated.
 
     The buffer sizes in `settings` are per device. Returned counts: `*_count` summed over
     devices (for logging), `*_peak` the largest on one device (for sizing the buffers).
     """
-    origins, dirs, target = batch
+    cameras, ids, target = batch
     rng, key_jitter = jax.random.split(state.rng)
     jitter = jax.random.uniform(key_jitter, (cfg.batch_size,))
     background = jnp.float32(settings.background)
@@ -237,8 +268,9 @@ def train_step(
         background = jax.random.bernoulli(jax.random.fold_in(key_jitter, 1)).astype(jnp.float32)
     n_values = cfg.batch_size * 3
 
-    def local(params, aabb, mask, origins, dirs, target, jitter, background):
+    def local(params, aabb, mask, cameras, ids, target, jitter, background):
         """This device's rays: squared error and sample counts, summed over all devices."""
+        origins, dirs = cameras.rays(ids)
         out = render_rays(
             params, cfg.model, settings, aabb, mask, origins, dirs, jitter, background
         )
@@ -250,7 +282,7 @@ def train_step(
         return psum(sse), psum(counts), jax.lax.pmax(counts, AXIS), psum(dropped)
 
     sharded = jax.shard_map(
-        local, mesh=mesh, in_specs=(REPLICATED,) * 3 + (SHARDED,) * 4 + (REPLICATED,),
+        local, mesh=mesh, in_specs=(REPLICATED,) * 4 + (SHARDED,) * 3 + (REPLICATED,),
         out_specs=REPLICATED,
     )  # fmt: skip
     # Official: the TV weights decay by the learning-rate factor every step, from the
@@ -261,7 +293,7 @@ def train_step(
         # Differentiating through shard_map sums the replicated parameters' gradients
         # over the devices (the transpose of replicating them).
         sse, *counts = sharded(
-            params, state.aabb, state.mask, origins, dirs, target, jitter, background
+            params, state.aabb, state.mask, cameras, ids, target, jitter, background
         )
         mse = sse / n_values
         loss = mse + state.l1_weight * field.density_l1(params)
@@ -313,6 +345,8 @@ def train_step(
         "appearance_count": counts[1],
         "density_peak": peaks[0],
         "appearance_peak": peaks[1],
+        "skipped_steps": new_state.skipped_steps,
+        "dropped_samples": new_state.dropped_samples,
     }
     return new_state, metrics
 
@@ -347,6 +381,23 @@ def upsample(state: TrainState, cfg: TrainConfig, n_voxels: int) -> TrainState:
     moments = "reset" if cfg.adam_on_upsample == "reset" else "map"
     state = _map_grids(state, lambda g: decomposition.resize(g, resolution), moments)
     return dataclasses.replace(state, lr_reset_step=state.step.copy())
+
+
+def scheduled_voxels(cfg: TrainConfig, step: int) -> int:
+    """The voxel count the upsampling schedule has reached by `step`."""
+    counts = [cfg.grid_init**3] + [
+        n for s, n in zip(cfg.upsample_steps, voxel_schedule(cfg), strict=True) if s <= step
+    ]
+    return counts[-1]
+
+
+def regrid(state: TrainState, n_voxels: int) -> TrainState:
+    """Resample the grids (and Adam's moments) to n_voxels in the current box; unlike an
+    upsample, the learning rates carry on."""
+    resolution = tensor_vm.resolution_for_voxels(n_voxels, np.asarray(state.aabb))
+    if resolution == state.resolution:
+        return state
+    return _map_grids(state, lambda g: decomposition.resize(g, resolution), "map")
 
 
 def alpha_fn(state: TrainState, cfg: TrainConfig, step_size: float):

@@ -135,8 +135,8 @@ def write_sphere_scene(
 
 def sphere_config(dataset: Path, run_dir: Path) -> TrainConfig:
     """A whole run on the sphere scene: ~1 minute on 2 CPU cores; events at 100 (mask +
-    shrink, upsample) and 200 (mask + ray filtering). Each event recompiles the step, so
-    there are few of them."""
+    shrink, upsample) and 200 (mask + ray filtering + shrink and regrid, as `quick` does).
+    Each event recompiles the step, so there are few of them."""
     quick = PRESETS["quick"][1]
     return dataclasses.replace(
         quick,

@@ -10,8 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from synthetic import sphere_config
 
-from tensorf import alpha_mask, field, render, training
+from tensorf import alpha_mask, checkpoint, data, experiment, field, render, training
 from tensorf.cameras import Intrinsics, focal_from_fov, pixel_rays
 from tensorf.config import ModelConfig, RenderConfig, TrainConfig
 
@@ -330,3 +331,36 @@ def test_pixel_rays_rotated_camera_and_focal():
     np.testing.assert_allclose(origins, [[3.0, 0, 0]] * 2)
     np.testing.assert_allclose(dirs[0], [-1.0, 0, 0], atol=1e-6)
     assert float(dirs[1, 1]) > 0
+
+
+# --- marching only through the occupied box ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_occupied_box_render_matches_the_full_march(sphere_scene, tmp_path):
+    """A sphere trained without alpha masks, then masked without shrinking the box, so the
+    occupied box is much smaller than the aabb: the fast path (rays that miss the box are
+    background, the others march only through it) renders the same image as marching
+    every ray through the whole aabb, background pixels included."""
+    cfg = dataclasses.replace(sphere_config(sphere_scene, tmp_path / "run"), n_iters=150,
+                              upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
+    experiment.train(cfg)
+    state = checkpoint.restore_latest(checkpoint.manager(cfg.run_dir), cfg)[0]
+    # A high threshold: after 150 steps the empty space is not yet quite transparent.
+    state = training.update_mask(state, dataclasses.replace(cfg, mask_threshold=0.05),
+                                 shrink=False)[0]  # fmt: skip
+    views = data.load_views(sphere_scene, "test")
+    fast = training.settings_for(cfg, state)
+    assert fast.occupied is not None and 0 < fast.window < 0.8 * fast.n_samples
+    full = dataclasses.replace(fast, occupied=None, window=0)
+    for i in range(views.n_views):
+        args = (state.params, cfg.model), (state.aabb, state.mask, views.c2w[i], views.intrinsics)
+        a, _ = render.render_image(*args[0], fast, *args[1], chunk=512)
+        b, _ = render.render_image(*args[0], full, *args[1], chunk=512)
+        empty = b["acc"] == 0
+        assert 0.1 < empty.mean() < 0.9  # rays that end on nothing, and rays that do not
+        np.testing.assert_array_equal(a["rgb"][empty], b["rgb"][empty])
+        assert np.abs(a["rgb"] - b["rgb"]).max() < 1e-5
+        assert np.abs(a["depth"] - b["depth"]).max() < 1e-4
+        assert a["density_evals_per_ray"] == b["density_evals_per_ray"]
+

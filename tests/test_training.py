@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from synthetic import write_sphere_scene
 
-from tensorf import checks, data, experiment, field, parallel, training
+from tensorf import alpha_mask, checks, data, experiment, field, parallel, training
 from tensorf.cli import ConfigError
 from tensorf.config import PRESETS, ModelConfig, RenderConfig, TrainConfig, from_dict, to_dict
 
@@ -178,6 +178,39 @@ def test_empty_alpha_mask_keeps_the_state(trained):
     # A live field gives a non-empty mask.
     live, ok = training.update_mask(state, cfg, shrink=False)
     assert ok and np.asarray(live.mask.cells).any()
+
+
+def test_later_shrink_keeps_occupied_space_and_regrid_spends_the_voxels(trained):
+    """A shrink at a later mask update (`--shrink every`) crops the box to the mask's
+    occupied cells without cutting any off; regridding then puts the scheduled voxel count
+    into the smaller box, keeping the learning-rate restart and the field's values."""
+    cfg, state, _ = trained
+    state = jax.tree.map(jnp.array, state)
+    # A high threshold: after 100 steps the empty space is not yet quite transparent.
+    cfg = dataclasses.replace(cfg, mask_threshold=0.05)
+    masked, ok = training.update_mask(state, cfg, shrink=True)
+    assert ok
+    box, aabb = alpha_mask.occupied_box(masked.mask), np.asarray(masked.aabb)
+    cell = np.asarray(masked.mask.aabb[1] - masked.mask.aabb[0]) / masked.mask.cells.shape
+    # A cell is occupied when any of its corners is: the occupied grid points (those of the
+    # dilated alpha above the threshold) lie one cell inside the occupied cells' box, and
+    # the new box holds every one of them.
+    margin = cell * 1.01
+    assert (aabb[0] <= box[0] + margin).all() and (aabb[1] >= box[1] - margin).all()
+    assert np.prod(aabb[1] - aabb[0]) < np.prod(np.asarray(state.aabb[1] - state.aabb[0]))
+    n_voxels = np.prod(state.resolution)
+    regridded = training.regrid(masked, int(n_voxels))
+    assert np.prod(masked.resolution) < 0.9 * n_voxels
+    assert abs(np.prod(regridded.resolution) / n_voxels - 1) < 0.05
+    assert int(regridded.lr_reset_step) == int(masked.lr_reset_step)
+    # The same field, resampled: density at occupied points barely moves.
+    xyz = jax.random.uniform(jax.random.PRNGKey(1), (2000, 3), minval=box[0], maxval=box[1])
+    xyz = xyz[np.asarray(alpha_mask.is_occupied(masked.mask, xyz))]
+    sigma = [field.density(s.params, cfg.model, field.normalize(xyz, s.aabb))
+             for s in (masked, regridded)]  # fmt: skip
+    assert float(jnp.abs(sigma[0] - sigma[1]).mean()) < 0.1 * float(jnp.abs(sigma[0]).mean())
+    assert training.scheduled_voxels(cfg, 0) == cfg.grid_init**3
+    assert training.scheduled_voxels(cfg, cfg.upsample_steps[-1]) == cfg.grid_final**3
 
 
 def test_train_step_after_upsample_restarts_the_learning_rate(trained, sphere_pool):

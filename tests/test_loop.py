@@ -1,0 +1,148 @@
+"""The training loop's speed promises: it never waits for the step it just queued, and
+--fill-budget fits the run to the budget (checked with a fake clock), reproducibly."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+from jax._src.array import ArrayImpl
+from synthetic import sphere_config
+
+from tensorf import checkpoint, experiment, training
+from tensorf.cli import Interrupted
+
+
+def loop_config(scene, run_dir, **overrides):
+    """80 steps with a mask update and an upsample at 20 and a second mask at 40."""
+    values = dict(n_iters=80, upsample_steps=(20,), mask_steps=(20, 40), checkpoint_every=30,
+                  log_every=10, eval_max_views=1)  # fmt: skip
+    return dataclasses.replace(sphere_config(scene, run_dir), **{**values, **overrides})
+
+
+class StepRecorder:
+    """Wraps train_step: counts dispatched steps and remembers the arrays of the last two."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.steps = 0
+        self.latest: set[int] = set()
+        self.previous: set[int] = set()
+        self.real = training.train_step
+        monkeypatch.setattr(training, "train_step", self)
+
+    def __call__(self, *args, **kwargs):
+        state, metrics = self.real(*args, **kwargs)
+        self.steps += 1
+        self.previous, self.latest = self.latest, {id(x) for x in jax.tree.leaves((state, metrics))}
+        return state, metrics
+
+
+def test_the_loop_never_waits_for_the_step_it_queued(sphere_scene, tmp_path, monkeypatch):
+    """Every device-to-host read is recorded. Between grid events and checkpoints (where
+    the state itself must come to the host) the loop may only read the step before the
+    one in flight; a read of the queued step, or of anything else (rays drawn on the host
+    and sent back, counts kept on the host), fails."""
+    cfg = loop_config(sphere_scene, tmp_path / "run")
+    recorder = StepRecorder(monkeypatch)
+    reads = []  # (steps dispatched, "queued" | "previous" | "other")
+    value = ArrayImpl._value
+
+    def recorded(array):
+        if recorder.steps:
+            kind = ("queued" if id(array) in recorder.latest
+                    else "previous" if id(array) in recorder.previous else "other")  # fmt: skip
+            reads.append((recorder.steps, kind))
+        return value.fget(array)
+
+    monkeypatch.setattr(ArrayImpl, "_value", property(recorded))
+    experiment.train(cfg)
+    assert recorder.steps == cfg.n_iters
+    # Where the state must reach the host: grid events, checkpoints, the end.
+    drains = {20, 40, cfg.n_iters, *range(cfg.checkpoint_every, cfg.n_iters, cfg.checkpoint_every)}
+    waits = sorted({step for step, kind in reads if kind != "previous" and step not in drains})
+    assert waits == []
+    # The counts of (nearly) every step are read, one step late.
+    lagged = {step for step, kind in reads if kind == "previous"}
+    assert len(lagged) >= cfg.n_iters - len(drains) - 1
+
+
+class FakeClock:
+    """A clock that advances `seconds_per_step` with every train step dispatched."""
+
+    def __init__(self, monkeypatch, seconds_per_step: float) -> None:
+        self.recorder = StepRecorder(monkeypatch)
+        self.seconds_per_step = seconds_per_step
+        monkeypatch.setattr(experiment, "clock", self)
+
+    def __call__(self) -> float:
+        return self.recorder.steps * self.seconds_per_step
+
+
+def planned(cfg) -> int:
+    """The planned length of a run, as its latest checkpoint saved it."""
+    return checkpoint.restore_latest(checkpoint.manager(cfg.run_dir), cfg)[1]["n_iters"]
+
+
+@pytest.mark.parametrize("speed", [2.0, 0.5], ids=["twice-as-fast", "half-as-fast"])
+def test_fill_budget_ends_at_the_budget_with_a_complete_schedule(
+    sphere_scene, tmp_path, monkeypatch, speed
+):
+    """A machine that runs the given n_iters in half (or twice) the budget trains twice
+    (half) as many steps, ending at the budget with the learning rate fully decayed."""
+    budget = 60.0
+    cfg = loop_config(sphere_scene, tmp_path / "run", n_iters=400, max_minutes=budget / 60,
+                      fill_budget=True)  # fmt: skip
+    clock = FakeClock(monkeypatch, budget / (cfg.n_iters * speed))
+    metrics = experiment.train(cfg)
+    n_iters = planned(cfg)
+    assert metrics["step"] == n_iters == clock.recorder.steps
+    # The plan leaves 2% of the budget for the final checkpoint.
+    assert n_iters == pytest.approx(cfg.n_iters * speed * (1 - experiment.RESERVE), abs=2)
+    assert (1 - 2 * experiment.RESERVE) * budget <= metrics["train_seconds"] <= budget
+    last = json.loads((cfg.run_dir / experiment.LOG_FILE).read_text().splitlines()[-1])
+    assert last["step"] == n_iters
+    # The last step's rate is that of step n_iters - 1, counted from the upsample.
+    decayed = cfg.lr_decay_ratio ** ((n_iters - 1 - cfg.upsample_steps[-1]) / n_iters)
+    assert last["lr_grid"] == pytest.approx(cfg.lr_grid * decayed, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_fill_budget_plan_survives_resume(sphere_scene, tmp_path, monkeypatch):
+    """Interrupted after the plan, a resumed run keeps it and ends bit for bit where the
+    uninterrupted one did."""
+    budget = 60.0
+    cfg_a, cfg_b = (
+        loop_config(sphere_scene, tmp_path / name, n_iters=400, max_minutes=budget / 60,
+                    fill_budget=True)
+        for name in ("a", "b")
+    )  # fmt: skip
+    seconds_per_step = budget / 600
+    FakeClock(monkeypatch, seconds_per_step)
+    experiment.train(cfg_a)
+
+    clock = FakeClock(monkeypatch, seconds_per_step)
+    stop_at = 300  # past the plan (made at step 160)
+    step = clock.recorder.__call__
+
+    def interrupting(*args, **kwargs):
+        out = step(*args, **kwargs)
+        if clock.recorder.steps == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(training, "train_step", interrupting)
+    with pytest.raises(Interrupted):
+        experiment.train(cfg_b)
+    assert planned(cfg_b) == planned(cfg_a) > stop_at
+    FakeClock(monkeypatch, 1.5 * seconds_per_step)  # a slower machine on resume: same plan
+    experiment.train(dataclasses.replace(cfg_b, resume=True))
+    state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run_dir), cfg_a)[0]
+    state_b = checkpoint.restore_latest(checkpoint.manager(cfg_b.run_dir), cfg_b)[0]
+    assert int(state_a.step) == int(state_b.step) == planned(cfg_a)
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
