@@ -268,6 +268,11 @@ def carry_capacity(
     )
 
 
+# Renders sum the density grid into a dense volume once (`decomposition.bake`) up to this
+# many voxels (256 MB of float32); larger grids, such as LLFF's 640^3, keep their factors.
+BAKE_MAX_VOXELS = 2**26
+
+
 def render_image(
     params: field.Params,
     cfg: ModelConfig,
@@ -293,7 +298,8 @@ def render_image(
     """
     mesh = mesh or data_mesh()
     chunk = -(-chunk // mesh.size) * mesh.size
-    params = {**params, "density": decomposition.bake(params["density"])}
+    if np.prod(params["density"].resolution) <= BAKE_MAX_VOXELS:
+        params = {**params, "density": decomposition.bake(params["density"])}
     height, width = intrinsics.height, intrinsics.width
     n = height * width
     pixels = np.arange(n)
