@@ -175,6 +175,15 @@ def average_pose(c2w: np.ndarray) -> np.ndarray:
     return pose
 
 
+def spiral_focus(c2w: np.ndarray, depth_bounds: tuple[float, float]) -> np.ndarray:
+    """(3,) the point the official LLFF spiral looks at: straight ahead of the average pose
+    at a harmonic blend of the nearest and (5x) the farthest content's depth."""
+    centre = average_pose(c2w)
+    close, far = depth_bounds[0] * 0.9, depth_bounds[1] * 5.0
+    focus = 1.0 / (0.25 / close + 0.75 / far)
+    return centre[:3, :3] @ np.array([0.0, 0.0, -focus]) + centre[:3, 3]
+
+
 def spiral_poses(
     c2w: np.ndarray, depth_bounds: tuple[float, float], n: int, rotations: int = 2
 ) -> np.ndarray:
@@ -187,13 +196,10 @@ def spiral_poses(
     c2w = np.asarray(c2w, np.float64)
     centre = average_pose(c2w)
     up = _unit(c2w[:, :3, 1].sum(0))
-    # The focus depth: a harmonic blend of the nearest and (5x) the farthest content.
-    close, far = depth_bounds[0] * 0.9, depth_bounds[1] * 5.0
-    focus = 1.0 / (0.25 / close + 0.75 / far)
     # Offsets from the average pose, in its frame.
     local = (np.linalg.inv(centre) @ c2w)[:, :3, 3]
     radii = np.percentile(np.abs(local), 90, axis=0)
-    target = centre[:3, :3] @ np.array([0.0, 0.0, -focus]) + centre[:3, 3]
+    target = spiral_focus(c2w, depth_bounds)
     poses = []
     for theta in np.linspace(0.0, 2.0 * np.pi * rotations, n, endpoint=False):
         offset = radii * np.array([np.cos(theta), -np.sin(theta), -np.sin(0.5 * theta)])

@@ -29,6 +29,7 @@ INTS = {
     "render.max_samples": (1, 10**6), "render.chunk": (1, 2**22),
     "render.outer_samples": (1, 4096),
     "distributed.num_processes": (1, 10**5), "distributed.process_id": (0, 10**5),
+    "eval_every": (0, 10**9), "eval_every_views": (1, 10**6), "viewer_port": (0, 65535),
 }  # fmt: skip
 # (lowest, highest) of each float option, which must also be finite; TINY stands for
 # "above zero".
@@ -110,6 +111,11 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--max-minutes must be a finite number of minutes >= 0")
     if cfg.eval_max_views is not None and not 1 <= cfg.eval_max_views <= 10**6:
         problems.append("--eval-max-views must be a positive number of views")
+    if not cfg.viewer_host or any(c.isspace() for c in cfg.viewer_host):
+        problems.append(f"--viewer-host {cfg.viewer_host!r}: give an address such as 127.0.0.1")
+    if cfg.viewer and cfg.distributed.num_processes > 1:
+        problems.append("--viewer serves single-process training; drop it, and look at the "
+                        "run with python -m tensorf.viewer --run-dir instead")  # fmt: skip
     if not problems:
         problems += _memory_problems(cfg)
     if problems:

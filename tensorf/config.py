@@ -202,6 +202,23 @@ class TrainConfig:
     """Evaluate on this many evenly spaced test views at the end (None: all)."""
     eval_split: str = "test"
     """Split evaluated at the end of training."""
+    eval_every: int = 10_000
+    """Also evaluate during training, every this many steps (official vis_every): PSNR,
+    SSIM, RGB and depth of --eval-every-views evenly spaced views of --eval-split, logged
+    to TensorBoard under <split>_during_training/; 0: only at the end. The time it takes
+    counts against --max-minutes (and --fill-budget plans for it)."""
+    eval_every_views: int = 5
+    """How many views each evaluation during training renders (official N_vis)."""
+    viewer: bool = False
+    """Serve the field in a browser while it trains (viser; the URL is printed): look at it
+    from any angle, RGB or depth, with the step, loss, PSNR, rays/s and grid size, and pause
+    or resume training from the page. python -m tensorf.viewer serves a run afterwards."""
+    viewer_host: str = "127.0.0.1"
+    """Address the viewer listens on. The default serves this machine only; from another
+    one, forward the port over ssh (ssh -L 8080:localhost:8080 host) rather than listening
+    on 0.0.0.0, which shows the scene to anyone who can reach this machine."""
+    viewer_port: int = 8080
+    """Port the viewer listens on (the next free one if it is taken; 0: any free port)."""
 
 
 PRESETS: dict[str, tuple[str, TrainConfig]] = {
@@ -225,6 +242,8 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
             log_every=50,
             shrink="every",
             fill_budget=True,
+            eval_every=2000,
+            eval_every_views=1,
         ),
     ),
 }
@@ -274,6 +293,8 @@ PRESETS["llff-quick"] = (
         render=dataclasses.replace(_LLFF.render, step_ratio=1.0, appearance_samples=16),
         checkpoint_every=500,
         log_every=50,
+        eval_every=2500,
+        eval_every_views=1,
     ),
 )
 
@@ -333,6 +354,8 @@ PRESETS["unbounded-quick"] = (
         render=dataclasses.replace(_UNBOUNDED.render, step_ratio=1.0, appearance_samples=16),
         checkpoint_every=500,
         log_every=50,
+        eval_every=2500,
+        eval_every_views=1,
     ),
 )
 

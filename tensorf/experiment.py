@@ -30,7 +30,8 @@ LOG_FILE = "log.jsonl"
 # Options that may differ between a run and its --resume.
 RESUMABLE = {
     "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
-    "max_bad_steps", "distributed", "lr_grid", "lr_network",
+    "max_bad_steps", "distributed", "lr_grid", "lr_network", "eval_every", "eval_every_views",
+    "viewer", "viewer_host", "viewer_port",
 }  # fmt: skip
 LOCK_FILE = "lock"
 
@@ -124,11 +125,27 @@ def train(cfg: TrainConfig) -> dict:
     parallel.sync("run dir checked")  # by every process, before process 0 writes to it
     # Only process 0 writes to the run directory, so it alone holds the lock.
     lock = _lock(cfg.run_dir) if parallel.is_primary() else None
+    viewer = None
     try:
-        return _train(cfg, views, load_seconds, projection)
+        if cfg.viewer:  # single-process only (checks.py)
+            viewer = start_viewer(cfg, views)
+        return _train(cfg, views, load_seconds, projection, viewer)
     finally:
+        if viewer is not None:
+            viewer.close()
         if lock is not None:
             lock.close()
+
+
+def start_viewer(cfg: TrainConfig, views: data.Views):
+    """The live viewer (--viewer) of this run, showing the training cameras."""
+    from tensorf.viewer import FieldViewer  # viser's import costs a second: only when asked
+
+    cameras = {"intrinsics": views.intrinsics, "c2w": np.asarray(views.c2w, np.float64),
+               "kind": views.kind, "depth_bounds": views.depth_bounds}  # fmt: skip
+    viewer = FieldViewer(cfg, cameras, cfg.viewer_host, cfg.viewer_port, training=True)
+    print(f"viewer: open {viewer.url} to watch training (pause it from the page)")
+    return viewer
 
 
 def _lock(run_dir: Path):
@@ -151,7 +168,7 @@ def _lock(run_dir: Path):
     return lock
 
 
-def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection) -> dict:
+def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, viewer) -> dict:
     primary = parallel.is_primary()
     pool = make_pool(views)
     # Rays that miss the box can never be anything but background (official: bbox_only).
@@ -198,10 +215,13 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection)
     # A filled budget's plan (see `BudgetPlan`) is part of the run: saved, and kept on resume.
     run_cfg = dataclasses.replace(cfg, n_iters=buffers.get("n_iters", cfg.n_iters))
     plan = BudgetPlan(cfg, planned="n_iters" in buffers)
+    load_start = time.perf_counter()
+    probe = _Probe(cfg, writer)
+    load_seconds += time.perf_counter() - load_start
     start, compiles = clock(), COMPILES.copy()
     bar = tqdm(total=run_cfg.n_iters, initial=step, desc="training", unit="step",
                dynamic_ncols=True, disable=not primary)  # fmt: skip
-    meter = _Meter(run_cfg, pool, writer, log, bar, (step, start), buffers)
+    meter = _Meter(run_cfg, pool, writer, log, bar, (step, start), buffers, viewer)
     meter.describe(state, settings)
     unread = None  # the metrics of the step in flight
     with _StopOnSignals() as signals:
@@ -222,16 +242,18 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection)
                 budget_spent(cfg, clock() - start), signals.signum or 0
             )
             save = step % cfg.checkpoint_every == 0 or step == run_cfg.n_iters
-            if event or save or out_of_time or signum or plan.due(step):
+            probe_due = probe.due(step, run_cfg.n_iters) and not (out_of_time or signum)
+            if event or save or out_of_time or signum or plan.due(step) or probe_due:
                 meter.read(step, unread)
                 unread = None
             if save:
                 meter.may_shrink = True
             if plan.due(step):
-                run_cfg = dataclasses.replace(run_cfg, n_iters=plan.n_iters(step, clock() - start))
+                n_iters = plan.n_iters(step, clock() - start, probe.seconds, probe.per_step())
+                run_cfg = dataclasses.replace(run_cfg, n_iters=n_iters)
                 bar.total = run_cfg.n_iters
                 meter.plan(step, run_cfg.n_iters)
-            plan.note(step, clock() - start)
+            plan.note(step, clock() - start - probe.seconds)
             if event:
                 state = parallel.local_copy(state)  # grid events run in each process
                 state, pool = grid_events(state, pool, cfg, step, voxels, meter, filter_rays)
@@ -244,6 +266,8 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection)
                         f"step {step}: grid {state.resolution}, {settings.samples_per_ray} "
                         f"samples/ray, {len(pool.index)} training rays"
                     )
+            if probe_due:
+                meter.last_log += probe.run(state, step)  # left out of the rays/s
             if save or out_of_time or signum:
                 checkpoint.save(mngr, state, meter.buffers(settings, run_cfg, plan))
             if signum:
@@ -257,6 +281,13 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection)
                 if primary:
                     tqdm.write(f"--max-minutes {cfg.max_minutes} reached at step {step}")
                 break
+            if viewer is not None:
+                # A pause from the page is left out of the time budget and the rays/s.
+                paused = viewer.hold(state, step, lambda: signals.signum)
+                start += paused
+                meter.last_log += paused
+                if viewer.wants_field():
+                    viewer.show(state, step)
     bar.close()
     train_seconds = clock() - start
     mngr.wait_until_finished()
@@ -300,8 +331,10 @@ class _Meter:
     """What the loop learns from each step's metrics, read a step late: buffer peaks,
     non-finite steps in a row, and the logged scalars (TensorBoard, log.jsonl, tqdm)."""
 
-    def __init__(self, cfg, pool, writer, log, bar, start: tuple[int, float], saved) -> None:
+    def __init__(self, cfg, pool, writer, log, bar, start: tuple[int, float], saved,
+                 viewer=None) -> None:  # fmt: skip
         self.cfg, self.pool, self.writer, self.log, self.bar = cfg, pool, writer, log, bar
+        self.viewer = viewer
         self.peaks = saved.get("peaks")  # of the last step read, applied by `fit`
         # The buffers grow as soon as a step needs more, but shrink only at a few points
         # (the first fit after the start or a grid event, and after each checkpoint step),
@@ -346,6 +379,7 @@ class _Meter:
 
     def describe(self, state: training.TrainState, settings) -> None:
         """The grid's size and samples per ray, for the log."""
+        self.grid = state.resolution
         self.resolution = float(np.prod(state.resolution)) ** (1 / 3)
         self.samples_per_ray = settings.samples_per_ray
 
@@ -387,6 +421,8 @@ class _Meter:
         self.log.write(step, m)
         self.bar.set_postfix(loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.2f}",
                              rays_s=f"{m['rays_per_s']:.0f}")  # fmt: skip
+        if self.viewer is not None:
+            self.viewer.report(step, self.cfg.n_iters, m, self.grid)
         self.last_log, self.last_log_step = now, step
 
 
@@ -441,16 +477,62 @@ class BudgetPlan:
         )
 
     def note(self, step: int, seconds: float) -> None:
+        """`seconds`: of training alone (evaluations during it left out)."""
         if self.at is not None and self.warm is None and step >= self.at - PLAN_STEPS:
             self.warm = (step, seconds)
 
-    def n_iters(self, step: int, seconds: float) -> int:
-        """The planned length of the run, made at `step` after `seconds` of training."""
-        rate = (seconds - self.warm[1]) / (step - self.warm[0])  # seconds per step
+    def n_iters(self, step: int, seconds: float, evaluating: float, eval_per_step: float) -> int:
+        """The planned length of the run, made at `step` after `seconds` of training, of
+        which `evaluating` went to evaluations during it (--eval-every), which will go on
+        costing `eval_per_step` seconds per step."""
+        rate = (seconds - evaluating - self.warm[1]) / (step - self.warm[0])  # seconds per step
         left = self.cfg.max_minutes * 60.0 * (1.0 - RESERVE) - seconds
-        n_iters = step + max(int(left / max(rate, 1e-9)), 1)
+        n_iters = step + max(int(left / max(rate + eval_per_step, 1e-9)), 1)
         self.at, self.planned = None, True
         return parallel.from_primary(n_iters)[0]
+
+
+class _Probe:
+    """--eval-every: a few held-out views evaluated every so many steps, for TensorBoard's
+    curves (the final evaluation covers --eval-max-views)."""
+
+    def __init__(self, cfg: TrainConfig, writer) -> None:
+        self.cfg, self.writer = cfg, writer
+        self.seconds, self.count = 0.0, 0  # spent evaluating so far
+        self.views = None
+        if cfg.eval_every and cfg.eval_every < cfg.n_iters:
+            self.views = data.load_views(
+                cfg.dataset_path, cfg.eval_split, downscale=cfg.downscale,
+                max_views=cfg.eval_every_views, drop_missing=cfg.drop_missing_images,
+            )  # fmt: skip
+
+    def due(self, step: int, n_iters: int) -> bool:
+        return self.views is not None and step % self.cfg.eval_every == 0 and step < n_iters
+
+    def run(self, state: training.TrainState, step: int) -> float:
+        """Evaluate (every process renders its share) and log (process 0); returns the
+        seconds it took."""
+        start = clock()
+        metrics, previews = evaluate_views(state, self.cfg, self.views, None)
+        seconds = clock() - start
+        self.seconds += seconds
+        self.count += 1
+        if self.writer is None:
+            return seconds
+        tag = f"{self.cfg.eval_split}_during_training"
+        self.writer.add_scalar(f"{tag}/psnr", metrics["psnr"], step)
+        self.writer.add_scalar(f"{tag}/ssim", metrics["ssim"], step)
+        for i, out in enumerate(previews):
+            self.writer.add_image(f"{tag}/rgb_{i}", np.clip(out["rgb"], 0, 1), step,
+                                  dataformats="HWC")  # fmt: skip
+            self.writer.add_image(f"{tag}/depth_{i}", out["depth_vis"], step, dataformats="HWC")
+        tqdm.write(f"step {step}: {self.cfg.eval_split} PSNR {metrics['psnr']:.2f} dB over "
+                   f"{metrics['n_views']} views ({seconds:.1f} s)")  # fmt: skip
+        return seconds
+
+    def per_step(self) -> float:
+        """Seconds of evaluation per training step, as measured so far."""
+        return self.seconds / self.count / self.cfg.eval_every if self.count else 0.0
 
 
 class _StopOnSignals:

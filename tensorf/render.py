@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Literal
 
 import jax
@@ -283,7 +284,8 @@ def render_image(
     intrinsics: Intrinsics,
     chunk: int = 8192,
     mesh: Mesh | None = None,
-) -> tuple[dict[str, np.ndarray], RenderSettings]:
+    cancelled: Callable[[], bool] | None = None,
+) -> tuple[dict[str, np.ndarray] | None, RenderSettings]:
     """Render a full view in fixed-size chunks of rays, each split over the devices of
     `mesh` (default: all); a chunk whose buffers overflowed is rendered again with larger
     ones, so the image is exact.
@@ -295,11 +297,15 @@ def render_image(
     Returns rgb (H, W, 3), depth (H, W) and acc (H, W) as numpy arrays with the mean
     density evaluations and shaded samples per ray, and the settings with the buffer
     sizes (per device) that fitted: pass them on to the next image to avoid retries.
+    `cancelled` is asked before each chunk; once it says yes, the image is None (the
+    viewer's camera moved on).
     """
     mesh = mesh or data_mesh()
     chunk = -(-chunk // mesh.size) * mesh.size
-    if np.prod(params["density"].resolution) <= BAKE_MAX_VOXELS:
-        params = {**params, "density": decomposition.bake(params["density"])}
+    density = params["density"]
+    baked = isinstance(density, decomposition.Baked)
+    if not baked and np.prod(density.resolution) <= BAKE_MAX_VOXELS:
+        params = {**params, "density": decomposition.bake(density)}
     height, width = intrinsics.height, intrinsics.width
     n = height * width
     pixels = np.arange(n)
@@ -317,6 +323,8 @@ def render_image(
 
     outs, total = [], np.zeros(2)
     for i in range(0, m + pad, chunk):
+        if cancelled is not None and cancelled():
+            return None, settings
         rays = split_rows(mesh, origins[i : i + chunk], dirs[i : i + chunk])
         while True:
             *out, counts, peaks = _render_chunk(params, aabb, mask, *rays, cfg, settings, mesh)
@@ -343,7 +351,7 @@ def render_image(
         "depth": np.zeros((n, 1), np.float32),
         "acc": np.zeros((n, 1), np.float32),
     }
-    for key, values in zip(image, zip(*outs, strict=True), strict=True):
+    for key, values in zip(image, zip(*outs, strict=True), strict=True) if outs else ():
         image[key][order] = np.concatenate(values)[:m].reshape(m, -1)
     image = {key: values.reshape(height, width, -1) for key, values in image.items()}
     image["depth"], image["acc"] = image["depth"][..., 0], image["acc"][..., 0]

@@ -12,10 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from synthetic import write_room_capture
+from test_viewer import assert_first_view_shows_the_scene
 
 from tensorf import checkpoint, experiment
 from tensorf.config import PRESETS
 from tensorf.contraction import contract, sample_distances
+from tensorf.data import load_views
 from tensorf.orbit import OrbitArgs, path_poses
 
 coordinate = st.floats(-1e30, 1e30, allow_nan=False, allow_subnormal=False)
@@ -87,6 +89,7 @@ def test_contraction_beats_a_plain_box_on_a_far_background(tmp_path):
 
     # The run keeps its placement; the orbit circles the centre at the cameras' height.
     run = tmp_path / "run_True"
+    assert_first_view_shows_the_scene(run, load_views(scene, "train").images)
     saved = json.loads((run / "cameras.json").read_text())
     assert saved["kind"] == "capture"
     assert saved["placement"]["scale"] == pytest.approx(1.0, rel=0.05)

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tensorf import cli, evaluate, experiment, export_mesh, orbit
+from tensorf import cli, evaluate, experiment, export_mesh, orbit, viewer
 
 EXAMPLES = 60
 
@@ -79,7 +79,7 @@ TRAIN_OPTIONS = [
     "--model.distance-scale", "--model.init-scale", "--render.step-ratio",
     "--render.max-samples", "--render.appearance-samples", "--render.near", "--render.far",
     "--render.outer-samples", "--render.chunk", "--distributed.num-processes",
-    "--distributed.process-id",
+    "--distributed.process-id", "--eval-every", "--eval-every-views", "--viewer-port",
 ]  # fmt: skip
 TUPLE_OPTIONS = ["--aabb", "--upsample-steps", "--mask-steps", "--model.density-components",
                  "--model.appearance-components", "--model.cp-components"]  # fmt: skip
@@ -87,8 +87,9 @@ CHOICES = {
     "--precision": ["f32", "bf16", "f16", "f64"], "--model.decomposition": ["vm", "cp", "tt"],
     "--render.background": ["white", "black", "random", "grey"],
     "--eval-split": ["test", "train", "val", "nope"], "--adam-on-upsample": ["reset", "x"],
+    "--viewer-host": ["127.0.0.1", "", "0.0.0.0", "a b"],
 }  # fmt: skip
-FLAGS = ["--render.ndc", "--render.contract", "--resume", "--drop-missing-images"]
+FLAGS = ["--render.ndc", "--render.contract", "--resume", "--drop-missing-images", "--viewer"]
 
 
 @st.composite
@@ -123,6 +124,7 @@ ORBIT_OPTIONS = ["--frames", "--fps", "--elevation", "--radius", "--width", "--h
                  "--chunk"]  # fmt: skip
 EVALUATE_OPTIONS = ["--max-views", "--downscale", "--fps"]
 EXPORT_OPTIONS = ["--resolution", "--level", "--chunk"]
+VIEWER_OPTIONS = ["--port", "--resolution", "--reload-seconds"]
 
 
 @st.composite
@@ -138,6 +140,7 @@ TOOLS = {
     "evaluate": (evaluate.main, "evaluate", EVALUATE_OPTIONS, (evaluate, "render_image"), None),
     "export": (export_mesh.main, "export_mesh", EXPORT_OPTIONS, (export_mesh, "_batched"),
                ".ply"),
+    "viewer": (viewer.main, "viewer", VIEWER_OPTIONS, (viewer, "FieldViewer"), None),
 }  # fmt: skip
 
 
@@ -172,7 +175,7 @@ def corrupt(path: Path, rng: random.Random) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("tool", ["render", "evaluate", "export", "resume"])
+@pytest.mark.parametrize("tool", ["render", "evaluate", "export", "viewer", "resume"])
 def test_corrupt_run_directories(sphere_run, monkeypatch, tmp_path, tool):
     cfg, _ = sphere_run
     if tool == "resume":

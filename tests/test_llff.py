@@ -21,6 +21,7 @@ from synthetic import (
     rotation_xyz,
     write_llff_scene,
 )
+from test_viewer import assert_first_view_shows_the_scene
 
 from tensorf import checkpoint, experiment, training
 from tensorf.cameras import Intrinsics, pixel_rays, spiral_poses
@@ -440,6 +441,9 @@ def test_fern_quick_run(tmp_path):
     depth = out["depth"] / np.maximum(out["acc"], 1e-6)
     inside = (depth > 0.9 * near) & (depth < 1.5 * far)
     assert inside.mean() > 0.9 and np.median(depth) > 1.5
+
+    # The live viewer's first view of it shows the scene.
+    assert_first_view_shows_the_scene(cfg.run_dir, load_views(fern, "train", downscale=8).images)
 
     # The default video path of a forward-facing run is the spiral; RGB and depth videos.
     video = tmp_path / "spiral.mp4"

@@ -1,21 +1,28 @@
-"""The training loop's speed promises: it never waits for the step it just queued, and
---fill-budget fits the run to the budget (checked with a fake clock), reproducibly."""
+"""The training loop's promises: it never waits for the step it just queued; --fill-budget
+fits the run to the budget (checked with a fake clock), reproducibly, evaluations during
+training included; those evaluations reach TensorBoard."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import shutil
 import signal
+import struct
 
+import imageio.v3 as iio
 import jax
 import numpy as np
 import pytest
 from jax._src.array import ArrayImpl
 from synthetic import sphere_config
+from tensorboardX.proto import event_pb2
 
-from tensorf import checkpoint, experiment, training
+from tensorf import checkpoint, data, experiment, training
 from tensorf.cli import Interrupted
+from tensorf.config import PRESETS
+from tensorf.evaluate import evaluate_views
 
 
 def loop_config(scene, run_dir, **overrides):
@@ -146,3 +153,56 @@ def test_fill_budget_plan_survives_resume(sphere_scene, tmp_path, monkeypatch):
     assert int(state_a.step) == int(state_b.step) == planned(cfg_a)
     for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def read_tensorboard(folder) -> dict[str, dict[int, object]]:
+    """Every value in a TensorBoard folder's event files (TFRecords of Event protos):
+    {tag: {step: scalar, or an image's encoded bytes}}."""
+    values: dict[str, dict[int, object]] = {}
+    for path in sorted(folder.glob("events.*")):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])  # then the length's CRC
+            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
+            at += 12 + length + 4  # and the data's CRC
+            for v in event.summary.value:
+                image = v.image.encoded_image_string
+                values.setdefault(v.tag, {})[event.step] = image or v.simple_value
+    return values
+
+
+def test_evaluations_during_training_reach_tensorboard(sphere_scene, tmp_path):
+    """--eval-every: at steps 20, 40 and 60 of 80, the PSNR of two held-out views and their
+    renders are logged; each is that of the state checkpointed at its step (20 and 60
+    checked)."""
+    cfg = loop_config(sphere_scene, tmp_path / "run", eval_every=20, eval_every_views=2,
+                      checkpoint_every=20, keep_checkpoints=4)  # fmt: skip
+    experiment.train(cfg)
+    logged = read_tensorboard(cfg.run_dir / "tensorboard")
+    tag = "test_during_training"
+    assert sorted(logged[f"{tag}/psnr"]) == [20, 40, 60]
+    assert sorted(logged["test/psnr"]) == [80]
+    for name in ("rgb_0", "rgb_1", "depth_0", "depth_1"):
+        for step in (20, 40, 60):
+            assert iio.imread(logged[f"{tag}/{name}"][step]).shape == (32, 32, 3)
+    views = data.load_views(sphere_scene, "test", max_views=2)
+    for step in (20, 60):
+        alone = tmp_path / f"at_{step}"
+        shutil.copytree(cfg.run_dir / "checkpoints" / str(step), alone / "checkpoints" / str(step))
+        state = checkpoint.restore_latest(checkpoint.manager(alone), cfg)[0]
+        metrics, _ = evaluate_views(state, cfg, views, None)
+        assert logged[f"{tag}/psnr"][step] == pytest.approx(metrics["psnr"], abs=1e-4)
+        assert logged[f"{tag}/ssim"][step] == pytest.approx(metrics["ssim"], abs=1e-4)
+    assert logged[f"{tag}/psnr"][60] > logged[f"{tag}/psnr"][20]
+
+
+def test_fill_budget_plans_for_evaluations_during_training():
+    cfg = dataclasses.replace(PRESETS["quick"][1], max_minutes=10.0)
+    plan = experiment.BudgetPlan(cfg, planned=False)
+    at = plan.at
+    plan.note(at - experiment.PLAN_STEPS, 100.0)
+    # 100 steps took 10 s of training, and an evaluation 5 s; evaluations will go on
+    # costing 5 ms per step: the rest of the budget (588 s less the 115 spent) goes to
+    # steps of 100 + 5 ms.
+    n_iters = plan.n_iters(at, 115.0, evaluating=5.0, eval_per_step=0.005)
+    assert n_iters == at + int((600 * (1 - experiment.RESERVE) - 115) / 0.105)

@@ -18,7 +18,7 @@ from cli_helpers import REPO
 from tensorf import data, experiment
 from tensorf.config import DEMO_SCENE, PRESETS
 
-SCRIPTS = ("tensorf-train", "tensorf-eval", "tensorf-render", "tensorf-mesh")
+SCRIPTS = ("tensorf-train", "tensorf-eval", "tensorf-render", "tensorf-mesh", "tensorf-viewer")
 
 
 def _requirement_lines(path: Path) -> list[str]:

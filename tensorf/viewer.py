@@ -1,0 +1,410 @@
+"""A live view of a radiance field in the browser, served with viser.
+
+python -m tensorf.viewer --run-dir R       # a finished (or running) run's latest checkpoint
+python train.py quick ... --viewer         # the field while it trains
+
+The browser's camera drives the render: a small preview while it moves, then a sharp frame
+(abandoned as soon as the camera moves again) once it has stood still.
+
+viser, not nerfview (which wraps viser for the same purpose): nerfview 0.1.3 imports torch in
+its render panel without declaring it (a 2 GB install for a JAX project), ends the whole
+process with `os._exit` when a render raises (a client that vanished mid-render would stop
+training), and interrupts renders with `sys.settrace`, which slows every line its render
+thread runs. The render loop we need over viser is short, and is below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import tyro
+import viser
+import viser.transforms as vtf
+
+from tensorf import checkpoint, cli, decomposition, parallel
+from tensorf.cameras import Intrinsics, average_pose, spiral_focus
+from tensorf.config import TrainConfig
+from tensorf.render import BAKE_MAX_VOXELS, render_image
+from tensorf.training import TrainState, ndc_for, render_settings
+from tensorf.visualize import colorize_depth, depth_range, to_uint8
+
+PREVIEW = 128  # longest side of the frames rendered while the camera moves
+STILL = 0.25  # seconds without a camera update before the frame sharpens
+MAX_FRUSTUMS = 300  # training cameras drawn (evenly spaced among them)
+# OpenGL camera axes (ours: +y up, looking down -z) <-> OpenCV's (viser's: +y down, +z ahead).
+FLIP = np.diag([1.0, -1.0, -1.0])
+
+
+def c2w_from_viser(wxyz: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """(4, 4) OpenGL camera-to-world of a viser camera (OpenCV axes)."""
+    c2w = np.eye(4)
+    c2w[:3, :3] = vtf.SO3(np.asarray(wxyz, np.float64)).as_matrix() @ FLIP
+    c2w[:3, 3] = position
+    return c2w
+
+
+def viser_wxyz(c2w: np.ndarray) -> np.ndarray:
+    """The viser (OpenCV axes) orientation of an OpenGL camera-to-world (4, 4)."""
+    return vtf.SO3.from_matrix(np.asarray(c2w)[:3, :3] @ FLIP).wxyz
+
+
+def frame_intrinsics(fov: float, aspect: float, longest: int) -> Intrinsics:
+    """A pinhole with the browser's vertical field of view (radians) and aspect (width /
+    height), `longest` pixels along its longer side."""
+    if aspect >= 1.0:
+        width, height = longest, max(1, round(longest / aspect))
+    else:
+        width, height = max(1, round(longest * aspect)), longest
+    focal = 0.5 * height / np.tan(0.5 * fov)
+    return Intrinsics(focal, focal, 0.5 * width, 0.5 * height, width, height)
+
+
+@dataclasses.dataclass(frozen=True)
+class Home:
+    """Where the first view stands: the scene's up direction, a camera position, the point
+    it looks at, and the training cameras' vertical field of view."""
+
+    up: np.ndarray
+    position: np.ndarray
+    look_at: np.ndarray
+    fov: float
+
+    def c2w(self) -> np.ndarray:
+        """(4, 4) OpenGL camera-to-world of this view, its image up along `up`."""
+        back = self.position - self.look_at
+        back = back / np.linalg.norm(back)
+        right = np.cross(self.up, back)
+        right = right / np.linalg.norm(right)
+        c2w = np.eye(4)
+        c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = (
+            right, np.cross(back, right), back, self.position
+        )  # fmt: skip
+        return c2w
+
+
+def home_view(cfg: TrainConfig, cameras: dict) -> Home:
+    """From the training cameras: their mean up vector; objects are looked at towards the
+    box's centre, captures towards the placed centre (the origin), from a fifth further out
+    than the first training camera (whose frustum would otherwise frame the view);
+    forward-facing scenes from the average camera towards the spiral's focus."""
+    c2w, train = cameras["c2w"], cameras["intrinsics"]
+    up = c2w[:, :3, 1].mean(0)
+    up = up / max(np.linalg.norm(up), 1e-9)
+    fov = 2.0 * np.arctan(0.5 * train.height / train.fy)
+    if cameras["kind"] == "forward-facing":
+        position = average_pose(c2w)[:3, 3]
+        target = spiral_focus(c2w, cameras["depth_bounds"])
+    else:
+        box_centre = np.reshape(cfg.aabb, (2, 3)).mean(0)
+        target = np.zeros(3) if cameras["kind"] == "capture" else box_centre
+        position = target + 1.2 * (c2w[0, :3, 3] - target)
+    return Home(up, np.asarray(position, np.float64), np.asarray(target, np.float64), fov)
+
+
+@dataclasses.dataclass
+class _Field:
+    """A copy of the field to render (the trainer's own arrays are donated to the next
+    step), with what rendering it needs, prepared on the render thread."""
+
+    version: int
+    step: int
+    params: dict
+    aabb: jax.Array
+    mask: object
+    settings: object = None  # RenderSettings, fitted frame after frame
+
+
+@dataclasses.dataclass
+class _Client:
+    handle: viser.ClientHandle
+    moves: int = 0  # camera updates received
+    moved: float = 0.0  # when the last one came
+    shown: tuple = ()  # (moves, field version, mode, sharp) of the frame on screen
+
+
+class FieldViewer:
+    """A viser server that renders the field from each browser's camera on a thread of its
+    own. The trainer hands it copies of the field (`show`) and its scalars (`report`), and
+    waits in `hold` while a browser has paused training."""
+
+    def __init__(self, cfg: TrainConfig, cameras: dict, host: str, port: int,
+                 resolution: int = 512, training: bool = False) -> None:  # fmt: skip
+        self.cfg, self.cameras, self.resolution = cfg, cameras, resolution
+        self.ndc = ndc_for(cfg, cameras["intrinsics"])
+        self.device = jax.local_devices()[0]
+        # One device: the viewer's renders then hold no collectives that could interleave
+        # with the training step's.
+        self.mesh = parallel.data_mesh([self.device])
+        self.server = viser.ViserServer(host=host, port=port, verbose=False)
+        self.url = f"http://{host}:{self.server.get_port()}"
+        self.frames = 0  # frames rendered, for tests and benchmarks
+        self._field: _Field | None = None
+        self._clients: dict[int, _Client] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._next_show = 0.0  # when the trainer may hand over a new field
+        self._scene()
+        self._gui(training)
+        self.server.on_client_connect(self._connect)
+        self.server.on_client_disconnect(self._disconnect)
+        self._thread = threading.Thread(target=self._render_loop, daemon=True)
+        self._thread.start()
+
+    # --- what the trainer and the command line call ------------------------------------
+
+    def show(self, state: TrainState, step: int) -> None:
+        """Render this state from now on. The copy is queued behind the step that made it
+        and is read only on the render thread: the training loop never waits for it."""
+        params, aabb, mask = jax.device_put((state.params, state.aabb, state.mask),
+                                            self.device, may_alias=False)  # fmt: skip
+        with self._lock:
+            version = self._field.version + 1 if self._field else 0
+            self._field = _Field(version, step, params, aabb, mask)
+        self._wake.set()
+
+    def wants_field(self) -> bool:
+        """Whether a browser is watching and the renderer is ready for a newer field: it
+        spends at most about a fifth of the time rendering training's progress."""
+        return bool(self._clients) and time.monotonic() >= self._next_show
+
+    def report(self, step: int, n_iters: int, scalars: dict, grid: tuple[int, int, int]) -> None:
+        """The training panel's figures."""
+        self._stats.content = (
+            f"**step** {step} of {n_iters}  \n**loss** {scalars['loss']:.5f}  \n"
+            f"**PSNR** {scalars['psnr']:.2f} dB  \n**rays/s** {scalars['rays_per_s']:.0f}  \n"
+            f"**grid** {' x '.join(map(str, grid))}"
+        )
+
+    def hold(self, state: TrainState, step: int, stop) -> float:
+        """While a browser has paused training, show this state and wait (until `stop()`
+        is true, e.g. a signal came); returns the seconds waited."""
+        if not self._paused.is_set():
+            return 0.0
+        start = time.monotonic()
+        self.show(state, step)
+        while self._paused.is_set() and not stop() and not self._stop.is_set():
+            time.sleep(0.05)
+        return time.monotonic() - start
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self.server.stop()
+
+    # --- the page -------------------------------------------------------------------------
+
+    def _gui(self, training: bool) -> None:
+        gui = self.server.gui
+        if training:
+            with gui.add_folder("Training"):
+                self._stats = gui.add_markdown("waiting for the first log step")
+                self.pause_button = gui.add_button("Pause training")
+
+                @self.pause_button.on_click
+                def _(_) -> None:
+                    if self._paused.is_set():
+                        self._paused.clear()
+                        self.pause_button.label = "Pause training"
+                    else:
+                        self._paused.set()
+                        self.pause_button.label = "Resume training"
+
+        with gui.add_folder("View"):
+            self.mode = gui.add_dropdown("Show", ("RGB", "depth"), initial_value="RGB")
+            self._sharp = gui.add_slider("Sharp frame (px)", min=64, max=2048, step=32,
+                                         initial_value=self.resolution)  # fmt: skip
+            self.show_cameras = gui.add_checkbox("Training cameras", initial_value=True)
+            self._field_step = gui.add_markdown("")
+
+        @self.show_cameras.on_update
+        def _(_) -> None:
+            for handle in self._frustums:
+                handle.visible = self.show_cameras.value
+
+        for handle in (self.mode, self._sharp):
+            handle.on_update(lambda _: self._wake.set())
+
+    def _scene(self) -> None:
+        c2w, train = self.cameras["c2w"], self.cameras["intrinsics"]
+        home = home_view(self.cfg, self.cameras)
+        self.server.scene.set_up_direction(home.up)
+        camera = self.server.initial_camera
+        camera.position, camera.look_at, camera.up, camera.fov = (
+            home.position, home.look_at, home.up, home.fov
+        )  # fmt: skip
+        size = np.median(np.linalg.norm(c2w[:, :3, 3] - home.look_at, axis=-1))
+        shown = np.linspace(0, len(c2w) - 1, min(len(c2w), MAX_FRUSTUMS)).astype(int)
+        self._frustums = [
+            self.server.scene.add_camera_frustum(
+                f"/training_cameras/{i}", fov=home.fov, aspect=train.width / train.height,
+                scale=0.05 * size, thickness=0.002 * size, color=(255, 160, 40),
+                wxyz=viser_wxyz(c2w[i]), position=c2w[i, :3, 3],
+            )
+            for i in np.unique(shown)
+        ]  # fmt: skip
+
+    def _connect(self, handle: viser.ClientHandle) -> None:
+        client = _Client(handle)
+
+        @handle.camera.on_update
+        def _(_) -> None:
+            client.moves += 1
+            client.moved = time.monotonic()
+            self._wake.set()
+
+        with self._lock:
+            self._clients[handle.client_id] = client
+        self._wake.set()
+
+    def _disconnect(self, handle: viser.ClientHandle) -> None:
+        with self._lock:
+            self._clients.pop(handle.client_id, None)
+        self._wake.set()
+
+    # --- the render thread ----------------------------------------------------------------
+
+    def _render_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()  # a camera moved, a field came, a client (dis)connected...
+            self._wake.clear()
+            with self._lock:
+                field, clients = self._field, list(self._clients.values())
+            for client in clients:
+                try:
+                    self._serve(client, field)
+                except Exception as error:  # noqa: BLE001 (a browser gone mid-frame, say)
+                    if client.handle.client_id in self._clients:
+                        print(f"viewer: a frame failed ({type(error).__name__}: {error})",
+                              file=sys.stderr)  # fmt: skip
+                        time.sleep(1.0)
+                        self._wake.set()  # try again
+
+    def _serve(self, client: _Client, field: _Field | None) -> None:
+        """Render what the client should see next, if anything: a preview after the camera
+        moved, a sharp frame once it stood still for STILL seconds (or the field changed)."""
+        camera = client.handle.camera
+        if field is None or camera.update_timestamp == 0.0:
+            return
+        moves, mode = client.moves, self.mode.value
+        shown = client.shown
+        if shown[:1] != (moves,):
+            sharp = False
+        elif shown == (moves, field.version, mode, True):
+            return
+        elif time.monotonic() - client.moved < STILL:
+            self._wake.set()  # come back once it has stood still
+            time.sleep(0.02)
+            return
+        else:
+            sharp = True
+        c2w = c2w_from_viser(camera.wxyz, camera.position)
+        # Sharp: the canvas's own size, up to the slider's; never more pixels than shown.
+        longest = min(max(camera.image_width, camera.image_height), int(self._sharp.value))
+        k = frame_intrinsics(camera.fov, camera.aspect, longest if sharp else min(longest, PREVIEW))
+
+        def cancelled() -> bool:  # a sharp frame is abandoned once the camera moves again
+            return self._stop.is_set() or (sharp and client.moves != moves)
+
+        started = time.monotonic()
+        frame = self.render(c2w, k, mode, cancelled, field)
+        if frame is None:
+            return
+        client.handle.scene.set_background_image(frame, format="jpeg",
+                                                 jpeg_quality=90 if sharp else 60)  # fmt: skip
+        client.shown = (moves, field.version, mode, sharp)
+        self.frames += 1
+        self._field_step.content = f"field of step {field.step}"
+        if sharp:
+            self._next_show = time.monotonic() + max(1.0, 4.0 * (time.monotonic() - started))
+        self._wake.set()
+
+    def render(self, c2w: np.ndarray, k: Intrinsics, mode: str = "RGB", cancelled=None,
+               field: _Field | None = None) -> np.ndarray | None:  # fmt: skip
+        """A frame (H, W, 3) uint8 of the field (default: the latest shown) from camera
+        `c2w` (4, 4) through `k`, RGB or depth; None once `cancelled()` (asked between
+        chunks of rays)."""
+        field = field or self._field
+        if field.settings is None:
+            density = field.params["density"]
+            field.settings = render_settings(self.cfg, np.asarray(field.aabb),
+                                             density.resolution, self.ndc, field.mask)  # fmt: skip
+            if np.prod(density.resolution) <= BAKE_MAX_VOXELS:  # once, not once per frame
+                field.params = {**field.params, "density": decomposition.bake(density)}
+        out, field.settings = render_image(
+            field.params, self.cfg.model, field.settings, field.aabb, field.mask, c2w, k,
+            self.cfg.render.chunk, self.mesh, cancelled,
+        )  # fmt: skip
+        if out is None:
+            return None
+        if mode == "RGB":
+            return to_uint8(out["rgb"])
+        if self.cameras["depth_bounds"] is not None:
+            near, far = self.cameras["depth_bounds"]
+        else:
+            near, far = depth_range(c2w[None], np.asarray(field.aabb))
+        return colorize_depth(out["depth"], out["acc"], near, far)
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewerArgs:
+    """Look at a run's field in the browser: its latest checkpoint, reloaded as a running
+    trainer saves newer ones."""
+
+    run_dir: Path
+    """Run directory written by train.py / train_lego.py."""
+    host: str = "127.0.0.1"
+    """Address to listen on. The default serves this machine only; from another machine,
+    forward the port over ssh (`ssh -L 8080:localhost:8080 host`) rather than listen on
+    0.0.0.0, which lets anyone who can reach this machine see the scene."""
+    port: int = 8080
+    """Port to listen on (the next free one if it is taken; 0: any free port)."""
+    resolution: int = 512
+    """Longest side, in pixels, of the sharp frame drawn once the camera stands still, at
+    most (it is the canvas's size below that); also a slider on the page."""
+    reload_seconds: float = 5.0
+    """How often to look for a newer checkpoint of a run that is still training."""
+
+
+def serve(args: ViewerArgs, until=None) -> None:
+    """Serve the run until Ctrl-C (or until `until()` is true)."""
+    if not args.host or any(c.isspace() for c in args.host):
+        raise cli.ConfigError(f"--host {args.host!r}: give an address such as 127.0.0.1")
+    cli.check_numbers(("--port", args.port, 0, 65535, int),
+                      ("--resolution", args.resolution, 64, 2048, int),
+                      ("--reload-seconds", args.reload_seconds, 0.1, 86400.0, float))  # fmt: skip
+    cfg, state = checkpoint.load_run(args.run_dir)
+    viewer = FieldViewer(cfg, checkpoint.load_cameras(args.run_dir), args.host, args.port,
+                         args.resolution)  # fmt: skip
+    viewer.show(state, int(state.step))
+    print(f"viewer: open {viewer.url} (step {int(state.step)} of {args.run_dir}); Ctrl-C stops")
+    mngr, step = checkpoint.manager(args.run_dir), int(state.step)
+    try:
+        while not (until and until()):
+            time.sleep(args.reload_seconds)
+            mngr.reload()
+            if (mngr.latest_step() or 0) > step:
+                state = checkpoint.restore_latest(mngr, cfg)[0]
+                step = int(state.step)
+                viewer.show(state, step)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        viewer.close()
+
+
+def main() -> None:
+    """The command line (`python -m tensorf.viewer`, `tensorf-viewer`)."""
+    cli.run_main(lambda: serve(tyro.cli(ViewerArgs)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""The live viewer, looked at through a real headless browser (Debian's chromium, driven by
+Selenium through Debian's chromedriver): a trained sphere appears where and in the colours
+the analytic oracle says, it follows the camera, and training with a browser watching (and
+pausing, and going away) ends exactly where training without one does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import imageio.v3 as iio
+import jax
+import numpy as np
+import pytest
+from synthetic import sphere_config, surface_colour
+
+from tensorf import checkpoint, experiment, viewer
+from tensorf.cameras import pixel_rays
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="no browser: needs Debian's chromium and chromium-driver "
+    "(apt-get install chromium chromium-driver, which .ci/run does)",
+)
+SPHERE_RADIUS = 0.6  # write_sphere_scene's
+
+
+def test_viser_cameras_are_ours_with_opencv_axes():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        position = rng.normal(size=3)
+        home = viewer.Home(up=np.array([0.0, 0.0, 1.0]), position=position,
+                           look_at=rng.normal(size=3) * 0.1, fov=0.8)  # fmt: skip
+        c2w = home.c2w()
+        np.testing.assert_allclose(viewer.c2w_from_viser(viewer.viser_wxyz(c2w), position), c2w,
+                                   atol=1e-9)  # fmt: skip
+        # The centre pixel's ray runs through the point looked at; image up is world up.
+        k = viewer.frame_intrinsics(home.fov, 1.5, 64)  # 64 x 43: the centre is (31.5, 21)
+        assert (k.width, k.height) == (64, 43)
+        rays = pixel_rays(c2w[None], np.array([31.5]), np.array([21.0]), k)
+        origin, direction = (np.asarray(x, np.float64)[0] for x in rays)
+        to_target = home.look_at - origin
+        np.testing.assert_allclose(direction, to_target / np.linalg.norm(to_target), atol=1e-5)
+        assert c2w[2, 1] > 0
+    k = viewer.frame_intrinsics(2 * np.arctan(0.5), 0.5, 100)  # 45 degrees, portrait
+    assert (k.width, k.height, k.fy) == (50, 100, pytest.approx(100.0))
+
+
+def assert_first_view_shows_the_scene(run_dir, images: np.ndarray) -> None:
+    """The viewer's first view of a run (rendered without a browser) shows the scene: RGB
+    near the training images' mean colour and far from flat, a depth map that varies."""
+    cfg, state = checkpoint.load_run(run_dir)
+    cameras = checkpoint.load_cameras(run_dir)
+    v = viewer.FieldViewer(cfg, cameras, "127.0.0.1", 0)
+    try:
+        v.show(state, int(state.step))
+        home = viewer.home_view(cfg, cameras)
+        train = cameras["intrinsics"]
+        k = viewer.frame_intrinsics(home.fov, train.width / train.height, 64)
+        rgb, depth = (v.render(home.c2w(), k, mode) for mode in ("RGB", "depth"))
+    finally:
+        v.close()
+    rgb = rgb / 255.0
+    assert abs(rgb.mean() - images.mean()) < 0.08 and rgb.std() > 0.05, (rgb.mean(), rgb.std())
+    assert depth.std() > 5
+
+
+@contextmanager
+def browser(url: str):
+    """Headless chromium showing `url`, with WebGL in software (SwiftShader)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=800,600", "--use-angle=swiftshader",
+                "--enable-unsafe-swiftshader"):  # fmt: skip
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        driver.get(url)
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+class Recorded(viewer.FieldViewer):
+    """The viewer, remembered so that the test can reach its clients and handles."""
+
+    made: list[Recorded] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.paused_seconds = 0.0
+        self.held_at = None  # the step at which training waited for a pause to end
+        Recorded.made.append(self)
+
+    def hold(self, state, step: int, stop) -> float:
+        if self._paused.is_set():
+            self.held_at = step
+        waited = super().hold(state, step, stop)
+        self.paused_seconds += waited
+        return waited
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    Recorded.made = []
+    monkeypatch.setattr(viewer, "FieldViewer", Recorded)
+    return Recorded.made
+
+
+def the_client(v: viewer.FieldViewer):
+    wait_for(lambda: v._clients, 60, "the browser to connect")
+    return next(iter(v._clients.values()))
+
+
+def sharp_frame_shown(client) -> bool:
+    return bool(client.shown) and client.shown[0] == client.moves and client.shown[3]
+
+
+def oracle(camera) -> tuple[np.ndarray, np.ndarray]:
+    """The sphere as the browser's camera sees it, on the canvas's pixel grid: colour
+    (H, W, 3) and how far inside the silhouette each pixel's ray passes (H, W), in units of
+    the radius (negative: it misses)."""
+    c2w = viewer.c2w_from_viser(camera.wxyz, camera.position)
+    width, height = camera.image_width, camera.image_height
+    k = viewer.frame_intrinsics(camera.fov, camera.aspect, max(width, height))
+    rows, cols = np.mgrid[0:height, 0:width]
+    origins, dirs = (np.asarray(x, np.float64) for x in pixel_rays(c2w, cols, rows, k))
+    b = np.sum(origins * dirs, -1)
+    closest = np.linalg.norm(origins - b[..., None] * dirs, axis=-1)
+    t = -b - np.sqrt(np.maximum(SPHERE_RADIUS**2 - closest**2, 0.0))
+    normals = (origins + t[..., None] * dirs) / SPHERE_RADIUS
+    inside = 1.0 - closest / SPHERE_RADIUS
+    return np.where(inside[..., None] > 0, surface_colour(normals), 1.0), inside
+
+
+def check_screenshot(driver, camera) -> tuple[np.ndarray, np.ndarray]:
+    """The canvas's pixels (H, W, 3) in [0, 1] match the oracle: the sphere's colours well
+    inside its silhouette, white well outside it. Returns them, and where the sphere is."""
+    shot = iio.imread(driver.get_screenshot_as_png())[..., :3] / 255.0
+    expected, inside = oracle(camera)
+    canvas = shot[: expected.shape[0], : expected.shape[1]]
+    assert canvas.shape == expected.shape, (shot.shape, expected.shape)
+    # The top rows hold viser's "software WebGL" notice.
+    below_notice = np.arange(canvas.shape[0])[:, None] > 160
+    on_sphere, off_sphere = (inside > 0.15) & below_notice, (inside < -0.3) & below_notice
+    assert on_sphere.sum() > 2000 and off_sphere.sum() > 2000
+    error = np.abs(canvas - expected).mean(-1)
+    assert np.median(error[on_sphere]) < 0.06, np.median(error[on_sphere])
+    assert np.percentile(error[on_sphere], 90) < 0.15
+    assert np.median(canvas[off_sphere]) > 0.95
+    return canvas, on_sphere
+
+
+@pytest.mark.slow
+@needs_browser
+def test_browser_shows_the_sphere_and_follows_the_camera(sphere_run, recorded):
+    cfg, _ = sphere_run
+    stop = threading.Event()
+    args = viewer.ViewerArgs(run_dir=cfg.run_dir, port=0, reload_seconds=0.2)
+    server = threading.Thread(target=viewer.serve, args=(args, stop.is_set))
+    server.start()
+    try:
+        wait_for(lambda: recorded, 60, "the viewer to start")
+        v = recorded[0]
+        assert v.url.startswith("http://127.0.0.1:")
+        with browser(v.url) as driver:
+            client = the_client(v)
+            v.show_cameras.value = False  # frustums would cross the frame
+            wait_for(lambda: sharp_frame_shown(client), 120, "a sharp frame")
+            time.sleep(1.0)
+            first, on_first = check_screenshot(driver, client.handle.camera)
+
+            # A quarter turn round the sphere: other colours face the camera.
+            camera = client.handle.camera
+            moves = client.moves
+            position = np.array(camera.position)
+            camera.position = np.array([-position[1], position[0], position[2]])
+            camera.look_at = np.zeros(3)
+            wait_for(lambda: client.moves > moves and sharp_frame_shown(client), 120,
+                     "the frame of the moved camera")  # fmt: skip
+            time.sleep(1.0)
+            second, on_second = check_screenshot(driver, camera)
+            both = on_first & on_second  # the sphere stays in the middle: its colours changed
+            assert np.abs(first - second)[both].mean() > 0.1
+    finally:
+        stop.set()
+        server.join(timeout=60)
+    assert not server.is_alive()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@needs_browser
+def test_training_with_a_browser_watching_ends_as_without(sphere_run, sphere_scene, tmp_path,
+                                                           recorded):  # fmt: skip
+    reference, reference_metrics = sphere_run
+    cfg = dataclasses.replace(sphere_config(sphere_scene, tmp_path / "watched"), viewer=True,
+                              viewer_port=free_port())  # fmt: skip
+    seen = {}
+
+    def watch() -> None:
+        """Watch; pause; close the tab while paused; resume."""
+        wait_for(lambda: recorded, 120, "the viewer to start")
+        v = recorded[0]
+        try:
+            with browser(v.url):
+                client = the_client(v)
+                wait_for(lambda: v.frames >= 2, 120, "frames of the field as it trains")
+                v.pause_button.value = True
+                wait_for(lambda: v.held_at is not None, 120, "training to stop")
+                # Paused, the viewer shows the state training stopped at.
+                wait_for(lambda: v._field.step == v.held_at and client.shown[1] == v._field.version
+                         and client.shown[3], 120, "a sharp frame of the paused field")  # fmt: skip
+                seen["paused_at"] = v.held_at
+                time.sleep(1.0)
+            time.sleep(0.5)
+        finally:
+            v.pause_button.value = True  # resume, with no browser left
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    metrics = experiment.train(cfg)
+    watcher.join(timeout=60)
+    v = recorded[0]
+    assert 0 < seen["paused_at"] < 300 and v.paused_seconds >= 1.4, (seen, v.paused_seconds)
+    assert v.frames >= 3 and not v._clients
+
+    state = checkpoint.restore_latest(checkpoint.manager(cfg.run_dir), cfg)[0]
+    expected = checkpoint.restore_latest(checkpoint.manager(reference.run_dir), reference)[0]
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert metrics["psnr"] == reference_metrics["psnr"]
