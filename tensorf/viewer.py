@@ -274,7 +274,7 @@ class FieldViewer:
 
     def _render_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait()  # a camera moved, a field came, a client (dis)connected...
+            self._wake.wait(0.1)
             self._wake.clear()
             with self._lock:
                 field, clients = self._field, list(self._clients.values())
@@ -307,9 +307,8 @@ class FieldViewer:
         else:
             sharp = True
         c2w = c2w_from_viser(camera.wxyz, camera.position)
-        # Sharp: the canvas's own size, up to the slider's; never more pixels than shown.
-        longest = min(max(camera.image_width, camera.image_height), int(self._sharp.value))
-        k = frame_intrinsics(camera.fov, camera.aspect, longest if sharp else min(longest, PREVIEW))
+        longest = int(self._sharp.value) if sharp else PREVIEW
+        k = frame_intrinsics(camera.fov, camera.aspect, min(longest, int(self._sharp.value)))
 
         def cancelled() -> bool:  # a sharp frame is abandoned once the camera moves again
             return self._stop.is_set() or (sharp and client.moves != moves)
@@ -368,8 +367,8 @@ class ViewerArgs:
     port: int = 8080
     """Port to listen on (the next free one if it is taken; 0: any free port)."""
     resolution: int = 512
-    """Longest side, in pixels, of the sharp frame drawn once the camera stands still, at
-    most (it is the canvas's size below that); also a slider on the page."""
+    """Longest side, in pixels, of the sharp frame drawn once the camera stands still
+    (also a slider on the page)."""
     reload_seconds: float = 5.0
     """How often to look for a newer checkpoint of a run that is still training."""
 
