@@ -103,11 +103,11 @@ def camera_rays(c2w: jnp.ndarray, dirs_cam: jnp.ndarray) -> tuple[jnp.ndarray, j
     return origins, dirs
 
 
-def look_at(position: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """(4, 4) camera-to-world at `position` looking at `center`, with world +z up."""
+def look_at(position: np.ndarray, center: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """(4, 4) camera-to-world at `position` looking at `center`, image up along `up`."""
     back = np.asarray(position, np.float64) - center
     back /= np.linalg.norm(back)
-    right = np.cross([0.0, 0.0, 1.0], back)
+    right = np.cross(up, back)
     if np.linalg.norm(right) < 1e-9:  # looking straight up or down
         right = np.array([1.0, 0.0, 0.0])
     right /= np.linalg.norm(right)

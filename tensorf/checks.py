@@ -13,7 +13,7 @@ import os
 import jax
 import numpy as np
 
-from tensorf import field, tensor_vm, training
+from tensorf import cli, field, tensor_vm, training
 from tensorf.cli import ConfigError, number_problems
 from tensorf.config import TrainConfig
 from tensorf.contraction import OUTER_AABB
@@ -111,8 +111,7 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--max-minutes must be a finite number of minutes >= 0")
     if cfg.eval_max_views is not None and not 1 <= cfg.eval_max_views <= 10**6:
         problems.append("--eval-max-views must be a positive number of views")
-    if not cfg.viewer_host or any(c.isspace() for c in cfg.viewer_host):
-        problems.append(f"--viewer-host {cfg.viewer_host!r}: give an address such as 127.0.0.1")
+    problems += cli.host_problems("--viewer-host", cfg.viewer_host)
     if cfg.viewer and cfg.distributed.num_processes > 1:
         problems.append("--viewer serves single-process training; drop it, and look at the "
                         "run with python -m tensorf.viewer --run-dir instead")  # fmt: skip

@@ -67,6 +67,13 @@ def number_problems(*specs: tuple[str, object, float, float, type]) -> list[str]
     return problems
 
 
+def host_problems(flag: str, host: str) -> list[str]:
+    """A server address must be one word (127.0.0.1, 0.0.0.0, a host name)."""
+    if host and not any(c.isspace() for c in host):
+        return []
+    return [f"{flag} {host!r}: give an address such as 127.0.0.1"]
+
+
 def check_creatable(folder: Path, flag: str) -> None:
     """Fail before any work is done if `folder` can neither be used nor created."""
     folder = folder.absolute()

@@ -28,7 +28,7 @@ import viser
 import viser.transforms as vtf
 
 from tensorf import checkpoint, cli, decomposition, parallel
-from tensorf.cameras import Intrinsics, average_pose, spiral_focus
+from tensorf.cameras import Intrinsics, average_pose, look_at, spiral_focus
 from tensorf.config import TrainConfig
 from tensorf.render import BAKE_MAX_VOXELS, render_image
 from tensorf.training import TrainState, ndc_for, render_settings
@@ -77,15 +77,7 @@ class Home:
 
     def c2w(self) -> np.ndarray:
         """(4, 4) OpenGL camera-to-world of this view, its image up along `up`."""
-        back = self.position - self.look_at
-        back = back / np.linalg.norm(back)
-        right = np.cross(self.up, back)
-        right = right / np.linalg.norm(right)
-        c2w = np.eye(4)
-        c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = (
-            right, np.cross(back, right), back, self.position
-        )  # fmt: skip
-        return c2w
+        return look_at(self.position, self.look_at, self.up)
 
 
 def home_view(cfg: TrainConfig, cameras: dict) -> Home:
@@ -375,8 +367,9 @@ class ViewerArgs:
 
 def serve(args: ViewerArgs, until=None) -> None:
     """Serve the run until Ctrl-C (or until `until()` is true)."""
-    if not args.host or any(c.isspace() for c in args.host):
-        raise cli.ConfigError(f"--host {args.host!r}: give an address such as 127.0.0.1")
+    problems = cli.host_problems("--host", args.host)
+    if problems:
+        raise cli.ConfigError("; ".join(problems))
     cli.check_numbers(("--port", args.port, 0, 65535, int),
                       ("--resolution", args.resolution, 64, 2048, int),
                       ("--reload-seconds", args.reload_seconds, 0.1, 86400.0, float))  # fmt: skip
