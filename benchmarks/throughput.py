@@ -49,8 +49,8 @@ def step(state, settings):
 
 for _ in range(3):  # compile, then let the buffers settle to their working size
     state, metrics = step(state, settings)
-    peaks = int(metrics["density_peak"]), int(metrics["appearance_peak"])
-    settings = fit_capacity(settings, *peaks, shrink=True)
+    peaks = {f"{k}_capacity": int(metrics[f"{k}_peak"]) for k in ("density", "appearance")}
+    settings = fit_capacity(settings, peaks, shrink=True)
 state, metrics = step(state, settings)
 jax.block_until_ready(metrics)
 start = time.perf_counter()

@@ -370,7 +370,8 @@ class _Meter:
         the largest since the last one."""
         if self.peaks is not None:
             shrink = self.may_shrink
-            settings = fit_capacity(settings, *(self.high if shrink else self.peaks), shrink)
+            peaks = self.high if shrink else self.peaks
+            settings = fit_capacity(settings, dict(zip(CAPACITIES, peaks, strict=True)), shrink)
             self.peaks = None
             if shrink:
                 self.high, self.may_shrink = None, False

@@ -11,7 +11,9 @@ threshold, packed the same way. Every shape is static, so a render
 or training step is one jitted program; the buffer sizes adapt between calls.
 
 Once an alpha mask is known, rays march only the samples that cover its occupied box
-(`RenderSettings.window`), and `render_image` does not march rays that miss the box.
+(`RenderSettings.window`), and `render_image` does not march rays that miss the box. It
+marches in two passes (`RenderSettings.segment`): the rays that have ended on a surface in
+the first (transmittance below the weight threshold) skip the second.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ class RenderSettings:
     # it (0: the whole ray). See `training.occupied_window`.
     occupied: tuple[float, ...] | None = None
     window: int = 0
+    # Two passes (`render_image`; 0: one): the first marches this many samples of every
+    # ray; the rays still visible after it that have samples left in the occupied box
+    # march the rest, packed into `rest_rays` rays with `rest_density_capacity` samples.
+    segment: int = 0
+    rest_rays: int = 0
+    rest_density_capacity: int = 0
 
     @property
     def samples_per_ray(self) -> int:
@@ -89,15 +97,17 @@ def ray_aabb(
     return t_min, t_max
 
 
-def compositing_weights(tau: jax.Array) -> jax.Array:
+def compositing_weights(tau: jax.Array, before: jax.Array | None = None) -> jax.Array:
     """Optical depths tau = sigma * dt (rays, samples) -> weights alpha_i * T_i (rays, samples).
 
     T_i = prod_{j<i} (1 - alpha_j) = exp(-sum_{j<i} tau_j), computed as an exclusive
     cumulative sum in f32, which is stabler than a cumulative product of (1 - alpha).
+    `before`: that sum where it is already known, for samples tau of any shape.
     """
     tau = tau.astype(jnp.float32)
-    transmittance = jnp.exp(-(jnp.cumsum(tau, axis=-1) - tau))
-    return transmittance * -jnp.expm1(-tau)
+    if before is None:
+        before = jnp.cumsum(tau, axis=-1) - tau
+    return jnp.exp(-before.astype(jnp.float32)) * -jnp.expm1(-tau)
 
 
 def compact(mask: jax.Array, capacity: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -108,8 +118,13 @@ def compact(mask: jax.Array, capacity: int) -> tuple[jax.Array, jax.Array, jax.A
     entries past it are dropped).
     """
     flat = mask.reshape(-1)
-    count = flat.sum()
-    idx = jnp.nonzero(flat, size=capacity, fill_value=0)[0]
+    # Each entry's slot is the count of entries before it. One scatter of unique slots:
+    # a quarter faster on a CPU than jnp.nonzero(size=...), which counts slots by bincount.
+    slot = jnp.cumsum(flat, dtype=jnp.int32) - 1
+    count = slot[-1] + 1
+    idx = jnp.zeros(capacity, jnp.int32).at[jnp.where(flat, slot, capacity)].set(
+        jnp.arange(flat.size, dtype=jnp.int32), mode="drop", unique_indices=True
+    )
     return idx, jnp.arange(capacity) < count, count
 
 
@@ -148,7 +163,6 @@ def render_rays(
                                              settings.outer_samples, settings.step_size,
                                              settings.near, settings.far)  # fmt: skip
         in_range = dt > 0
-        points = contraction.contract(o[:, None] + d[:, None] * t[..., None])
     else:
         if settings.ndc is None:
             length = 1.0
@@ -157,25 +171,65 @@ def render_rays(
             length = jnp.linalg.norm(d, axis=-1, keepdims=True)  # NDC length per unit of t
         t_min, t_max = ray_aabb(o, d, aabb, settings.near, settings.far)
         k = jnp.arange(n)[None]  # (1 or rays, samples) sample numbers along each ray
+        if settings.occupied is not None:
+            t_in, t_out = ray_aabb(o, d, jnp.reshape(jnp.array(settings.occupied), (2, 3)),
+                                   settings.near, settings.far)  # fmt: skip
         if settings.window:
             # March only where the occupied box is: every sample outside it is empty,
             # so skipping them changes nothing but the cost.
-            t_in, _ = ray_aabb(o, d, jnp.reshape(jnp.array(settings.occupied), (2, 3)),
-                               settings.near, settings.far)  # fmt: skip
             first = jnp.floor((t_in - t_min) / settings.step_size) - 1
             k = jnp.clip(first, 0, settings.n_samples).astype(jnp.int32)[:, None] + jnp.arange(n)
         t = t_min[:, None] + (k.astype(jnp.float32) + offset[:, None]) * settings.step_size
         dt = settings.step_size * length
         in_range = (t < t_max[:, None]) & (k < settings.n_samples)
-        points = o[:, None] + d[:, None] * t[..., None]  # (rays, samples, 3)
-    # `points` are where the grid is looked up: world, NDC or contracted coordinates.
-    valid = in_range & is_occupied(mask, points)
 
-    idx, ok, density_count = compact(valid, settings.density_capacity)
-    xyz = to_compute(field.normalize(points.reshape(-1, 3)[idx], aabb), settings.precision)
-    sigma = jnp.where(ok, field.density(params, cfg, xyz), 0.0)
-    sigma = jnp.zeros(n_rays * n).at[idx].add(sigma).reshape(n_rays, n)
-    weights = compositing_weights(sigma * dt * cfg.distance_scale)
+    def lookup(rays, t):
+        """Where the grid is looked up (world, NDC or contracted coordinates) at distances
+        t (rays, samples) along `rays` (indices or a slice) -> (rays, samples, 3)."""
+        points = o[rays, None] + d[rays, None] * t[..., None]
+        return contraction.contract(points) if settings.contract else points
+
+    grid = n_rays * n  # samples in the (rays, samples) grid; a flat index past it is padding
+    dt = jnp.broadcast_to(dt, (n_rays, n)).reshape(-1)
+
+    def optical_depths(rays, ok_rays, start, stop, capacity):
+        """The samples start..stop of `rays` (indices, or a slice for all; `ok_rays` masks
+        padding) where the alpha mask is occupied, packed into `capacity`: their flat
+        indices in the grid, sigma * dt, and the number of samples that needed a slot."""
+        points = lookup(rays, t[rays, start:stop])
+        valid = in_range[rays, start:stop] & ok_rays & is_occupied(mask, points)
+        idx, ok, count = compact(valid, capacity)
+        xyz = to_compute(field.normalize(points.reshape(-1, 3)[idx], aabb), settings.precision)
+        sigma = jnp.where(ok, field.density(params, cfg, xyz), 0.0)
+        width = stop - start
+        row = idx // width if isinstance(rays, slice) else rays[idx // width]
+        flat = jnp.where(ok, row * n + start + idx % width, grid)
+        return flat, sigma * dt[jnp.minimum(flat, grid - 1)] * cfg.distance_scale, count
+
+    split = settings.segment or n
+    flat, tau, density_count = optical_depths(slice(None), True, 0, split,
+                                              settings.density_capacity)  # fmt: skip
+    # The optical depths go to the dense grid at once: XLA then fuses the density lookups
+    # into one loop (read twice, it splits them into eight slow gathers).
+    dense = jnp.zeros(grid).at[flat].add(tau, mode="drop").reshape(n_rays, n)
+    rest_count = rest_density_count = jnp.int32(0)
+    if settings.segment:
+        # Beyond a transmittance of weight_threshold every weight is below it: such samples
+        # are never shaded, and are left out of acc and depth (by less than the threshold).
+        visible = dense[:, :split].sum(-1) < -np.log(settings.weight_threshold)
+        ahead = visible & in_range[:, split] & (t[:, split] < t_out)
+        rest, rest_ok, rest_count = compact(ahead, settings.rest_rays)
+        more, tau, rest_density_count = optical_depths(rest, rest_ok[:, None], split, n,
+                                                       settings.rest_density_capacity)  # fmt: skip
+        dense = dense.reshape(-1).at[more].add(tau, mode="drop").reshape(n_rays, n)
+        flat = jnp.concatenate([flat, more])
+    # Weights only where there is density (elsewhere they are 0), with the transmittance
+    # from the exclusive cumulative sum over the dense grid.
+    at = jnp.minimum(flat, grid - 1)
+    tau = dense.reshape(-1)[at]
+    before = (jnp.cumsum(dense, axis=-1) - dense).reshape(-1)[at]
+    weights = compositing_weights(tau, before)
+    weights = jnp.zeros(grid).at[flat].add(weights, mode="drop").reshape(n_rays, n)
     acc = weights.sum(-1)
     distance = world_distance(t, origins, dirs) if settings.ndc else t
     depth = (weights * distance).sum(-1)
@@ -193,8 +247,8 @@ def render_rays(
         w = w * (acc / jnp.maximum(shaded, 1e-10))[ray]
     # Shading sees the world direction, for NDC rays too (the official code uses the
     # normalised NDC direction, which the projection bends away from the physical one).
-    xyz, viewdirs = to_compute((field.normalize(points[ray, sample], aabb), dirs[ray]),
-                               settings.precision)  # fmt: skip
+    points = lookup(ray, t[ray, sample][:, None])[:, 0]
+    xyz, viewdirs = to_compute((field.normalize(points, aabb), dirs[ray]), settings.precision)
     rgb = field.radiance(params, cfg, xyz, viewdirs)  # (capacity, 3)
     background = settings.background if background is None else background
     rgb = jnp.zeros((n_rays, 3)).at[ray].add(w[:, None] * rgb) + (1.0 - acc)[:, None] * background
@@ -204,17 +258,28 @@ def render_rays(
         "acc": acc,
         "density_count": density_count,
         "appearance_count": appearance_count,
+        "rest_count": rest_count,
+        "rest_density_count": rest_density_count,
     }
+
+
+# The buffers of a render (RenderSettings fields) and the counts (of render_rays) they hold.
+BUFFERS = {
+    "density_capacity": "density_count",
+    "appearance_capacity": "appearance_count",
+    "rest_rays": "rest_count",
+    "rest_density_capacity": "rest_density_count",
+}
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "settings", "mesh"))
 def _render_chunk(params, aabb, mask, origins, dirs, cfg, settings, mesh):
-    """Rays split over the devices; returns rgb, depth, acc and the sample counts
-    [density, appearance] summed over devices and the largest on one device."""
+    """Rays split over the devices; returns rgb, depth, acc and the counts of BUFFERS
+    summed over devices and the largest on one device."""
 
     def local(params, aabb, mask, origins, dirs):
         out = render_rays(params, cfg, settings, aabb, mask, origins, dirs)
-        counts = jnp.stack([out["density_count"], out["appearance_count"]])
+        counts = jnp.stack([out[count] for count in BUFFERS.values()])
         return (out["rgb"], out["depth"], out["acc"],
                 jax.lax.psum(counts, AXIS), jax.lax.pmax(counts, AXIS))  # fmt: skip
 
@@ -233,12 +298,11 @@ def bucket(n: int) -> int:
     return next(size * q // 4 for q in (4, 5, 6, 7, 8) if size * q // 4 >= n)
 
 
-def fit_capacity(
-    settings: RenderSettings, density_count: int, appearance_count: int, shrink: bool
-) -> RenderSettings:
-    """Buffers with ~25% headroom over the counts a batch needed. They grow whenever a
-    count overflowed; with `shrink`, they also shrink once they exceed 1.6x the count, a
-    margin a freshly fitted buffer (1.25x, then up to 1.25x by `bucket`) stays under."""
+def fit_capacity(settings: RenderSettings, peaks: dict[str, int], shrink: bool) -> RenderSettings:
+    """Buffers (named as in BUFFERS) with ~25% headroom over the counts a batch needed.
+    They grow whenever a count overflowed; with `shrink`, they also shrink once they
+    exceed 1.6x the count, a margin a freshly fitted buffer (1.25x, then up to 1.25x by
+    `bucket`) stays under."""
 
     def fit(cap: int, count: int) -> int:
         if count > cap or (shrink and 1.6 * count < cap):
@@ -246,9 +310,7 @@ def fit_capacity(
         return cap
 
     return dataclasses.replace(
-        settings,
-        density_capacity=fit(settings.density_capacity, density_count),
-        appearance_capacity=fit(settings.appearance_capacity, appearance_count),
+        settings, **{k: fit(getattr(settings, k), count) for k, count in peaks.items()}
     )
 
 
@@ -294,6 +356,11 @@ def render_image(
     number of occupied samples, so the buffers (whose size sets the cost) fit all chunks
     tightly, instead of fitting the chunk through the middle of the object.
 
+    Once the occupied box is known, rays march in two passes: the first covers 3/8 of the
+    samples, and only the rays still visible, with samples left in the box, march the
+    rest. What that skips weighs less than the weight threshold in all, so pixels change
+    by less than 2e-4 (an official-code departure that only makes renders faster).
+
     Returns rgb (H, W, 3), depth (H, W) and acc (H, W) as numpy arrays with the mean
     density evaluations and shaded samples per ray, and the settings with the buffer
     sizes (per device) that fitted: pass them on to the next image to avoid retries.
@@ -321,6 +388,17 @@ def render_image(
     origins = np.pad(origins[order], ((0, pad), (0, 0)))
     dirs = np.pad(dirs[order], ((0, pad), (0, 0)), constant_values=1.0)
 
+    # Settings that no render has sized yet (training's) are fitted to the first chunk;
+    # after that, buffers only grow: the views of a scene need different sizes (the
+    # second pass's differ by up to 4x), and each size is a compilation.
+    fresh = settings.rest_rays == 0
+    if known and not settings.segment:
+        # The first pass ends where most rays have left the box; the rays that see
+        # further march on, unless they have ended on a surface.
+        settings = dataclasses.replace(settings, segment=settings.samples_per_ray * 3 // 8,
+                                       rest_rays=chunk // mesh.size,
+                                       rest_density_capacity=settings.density_capacity)  # fmt: skip
+
     outs, total = [], np.zeros(2)
     for i in range(0, m + pad, chunk):
         if cancelled is not None and cancelled():
@@ -328,24 +406,21 @@ def render_image(
         rays = split_rows(mesh, origins[i : i + chunk], dirs[i : i + chunk])
         while True:
             *out, counts, peaks = _render_chunk(params, aabb, mask, *rays, cfg, settings, mesh)
-            peaks = tuple(int(p) for p in peaks)
-            overflow = peaks[0] > settings.density_capacity or (
-                peaks[1] > settings.appearance_capacity
-            )
-            if i == 0:
+            peaks = dict(zip(BUFFERS, (int(p) for p in peaks), strict=True))
+            overflow = any(p > getattr(settings, buffer) for buffer, p in peaks.items())
+            if i == 0 and fresh:
                 # Shuffled chunks vary little in occupancy: size the buffers for the rest
                 # of the image from the first chunk, with 5% headroom.
                 settings = dataclasses.replace(
-                    settings,
-                    density_capacity=bucket(int(peaks[0] * 1.05) + 1),
-                    appearance_capacity=bucket(int(peaks[1] * 1.05) + 1),
+                    settings, **{k: bucket(int(p * 1.05) + 1) for k, p in peaks.items()}
                 )
             elif overflow:
-                settings = fit_capacity(settings, *peaks, shrink=False)
+                settings = fit_capacity(settings, peaks, shrink=False)
             if not overflow:
                 break
         outs.append(fetch(*out))
-        total += np.asarray(counts)
+        counts = np.asarray(counts)
+        total += counts[0] + counts[3], counts[1]
     image = {
         "rgb": np.full((n, 3), settings.background, np.float32),
         "depth": np.zeros((n, 1), np.float32),

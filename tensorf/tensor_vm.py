@@ -59,6 +59,33 @@ def _continuous_index(x: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
     return i0, u - i0
 
 
+@jax.custom_vjp
+def weighted_rows(table: jax.Array, idx: jax.Array, w: jax.Array) -> jax.Array:
+    """Interpolation from corner rows: sum over k of table[idx[:, k]] * w[:, k], for a
+    (rows, C) table and (n, K) indices and weights -> (n, C).
+
+    Forward as K gathers of whole rows, which XLA's CPU backend runs several times faster
+    than one gather of (n, K) rows (9x for the planes' 4 corners, 2x for a volume's 8);
+    backward as one scatter of the (n, K, C) products, which is the faster way there.
+    Under shard_map, a replicated table must be cast to varying first (`train_step`):
+    its gradient here is per device."""
+    return sum(table[idx[:, k]] * w[:, k, None] for k in range(idx.shape[1]))
+
+
+def _weighted_rows_fwd(table, idx, w):
+    return weighted_rows(table, idx, w), (table, idx, w)
+
+
+def _weighted_rows_bwd(residuals, g):
+    table, idx, w = residuals
+    d_table = jnp.zeros_like(table).at[idx].add((w[..., None] * g[:, None]).astype(table.dtype))
+    d_w = jnp.stack([(table[idx[:, k]] * g).sum(-1) for k in range(idx.shape[1])], -1)
+    return d_table, None, d_w.astype(w.dtype)
+
+
+weighted_rows.defvjp(_weighted_rows_fwd, _weighted_rows_bwd)
+
+
 def interp_plane(plane: jax.Array, u: jax.Array, v: jax.Array) -> jax.Array:
     """Bilinear lookup of a (A, B, C) plane at normalised (n,) coordinates -> (n, C)."""
     a, b, c = plane.shape
@@ -66,19 +93,16 @@ def interp_plane(plane: jax.Array, u: jax.Array, v: jax.Array) -> jax.Array:
     j0, fv = _continuous_index(v, b)
     i1 = jnp.minimum(i0 + 1, a - 1)
     j1 = jnp.minimum(j0 + 1, b - 1)
-    # Corners and their bilinear weights side by side, (n, 4, C) and (n, 4): the gradient
-    # of a corner is then a plain product, in the layout the scatter back needs.
     idx = jnp.stack([i0 * b + j0, i0 * b + j1, i1 * b + j0, i1 * b + j1], -1)
     w = jnp.stack([(1 - fu) * (1 - fv), (1 - fu) * fv, fu * (1 - fv), fu * fv], -1)
-    return (plane.reshape(a * b, c)[idx] * w[..., None]).sum(1)
+    return weighted_rows(plane.reshape(a * b, c), idx, w)
 
 
 def interp_line(line: jax.Array, w: jax.Array) -> jax.Array:
     """Linear lookup of a (R, C) line at normalised (n,) coordinates -> (n, C)."""
     i0, fw = _continuous_index(w, line.shape[0])
     i1 = jnp.minimum(i0 + 1, line.shape[0] - 1)
-    fw = fw[:, None]
-    return jnp.take(line, i0, 0) * (1 - fw) + jnp.take(line, i1, 0) * fw
+    return weighted_rows(line, jnp.stack([i0, i1], -1), jnp.stack([1 - fw, fw], -1))
 
 
 def vm_features(grid: VMGrid, xyz: jax.Array) -> jax.Array:
@@ -115,10 +139,8 @@ def _corners(shape: tuple[int, int, int], xyz: jax.Array) -> tuple[jax.Array, ja
 
 def interp_volume(volume: jax.Array, xyz: jax.Array) -> jax.Array:
     """Trilinear lookup of a (Rx, Ry, Rz) volume at normalised points (n, 3) -> (n,)."""
-    # One gather of all corners (and so one scatter back): with a gather per corner, XLA
-    # fuses the volume's construction into each and scatters into eight volumes.
     idx, w = _corners(volume.shape, xyz)
-    return (volume.reshape(-1)[idx] * w).sum(-1)
+    return weighted_rows(volume.reshape(-1, 1), idx, w)[:, 0]
 
 
 # A dense volume costs per voxel, plane and line lookups per point and component. Measured

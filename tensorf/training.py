@@ -270,6 +270,9 @@ def train_step(
 
     def local(params, aabb, mask, cameras, ids, target, jitter, background):
         """This device's rays: squared error and sample counts, summed over all devices."""
+        # Explicitly what shard_map does implicitly (and transposes to a sum over the
+        # devices): the custom gradient of `tensor_vm.weighted_rows` must see it.
+        params = jax.lax.pcast(params, AXIS, to="varying")
         origins, dirs = cameras.rays(ids)
         out = render_rays(
             params, cfg.model, settings, aabb, mask, origins, dirs, jitter, background

@@ -27,10 +27,11 @@ L1 = 0.01
 EPS = 1e-4
 
 
-def compositing_weights_any_dtype(tau):
+def compositing_weights_any_dtype(tau, before=None):
     """render.compositing_weights without its cast to float32 (same formula)."""
-    transmittance = jnp.exp(-(jnp.cumsum(tau, axis=-1) - tau))
-    return transmittance * -jnp.expm1(-tau)
+    if before is None:
+        before = jnp.cumsum(tau, axis=-1) - tau
+    return jnp.exp(-before) * -jnp.expm1(-tau)
 
 
 @pytest.fixture
