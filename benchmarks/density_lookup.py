@@ -21,7 +21,7 @@ header(f"density lookups, fwd + bwd; density_feature switches at "
 
 
 def through_volume(grid, xyz):
-    return tensor_vm.interp_volume(tensor_vm.dense_volume(grid), xyz)
+    return tensor_vm.interp_built_volume(tensor_vm.dense_volume(grid), xyz)
 
 
 def through_lookups(grid, xyz):

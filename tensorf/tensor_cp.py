@@ -16,8 +16,8 @@ import numpy as np
 
 from tensorf.tensor_vm import (
     DENSE_VOXELS_PER_POINT_COMPONENT,
+    interp_built_volume,
     interp_line,
-    interp_volume,
     interpolation_matrix,
 )
 
@@ -56,7 +56,7 @@ def density_feature(grid: CPGrid, xyz: jax.Array) -> jax.Array:
     (exact, as for VM: the trilinear weights factorise over the three lines)."""
     components = grid.lines[0].shape[-1]
     if np.prod(grid.resolution) <= DENSE_VOXELS_PER_POINT_COMPONENT * components * xyz.shape[0]:
-        return interp_volume(dense_volume(grid), xyz)
+        return interp_built_volume(dense_volume(grid), xyz)
     return cp_features(grid, xyz).sum(axis=1)
 
 
