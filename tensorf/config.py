@@ -55,6 +55,12 @@ class ModelConfig:
                 object.__setattr__(self, name, (value,) * 3)
 
 
+# Rays per jitted render call. On the 2-core CPU 16384 renders a lego view 10% faster
+# than 8192 (fewer calls, the same work); 32768 is slower again (the arrays outgrow the
+# caches). Memory grows with it: each (rays, samples) array is 64 MB at 1000 samples per ray.
+CHUNK = 16384
+
+
 @dataclasses.dataclass(frozen=True)
 class RenderConfig:
     """Ray sampling and compositing."""
@@ -87,7 +93,7 @@ class RenderConfig:
     """What shows where rays end on nothing. 'random': each training batch is composited on
     white or black by a coin flip (the official real-scene setting, which keeps empty space
     from being learned as a colour), and renders use black."""
-    chunk: int = 8192
+    chunk: int = CHUNK
     """Rays rendered per jitted call at evaluation time (bounds memory)."""
 
 

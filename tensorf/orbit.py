@@ -23,7 +23,7 @@ from tqdm import tqdm
 from tensorf import checkpoint, cli
 from tensorf.cameras import orbit_poses, seen_arc, spiral_poses
 from tensorf.cli import ConfigError, check_writable
-from tensorf.config import TrainConfig
+from tensorf.config import CHUNK, TrainConfig
 from tensorf.render import render_image
 from tensorf.training import ndc_for, settings_for
 from tensorf.visualize import (
@@ -68,7 +68,7 @@ class OrbitArgs:
     """Also write a normals video (<out>_normals), with normals from the depth map."""
     side_by_side: bool = False
     """Put RGB, depth and normals side by side in one video (<out>) instead."""
-    chunk: int = 8192
+    chunk: int = CHUNK
     """Rays per jitted render call: bounds memory at any resolution."""
 
 

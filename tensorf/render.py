@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 from tensorf import contraction, decomposition, field
 from tensorf.alpha_mask import AlphaMask, is_occupied
 from tensorf.cameras import Intrinsics, pixel_rays
-from tensorf.config import ModelConfig, Precision
+from tensorf.config import CHUNK, ModelConfig, Precision
 from tensorf.ndc import ndc_rays, world_distance
 from tensorf.parallel import AXIS, REPLICATED, SHARDED, data_mesh, fetch, split_rows
 
@@ -344,7 +344,7 @@ def render_image(
     mask: AlphaMask,
     c2w: np.ndarray,
     intrinsics: Intrinsics,
-    chunk: int = 8192,
+    chunk: int = CHUNK,
     mesh: Mesh | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, np.ndarray] | None, RenderSettings]:

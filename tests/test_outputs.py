@@ -13,10 +13,11 @@ import pytest
 import trimesh
 from cli_helpers import REPO, assert_one_line_error, run_cli
 from nbclient import NotebookClient
+from skimage.metrics import structural_similarity
 
 from tensorf import checkpoint, visualize
 from tensorf.cameras import Intrinsics, orbit_poses
-from tensorf.evaluate import EvaluateArgs, evaluate_run
+from tensorf.evaluate import EvaluateArgs, evaluate_run, ssim
 from tensorf.export_mesh import ExportArgs, export_mesh
 from tensorf.orbit import OrbitArgs, render_orbit
 
@@ -139,6 +140,20 @@ def test_export_mesh_of_the_sphere(sphere_run, tmp_path):
     expected = np.clip(0.5 + 0.4 * mesh.vertices / radii[:, None], 0, 1)
     colours = mesh.visual.vertex_colors[:, :3] / 255.0
     assert np.median(np.abs(colours - expected)) < 0.08
+
+
+def test_ssim_matches_scikit_image():
+    # The standard SSIM (11x11 Gaussian window, sigma 1.5, population covariances), from
+    # an independent implementation; a non-square image catches swapped axes.
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:37, 0:53] / 10.0
+    a = np.stack([np.sin(xx), np.cos(yy), np.sin(xx * yy)], -1) * 0.5 + 0.5
+    for noise in (0.02, 0.2):
+        b = np.clip(a + rng.normal(0, noise, a.shape), 0, 1)
+        a32, b32 = a.astype(np.float32), b.astype(np.float32)
+        expected = structural_similarity(a32, b32, channel_axis=-1, gaussian_weights=True,
+                                         sigma=1.5, use_sample_covariance=False, data_range=1)
+        assert ssim(a32, b32) == pytest.approx(expected, abs=1e-5)
 
 
 def test_evaluate_writes_video_and_grid(sphere_run, tmp_path):
