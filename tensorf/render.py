@@ -217,7 +217,9 @@ def render_rays(
         # Beyond a transmittance of weight_threshold every weight is below it: such samples
         # are never shaded, and are left out of acc and depth (by less than the threshold).
         visible = dense[:, :split].sum(-1) < -np.log(settings.weight_threshold)
-        ahead = visible & in_range[:, split] & (t[:, split] < t_out)
+        ahead = visible & in_range[:, split]
+        if settings.occupied is not None:
+            ahead &= t[:, split] < t_out
         rest, rest_ok, rest_count = compact(ahead, settings.rest_rays)
         more, tau, rest_density_count = optical_depths(rest, rest_ok[:, None], split, n,
                                                        settings.rest_density_capacity)  # fmt: skip

@@ -404,3 +404,8 @@ def test_second_pass_skips_what_opaque_surfaces_hide(scene):
     assert np.abs(np.asarray(a["depth"]) - np.asarray(b["depth"])).max() < threshold * 10.0
     # Where nothing was skipped, nothing changes.
     np.testing.assert_allclose(np.asarray(b["rgb"])[~hits], np.asarray(a["rgb"])[~hits], atol=1e-6)
+    # Without an occupied box, the visible rays with samples left in the aabb go on.
+    c = _render(params, MODEL, dataclasses.replace(two, occupied=None, window=0),
+                jnp.asarray(AABB), mask, origins, dirs)  # fmt: skip
+    assert 0 < int(c["rest_count"]) <= N_RAYS // 2
+    assert np.abs(np.asarray(a["rgb"]) - np.asarray(c["rgb"])).max() < 2 * threshold

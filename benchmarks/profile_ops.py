@@ -1,0 +1,97 @@
+"""Where the time of one jitted call goes, per XLA operation (fusion, gather, scatter, dot):
+a training step of a preset at its initial grid, or with --run-dir one render chunk of a
+trained run's first test view. The figures come from a jax.profiler trace of a few calls;
+each operation is named with the JAX operation it came from.
+
+    python benchmarks/profile_ops.py [--preset paper] [--run-dir RUN] [--calls 3] [--top 20]
+
+How this round found its slow spots: eight gathers of 57 ms where one of 100 ms had been
+(a volume's construction fused into each), a split of the density lookups into slow
+fusions, exponentials over the whole (rays, samples) grid.
+"""
+
+import argparse
+import collections
+import gzip
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from common import header
+
+from tensorf import checkpoint, data, decomposition, parallel, render, training
+from tensorf.cameras import pixel_rays
+from tensorf.config import CHUNK, PRESETS
+from tensorf.experiment import make_pool
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--preset", default="paper", help="train step of this preset")
+parser.add_argument("--run-dir", type=Path, help="profile a render chunk of this run instead")
+parser.add_argument("--calls", type=int, default=3, help="calls traced (after two untimed)")
+parser.add_argument("--top", type=int, default=20, help="operations listed")
+args = parser.parse_args()
+mesh = parallel.data_mesh()
+
+
+def train_call():
+    cfg = PRESETS[args.preset][1]
+    pool = make_pool(data.load_views(cfg.dataset_path, "train"))
+    state = parallel.replicate(training.init_state(cfg), mesh)
+    settings = training.settings_for(cfg, state)
+    batch = training.next_batch(pool, cfg, 0, mesh)
+    for _ in range(3):  # let the buffers settle to their working size
+        _, metrics = training.train_step(state, batch, cfg, settings, mesh)
+        peaks = {f"{k}_capacity": int(metrics[f"{k}_peak"]) for k in ("density", "appearance")}
+        settings = render.fit_capacity(settings, peaks, shrink=True)
+    call_args = (state, batch, cfg, settings, mesh)
+    return f"train step, preset {args.preset}", training.train_step, call_args
+
+
+def render_call():
+    cfg, state = checkpoint.load_run(args.run_dir)
+    views = data.load_views(cfg.dataset_path, "test", cfg.downscale, max_views=1)
+    settings = training.settings_for(cfg, state, training.ndc_for(cfg, views.intrinsics))
+    _, settings = render.render_image(state.params, cfg.model, settings, state.aabb,
+                                      state.mask, views.c2w[0], views.camera(0))  # fmt: skip
+    params = {**state.params, "density": decomposition.bake(state.params["density"])}
+    intr = views.camera(0)
+    pixels = np.arange(intr.height * intr.width)
+    c2w = jnp.asarray(views.c2w[0], jnp.float32)[None]
+    rays = pixel_rays(c2w, pixels % intr.width, pixels // intr.width, intr)
+    origins, dirs = (np.asarray(x) for x in rays)
+    # As render_image does: the rays through the occupied box, shuffled.
+    hit = np.asarray(render._reaches_occupied(origins, dirs, settings))
+    order = np.random.default_rng(0).permutation(pixels[hit])[:CHUNK]
+    chunk = parallel.split_rows(mesh, origins[order], dirs[order])
+    call_args = (params, state.aabb, state.mask, *chunk, cfg.model, settings, mesh)
+    return f"render chunk of {len(order)} rays, {args.run_dir}", render._render_chunk, call_args
+
+
+title, fn, call_args = render_call() if args.run_dir else train_call()
+header(f"operations of one {title}, mean of {args.calls} calls")
+for _ in range(2):
+    jax.block_until_ready(fn(*call_args))
+with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+    for _ in range(args.calls):
+        jax.block_until_ready(fn(*call_args))
+    jax.profiler.stop_trace()
+    (trace,) = Path(trace_dir).glob("**/*.trace.json.gz")
+    events = json.load(gzip.open(trace))["traceEvents"]
+# The compiled program names each operation's origin: instruction name -> JAX op_name.
+hlo = fn.lower(*call_args).compile().as_text()
+origin = {}
+for m in re.finditer(r"^\s*%?([\w.-]+) = .*?op_name=\"([^\"]*)\"", hlo, re.M):
+    origin.setdefault(m[1], m[2][-70:])
+micros = collections.Counter()
+for e in events:
+    if e.get("ph") == "X" and e["name"] in origin:
+        micros[e["name"]] += e.get("dur", 0)
+total = sum(micros.values())
+print(f"{total / args.calls / 1000:.1f} ms per call in XLA operations")
+for name, us in micros.most_common(args.top):
+    print(f"{us / args.calls / 1000:8.1f} ms  {name[:32]:32s} {origin[name]}")
