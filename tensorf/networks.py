@@ -28,7 +28,7 @@ def positional_encoding(x: jax.Array, n_freqs: int) -> jax.Array:
         sin, cos = sin + [2 * sin[-1] * cos[-1]], cos + [(cos[-1] - sin[-1]) * (cos[-1] + sin[-1])]
     # (..., 2, D, n_freqs) flattened: all frequencies of a dimension side by side, sines
     # first. One stack, not a concatenation of two: XLA then writes it in one loop, and
-    # the shading MLP's first layer takes a quarter less time.
+    # the encoding with the shading MLP's first layer takes a quarter less time on a CPU.
     return jnp.stack([jnp.stack(sin, -1), jnp.stack(cos, -1)], -3).reshape(*x.shape[:-1], -1)
 
 
