@@ -4,10 +4,6 @@ trained run's first test view. The figures come from a jax.profiler trace of a f
 each operation is named with the JAX operation it came from.
 
     python benchmarks/profile_ops.py [--preset paper] [--run-dir RUN] [--calls 3] [--top 20]
-
-How this round found its slow spots: eight gathers of 57 ms where one of 100 ms had been
-(a volume's construction fused into each), a split of the density lookups into slow
-fusions, exponentials over the whole (rays, samples) grid.
 """
 
 import argparse
@@ -25,7 +21,7 @@ from common import header
 
 from tensorf import checkpoint, data, decomposition, parallel, render, training
 from tensorf.cameras import pixel_rays
-from tensorf.config import CHUNK, PRESETS
+from tensorf.config import PRESETS
 from tensorf.experiment import make_pool
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -44,11 +40,17 @@ def train_call():
     settings = training.settings_for(cfg, state)
     batch = training.next_batch(pool, cfg, 0, mesh)
     for _ in range(3):  # let the buffers settle to their working size
-        _, metrics = training.train_step(state, batch, cfg, settings, mesh)
+        state, metrics = training.train_step(state, batch, cfg, settings, mesh)
         peaks = {f"{k}_capacity": int(metrics[f"{k}_peak"]) for k in ("density", "appearance")}
         settings = render.fit_capacity(settings, peaks, shrink=True)
-    call_args = (state, batch, cfg, settings, mesh)
-    return f"train step, preset {args.preset}", training.train_step, call_args
+    hlo = training.train_step.lower(state, batch, cfg, settings, mesh).compile().as_text()
+
+    def call():  # the step donates its state: each call takes the previous one's
+        nonlocal state
+        state, metrics = training.train_step(state, batch, cfg, settings, mesh)
+        jax.block_until_ready(metrics)
+
+    return f"train step, preset {args.preset}", call, hlo
 
 
 def render_call():
@@ -65,25 +67,26 @@ def render_call():
     origins, dirs = (np.asarray(x) for x in rays)
     # As render_image does: the rays through the occupied box, shuffled.
     hit = np.asarray(render._reaches_occupied(origins, dirs, settings))
-    order = np.random.default_rng(0).permutation(pixels[hit])[:CHUNK]
+    order = np.random.default_rng(0).permutation(pixels[hit])[: cfg.render.chunk]
     chunk = parallel.split_rows(mesh, origins[order], dirs[order])
     call_args = (params, state.aabb, state.mask, *chunk, cfg.model, settings, mesh)
-    return f"render chunk of {len(order)} rays, {args.run_dir}", render._render_chunk, call_args
+    hlo = render._render_chunk.lower(*call_args).compile().as_text()
+    title = f"render chunk of {len(order)} rays, {args.run_dir}"
+    return title, lambda: jax.block_until_ready(render._render_chunk(*call_args)), hlo
 
 
-title, fn, call_args = render_call() if args.run_dir else train_call()
+title, call, hlo = render_call() if args.run_dir else train_call()
 header(f"operations of one {title}, mean of {args.calls} calls")
 for _ in range(2):
-    jax.block_until_ready(fn(*call_args))
+    call()
 with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
     for _ in range(args.calls):
-        jax.block_until_ready(fn(*call_args))
+        call()
     jax.profiler.stop_trace()
     (trace,) = Path(trace_dir).glob("**/*.trace.json.gz")
     events = json.load(gzip.open(trace))["traceEvents"]
 # The compiled program names each operation's origin: instruction name -> JAX op_name.
-hlo = fn.lower(*call_args).compile().as_text()
 origin = {}
 for m in re.finditer(r"^\s*%?([\w.-]+) = .*?op_name=\"([^\"]*)\"", hlo, re.M):
     origin.setdefault(m[1], m[2][-70:])
