@@ -40,7 +40,7 @@ FLOATS = {
     "tv_density": (0.0, 1e6), "tv_appearance": (0.0, 1e6), "ortho_weight": (0.0, 1e6),
     "model.density_shift": (-1e3, 1e3), "model.distance_scale": (TINY, 1e6),
     "model.init_scale": (TINY, 1e3), "render.step_ratio": (TINY, 1e3),
-    "render.near": (0.0, 1e9), "render.far": (TINY, 1e9),
+    "render.near": (0.0, 1e9), "render.far": (TINY, 1e9), "render.image_threshold": (TINY, 1.0),
 }  # fmt: skip
 # Per-step memory beyond the parameters, per sample of the batch: points, their
 # contracted / normalised copies, masks, indices and the compositing arrays.

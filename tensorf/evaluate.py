@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from tensorf import checkpoint, cli, data, parallel
 from tensorf.config import TrainConfig
-from tensorf.render import render_image
-from tensorf.training import TrainState, ndc_for, settings_for
+from tensorf.render import baked, render_image
+from tensorf.training import TrainState, image_settings, ndc_for, settings_for
 from tensorf.visualize import VideoWriter, colorize_depth, depth_range, side_by_side, to_uint8
 
 
@@ -74,15 +74,16 @@ def evaluate_views(
     Returns the metrics and the renders of the first three views (for TensorBoard), each
     with a colour-mapped depth image `depth_vis`.
     """
-    settings = settings_for(cfg, state, ndc_for(cfg, views.intrinsics))
+    settings = image_settings(settings_for(cfg, state, ndc_for(cfg, views.intrinsics)), cfg)
     near, far = views.depth_bounds or depth_range(views.c2w, np.asarray(state.aabb))
     psnrs, ssims, previews = [], [], []
     start = time.perf_counter()
+    params = baked(state.params)  # once, not once per view
     bar = tqdm(range(views.n_views), desc="evaluating", unit="view", leave=False,
                disable=not parallel.is_primary())  # fmt: skip
     for i in bar:
         out, settings = render_image(
-            state.params, cfg.model, settings, state.aabb, state.mask,
+            params, cfg.model, settings, state.aabb, state.mask,
             views.c2w[i], views.camera(i), cfg.render.chunk,
         )  # fmt: skip
         out["depth_vis"] = colorize_depth(out["depth"], out["acc"], near, far)

@@ -24,8 +24,8 @@ from tensorf import checkpoint, cli
 from tensorf.cameras import orbit_poses, seen_arc, spiral_poses
 from tensorf.cli import ConfigError, check_writable
 from tensorf.config import CHUNK, TrainConfig
-from tensorf.render import render_image
-from tensorf.training import ndc_for, settings_for
+from tensorf.render import baked, render_image
+from tensorf.training import image_settings, ndc_for, settings_for
 from tensorf.visualize import (
     VIDEO_SUFFIXES,
     VideoWriter,
@@ -154,14 +154,15 @@ def render_orbit(args: OrbitArgs) -> dict[str, Path]:
     poses = path_poses(args, cfg, cameras)
     near, far = cameras["depth_bounds"] or depth_range(poses, np.asarray(state.aabb))
     # The NDC projection is the training cameras', whatever the frames' size.
-    settings = settings_for(cfg, state, ndc_for(cfg, train_camera))
+    settings = image_settings(settings_for(cfg, state, ndc_for(cfg, train_camera)), cfg)
     paths = output_paths(args)
+    params = baked(state.params)  # once, not once per frame
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         writers = {k: stack.enter_context(VideoWriter(p, args.fps)) for k, p in paths.items()}
         for c2w in tqdm(poses, desc="rendering orbit", unit="frame"):
             out, settings = render_image(
-                state.params, cfg.model, settings, state.aabb, state.mask, c2w, intrinsics,
+                params, cfg.model, settings, state.aabb, state.mask, c2w, intrinsics,
                 args.chunk,
             )  # fmt: skip
             panels = {"rgb": to_uint8(out["rgb"])}  # the panels of a side-by-side frame

@@ -337,6 +337,26 @@ def carry_capacity(
 # many voxels (256 MB of float32); larger grids, such as LLFF's 640^3, keep their factors.
 BAKE_MAX_VOXELS = 2**26
 
+# The rays left over after the full chunks of an image go in chunks this many times
+# smaller: a chunk costs the same however many of its rays are padding.
+TAIL = 4
+
+
+def baked(params: field.Params) -> field.Params:
+    """The field with its density grid summed into a volume, for renders (see
+    BAKE_MAX_VOXELS); bake once before rendering many images of one field."""
+    density = params["density"]
+    if isinstance(density, decomposition.Baked) or np.prod(density.resolution) > BAKE_MAX_VOXELS:
+        return params
+    return {**params, "density": decomposition.bake(density)}
+
+
+def _scaled(settings: RenderSettings, factor: int) -> RenderSettings:
+    """Buffers for a chunk `factor` times smaller (shuffled rays: proportional counts)."""
+    return dataclasses.replace(
+        settings, **{k: bucket(-(-getattr(settings, k) // factor)) for k in BUFFERS}
+    )
+
 
 def render_image(
     params: field.Params,
@@ -356,7 +376,8 @@ def render_image(
 
     The rays are shuffled before chunking: every chunk then holds about the image's mean
     number of occupied samples, so the buffers (whose size sets the cost) fit all chunks
-    tightly, instead of fitting the chunk through the middle of the object.
+    tightly, instead of fitting the chunk through the middle of the object. The rays left
+    after the full chunks go in chunks TAIL times smaller, with buffers scaled to match.
 
     Once the occupied box is known, rays march in two passes: the first covers 3/8 of the
     samples, and only the rays still visible, with samples left in the box, march the
@@ -365,16 +386,14 @@ def render_image(
 
     Returns rgb (H, W, 3), depth (H, W) and acc (H, W) as numpy arrays with the mean
     density evaluations and shaded samples per ray, and the settings with the buffer
-    sizes (per device) that fitted: pass them on to the next image to avoid retries.
-    `cancelled` is asked before each chunk; once it says yes, the image is None (the
-    viewer's camera moved on).
+    sizes (per device, for a full chunk) that fitted: pass them on to the next image to
+    avoid retries. `cancelled` is asked before each chunk; once it says yes, the image is
+    None (the viewer's camera moved on).
     """
     mesh = mesh or data_mesh()
-    chunk = -(-chunk // mesh.size) * mesh.size
-    density = params["density"]
-    baked = isinstance(density, decomposition.Baked)
-    if not baked and np.prod(density.resolution) <= BAKE_MAX_VOXELS:
-        params = {**params, "density": decomposition.bake(density)}
+    tail = -(-chunk // (TAIL * mesh.size)) * mesh.size
+    chunk = tail * TAIL
+    params = baked(params)
     height, width = intrinsics.height, intrinsics.width
     n = height * width
     pixels = np.arange(n)
@@ -386,7 +405,10 @@ def render_image(
     hit = np.asarray(_reaches_occupied(origins, dirs, settings)) if known else None
     order = np.random.default_rng(0).permutation(pixels if hit is None else pixels[hit])
     m = len(order)
-    pad = (-m) % chunk
+    full = m // chunk * chunk
+    starts = [(i, chunk) for i in range(0, full, chunk)]
+    starts += [(i, tail) for i in range(full, m, tail)]
+    pad = sum(size for _, size in starts) - m
     origins = np.pad(origins[order], ((0, pad), (0, 0)))
     dirs = np.pad(dirs[order], ((0, pad), (0, 0)), constant_values=1.0)
 
@@ -402,22 +424,25 @@ def render_image(
                                        rest_density_capacity=settings.density_capacity)  # fmt: skip
 
     outs, total = [], np.zeros(2)
-    for i in range(0, m + pad, chunk):
+    for i, size in starts:
         if cancelled is not None and cancelled():
             return None, settings
-        rays = split_rows(mesh, origins[i : i + chunk], dirs[i : i + chunk])
+        rays = split_rows(mesh, origins[i : i + size], dirs[i : i + size])
+        factor = chunk // size
         while True:
-            *out, counts, peaks = _render_chunk(params, aabb, mask, *rays, cfg, settings, mesh)
-            peaks = dict(zip(BUFFERS, (int(p) for p in peaks), strict=True))
-            overflow = any(p > getattr(settings, buffer) for buffer, p in peaks.items())
+            used = settings if factor == 1 else _scaled(settings, factor)
+            *out, counts, peaks = _render_chunk(params, aabb, mask, *rays, cfg, used, mesh)
+            # What a full chunk would need, to size the buffers of both chunk sizes.
+            needs = {k: int(p) * factor for k, p in zip(BUFFERS, peaks, strict=True)}
+            overflow = any(p > getattr(used, k) for k, p in zip(BUFFERS, peaks, strict=True))
             if i == 0 and fresh:
                 # Shuffled chunks vary little in occupancy: size the buffers for the rest
                 # of the image from the first chunk, with 5% headroom.
                 settings = dataclasses.replace(
-                    settings, **{k: bucket(int(p * 1.05) + 1) for k, p in peaks.items()}
+                    settings, **{k: bucket(int(p * 1.05) + 1) for k, p in needs.items()}
                 )
             elif overflow:
-                settings = fit_capacity(settings, peaks, shrink=False)
+                settings = fit_capacity(settings, needs, shrink=False)
             if not overflow:
                 break
         outs.append(fetch(*out))

@@ -236,6 +236,11 @@ def settings_for(
     return render_settings(cfg, np.asarray(state.aabb), state.resolution, ndc, state.mask)
 
 
+def image_settings(settings: RenderSettings, cfg: TrainConfig) -> RenderSettings:
+    """Settings for rendering images rather than training (--render.image-threshold)."""
+    return dataclasses.replace(settings, weight_threshold=cfg.render.image_threshold)
+
+
 def _learning_rates(cfg: TrainConfig, params: field.Params) -> field.Params:
     return {
         key: jax.tree.map(

@@ -27,11 +27,11 @@ import tyro
 import viser
 import viser.transforms as vtf
 
-from tensorf import checkpoint, cli, decomposition, parallel
+from tensorf import checkpoint, cli, parallel
 from tensorf.cameras import Intrinsics, average_pose, look_at, spiral_focus
 from tensorf.config import TrainConfig
-from tensorf.render import BAKE_MAX_VOXELS, render_image
-from tensorf.training import TrainState, ndc_for, render_settings
+from tensorf.render import baked, render_image
+from tensorf.training import TrainState, image_settings, ndc_for, render_settings
 from tensorf.visualize import colorize_depth, depth_range, to_uint8
 
 PREVIEW = 128  # longest side of the frames rendered while the camera moves
@@ -326,10 +326,10 @@ class FieldViewer:
         field = field or self._field
         if field.settings is None:
             density = field.params["density"]
-            field.settings = render_settings(self.cfg, np.asarray(field.aabb),
-                                             density.resolution, self.ndc, field.mask)  # fmt: skip
-            if np.prod(density.resolution) <= BAKE_MAX_VOXELS:  # once, not once per frame
-                field.params = {**field.params, "density": decomposition.bake(density)}
+            settings = render_settings(self.cfg, np.asarray(field.aabb), density.resolution,
+                                       self.ndc, field.mask)  # fmt: skip
+            field.settings = image_settings(settings, self.cfg)
+            field.params = baked(field.params)  # once, not once per frame
         out, field.settings = render_image(
             field.params, self.cfg.model, field.settings, field.aabb, field.mask, c2w, k,
             self.cfg.render.chunk, self.mesh, cancelled,

@@ -78,8 +78,9 @@ TRAIN_OPTIONS = [
     "--model.mlp-width", "--model.feature-pe", "--model.view-pe", "--model.density-shift",
     "--model.distance-scale", "--model.init-scale", "--render.step-ratio",
     "--render.max-samples", "--render.appearance-samples", "--render.near", "--render.far",
-    "--render.outer-samples", "--render.chunk", "--distributed.num-processes",
-    "--distributed.process-id", "--eval-every", "--eval-every-views", "--viewer-port",
+    "--render.outer-samples", "--render.chunk", "--render.image-threshold",
+    "--distributed.num-processes", "--distributed.process-id", "--eval-every",
+    "--eval-every-views", "--viewer-port",
 ]  # fmt: skip
 TUPLE_OPTIONS = ["--aabb", "--upsample-steps", "--mask-steps", "--model.density-components",
                  "--model.appearance-components", "--model.cp-components"]  # fmt: skip
