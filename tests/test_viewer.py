@@ -167,8 +167,9 @@ def check_screenshot(driver, camera) -> tuple[np.ndarray, np.ndarray]:
     """The canvas's pixels (H, W, 3) in [0, 1] match the oracle: the sphere's colours well
     inside its silhouette, white well outside it. Returns them, and where the sphere is.
 
-    The canvas fills the page, but its own resolution (the camera's image size) drops when
-    software WebGL draws slowly, and is stretched to the page: the oracle uses the page's."""
+    The canvas fills the page, but viser lowers its resolution (the camera's image size) by
+    up to a quarter when software WebGL draws slowly (its adaptive DPR) and stretches it to
+    the page: the oracle uses the page's grid."""
     canvas = iio.imread(driver.get_screenshot_as_png())[..., :3] / 255.0
     expected, inside = oracle(camera, *canvas.shape[:2])
     assert abs(camera.aspect / (canvas.shape[1] / canvas.shape[0]) - 1) < 0.01
