@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tyro
-from tqdm import tqdm
 
 from tensorf import checkpoint, cli, data, parallel
 from tensorf.config import TrainConfig
+from tensorf.progress import tqdm
 from tensorf.render import baked, render_image
 from tensorf.training import TrainState, image_settings, ndc_for, settings_for
 from tensorf.visualize import VideoWriter, colorize_depth, depth_range, side_by_side, to_uint8

@@ -17,12 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 from tensorboardX import SummaryWriter
-from tqdm import tqdm
 
 from tensorf import alpha_mask, checkpoint, checks, cli, data, parallel, training
 from tensorf.cli import ConfigError, Interrupted, TrainingError, run_main
 from tensorf.config import PRESETS, DistributedConfig, TrainConfig, to_dict
 from tensorf.evaluate import evaluate_views
+from tensorf.progress import tqdm
 from tensorf.render import carry_capacity, fit_capacity
 
 LOG_FILE = "log.jsonl"
