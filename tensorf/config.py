@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from tensorf.data import data_dir, default_dataset_path
+from tensorf.data.location import data_dir, default_dataset_path
 
 Precision = Literal["f32", "bf16", "f16"]
 Components = tuple[int, int, int]

@@ -11,14 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tensorf.data import blender, colmap, llff, transforms
-from tensorf.data.views import (
-    DOWNLOAD_HINT,
-    DatasetError,
-    SceneKind,
-    Views,
-    data_dir,
-    default_dataset_path,
-)
+from tensorf.data.location import data_dir, default_dataset_path
+from tensorf.data.views import DOWNLOAD_HINT, DatasetError, SceneKind, Views
 
 __all__ = [
     "DatasetError", "SceneKind", "Views", "available_splits", "data_dir",
