@@ -139,7 +139,12 @@ def match_features(database: Path, n_images: int, matcher: Matcher, seed: int) -
 
 
 def map_images(
-    database: Path, image_dir: Path, n_images: int, seed: int, scratch: Path
+    database: Path,
+    image_dir: Path,
+    n_images: int,
+    seed: int,
+    scratch: Path,
+    min_model_size: int,
 ) -> list[pycolmap.Reconstruction]:
     """Incremental mapping: every model COLMAP builds (it starts a new one when it cannot
     extend the current one), largest (most registered images) first."""
@@ -147,6 +152,9 @@ def map_images(
     options = pycolmap.IncrementalPipelineOptions()
     options.num_threads = -1
     options.random_seed = seed
+    # COLMAP drops models of fewer than 10 images; a small capture or a fragment of one is
+    # still worth reporting (the caller refuses too small a share).
+    options.min_model_size = min_model_size
     options.mapper.random_seed = seed
     options.triangulation.random_seed = seed
     registered = [0]

@@ -68,8 +68,10 @@ def sharp_frames(path: Path, n_frames: int | None, fps: float | None) -> list[np
                 best, best_score = frame.copy(), score
     except (OSError, RuntimeError) as error:
         reason = " ".join(str(error).split())[:160]
-        raise DatasetError(f"{path}: the video could not be decoded ({reason}); re-encode "
-                           "it (e.g. to H.264 mp4) or extract its frames yourself") from error
+        raise DatasetError(
+            f"{path}: the video could not be decoded ({reason}); re-encode "
+            "it (e.g. to H.264 mp4) or extract its frames yourself"
+        ) from error
     if best is not None:
         kept.append(best)
     return kept
