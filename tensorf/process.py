@@ -114,8 +114,12 @@ def _check_args(args: ProcessArgs) -> None:
     if not args.source.exists():
         raise DatasetError(f"{args.source}: not found; give a folder of photos or a video file")
     cli.check_creatable(args.out, "OUT")
-    if args.out.absolute() == args.source.absolute():
-        raise cli.ConfigError(f"OUT {args.out} is SOURCE itself; write to another folder")
+    source, out = args.source.resolve(), args.out.resolve()
+    if source == out or any(source.is_relative_to(out / name) for name in OUTPUTS):
+        raise cli.ConfigError(f"SOURCE {args.source} lies where OUT's own files go and would "
+                              "be overwritten; move it or choose another OUT")  # fmt: skip
+    if args.source.is_file() and args.source.suffix.lower() in IMAGE_SUFFIXES:
+        raise DatasetError(f"{args.source}: one photo; give the folder that holds the photos")
     earlier = [name for name in OUTPUTS if (args.out / name).exists()]
     if earlier and not args.overwrite:
         raise cli.ConfigError(f"OUT {args.out} already holds {', '.join(earlier)} from an "
@@ -147,7 +151,7 @@ def _write_pyramid(out: Path, name: str, rgb: np.ndarray, copy_from: Path | None
     at round(size / factor) as our capture loader resizes."""
     if copy_from is None:
         Image.fromarray(rgb).save(out / "images" / name)
-    elif copy_from.absolute() != (out / "images" / name).absolute():
+    else:
         shutil.copy2(copy_from, out / "images" / name)
     image = Image.fromarray(rgb)
     for factor in DOWNSCALES:
@@ -167,12 +171,15 @@ def _gather(args: ProcessArgs, is_video: bool) -> list[str]:
         (args.out / folder).mkdir(parents=True)
     if is_video:
         frames = sharp_frames(args.source, args.frames, args.fps)
-        sources: list = [(f"frame_{i + 1:05d}.png", frame, None) for i, frame in enumerate(frames)]
+        sources = ((f"frame_{i + 1:05d}.png", frame, None) for i, frame in enumerate(frames))
+        total = None  # the video's own bar counts
     else:
-        sources = [(p.name, None, p) for p in _photos(args.source)]
+        photos = _photos(args.source)
+        sources, total = ((p.name, None, p) for p in photos), len(photos)
     seen: dict[str, str] = {}
-    names, duplicates, sizes = [], [], {}
-    for name, rgb, path in tqdm(sources, desc="images", unit="image"):
+    names, duplicates, sizes, given = [], [], {}, 0
+    for name, rgb, path in tqdm(sources, total=total, desc="images", unit="image"):
+        given += 1
         rgb = _read_rgb(path) if rgb is None else rgb
         digest = hashlib.sha1(rgb.tobytes()).hexdigest() + str(rgb.shape)
         if digest in seen:  # no new view: COLMAP would only find a zero baseline
@@ -187,7 +194,7 @@ def _gather(args: ProcessArgs, is_video: bool) -> list[str]:
               f"{', '.join(duplicates[:5])}{', ...' if len(duplicates) > 5 else ''}",
               file=sys.stderr)  # fmt: skip
     if len(names) < MIN_IMAGES:
-        what = f"{len(sources)} images, {len(names)} distinct" if duplicates else f"{len(names)}"
+        what = f"{given} images, {len(names)} distinct" if duplicates else f"{len(names)}"
         raise DatasetError(f"{args.source}: {what}; posing needs at least {MIN_IMAGES} distinct "
                            "views, overlapping but from different places")  # fmt: skip
     if len(sizes) > 1 and not args.camera_per_image:

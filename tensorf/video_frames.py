@@ -38,11 +38,12 @@ def _decoded(path: Path) -> tuple[dict, Iterator[bytes]]:
     return meta, reader
 
 
-def sharp_frames(path: Path, n_frames: int | None, fps: float | None) -> list[np.ndarray]:
+def sharp_frames(path: Path, n_frames: int | None, fps: float | None) -> Iterator[np.ndarray]:
     """The video at `path` cut into `n_frames` equal windows (or one per 1/`fps` seconds),
-    and the sharpest frame of each, in order: `(H, W, 3)` uint8 each.
+    and the sharpest frame of each, in order: `(H, W, 3)` uint8 each, yielded as each
+    window ends.
 
-    One pass over the video keeps one frame per window in memory, whatever its length.
+    One pass over the video holds two frames in memory, whatever its length.
     The window count needs the frame count up front, which comes from the container's
     duration and frame rate; a video shorter than it says leaves its last windows empty.
     """
@@ -53,13 +54,12 @@ def sharp_frames(path: Path, n_frames: int | None, fps: float | None) -> list[np
     wanted = max(1, round(duration * fps)) if fps is not None else n_frames
     assert wanted is not None
     window_of = windows(expected, min(wanted, expected))
-    kept: list[np.ndarray] = []
     best, best_score, current = None, -1.0, 0
     try:
         for i, raw in enumerate(tqdm(reader, total=expected, desc="video frames", unit="frame")):
             window = window_of[min(i, expected - 1)]
             if window != current and best is not None:
-                kept.append(best)
+                yield best
                 best, best_score = None, -1.0
             current = window
             frame = np.frombuffer(raw, np.uint8).reshape(height, width, 3)
@@ -73,5 +73,4 @@ def sharp_frames(path: Path, n_frames: int | None, fps: float | None) -> list[np
             "it (e.g. to H.264 mp4) or extract its frames yourself"
         ) from error
     if best is not None:
-        kept.append(best)
-    return kept
+        yield best

@@ -90,6 +90,7 @@ def test_wheel_installs_and_its_console_scripts_run(tmp_path):
     commands = [(["tensorf-train", "--help"], "llff-quick"),
                 (["tensorf-train", "demo", "--help"], "--run-dir")]  # fmt: skip
     commands += [([script, "--help"], "--run-dir") for script in SCRIPTS[1:]]
+    commands.append((["tensorf-process", "--help"], "--camera-per-image"))
     for (script, *args), expected in commands:
         result = subprocess.run([bin_dir / script, *args], cwd=tmp_path, env=env,
                                 capture_output=True, text=True)  # fmt: skip

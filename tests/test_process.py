@@ -161,12 +161,12 @@ def test_the_sharpest_frame_of_each_stretch_is_kept(tmp_path):
         blurred = ndimage.gaussian_filter(frame.astype(float), (2.0, 2.0, 0))
         writer.send(frame if k in sharp else np.round(blurred).astype(np.uint8))
     writer.close()
-    kept = sharp_frames(path, 4, None)
+    kept = list(sharp_frames(path, 4, None))
     nearest = [int(np.argmin([np.abs(f.astype(float) - o).mean() for o in originals]))
                for f in kept]  # fmt: skip
     assert nearest == sharp
     # --fps: 12 frames over 1 s at 2 per second are two stretches of 6.
-    assert len(sharp_frames(path, None, 2.0)) == 2
+    assert len(list(sharp_frames(path, None, 2.0))) == 2
 
 
 @pytest.mark.parametrize("model, params", [
@@ -241,6 +241,7 @@ BAD_SOURCES = {
     "unreadable_video": (_bad_video, ("clip.mp4", "not a readable video")),
     "identical_images": (_identical, ("5 images, 1 distinct", "at least 3")),
     "missing": (lambda root, photo: root / "nowhere", ("nowhere", "not found")),
+    "one_photo": (lambda root, photo: _two(root, photo) / "view_000.png", ("one photo",)),
 }
 
 
@@ -263,6 +264,11 @@ def test_an_unwritable_or_used_output_folder_is_refused(photos, tmp_path, monkey
     assert_one_line_error(result, "already holds images", "--overwrite")
     result = run_process(monkeypatch, capsys, photos, tmp_path / "out", "--max-image-size", "0")
     assert_one_line_error(result, "--max-image-size")
+    # Photos where OUT's images/ goes would be replaced by their own copies.
+    result = run_process(monkeypatch, capsys, tmp_path / "used" / "images", tmp_path / "used",
+                         "--overwrite")  # fmt: skip
+    assert_one_line_error(result, "SOURCE", "would be overwritten")
+    assert (tmp_path / "used" / "images").is_dir()
 
 
 def test_too_few_posed_images_is_an_error_that_keeps_the_database(ring, tmp_path):
