@@ -301,3 +301,16 @@ def test_report_names_what_was_left_out():
     assert "registered 3 of 4 images (75%" in text and "not registered: d.jpg" in text
     assert "2 models" in text and "without d.jpg" in text
     assert "models" not in "\n".join(dataclasses.replace(report, elsewhere=()).lines())
+
+
+def test_images_that_cannot_be_posed_are_named_and_left_out(ring, tmp_path):
+    """Six views of the scene and two of unrelated noise: the six are posed, the report
+    names the two, and only the six are in transforms.json and the COLMAP model."""
+    noise = [np.round(noise_texture(10 + k, SIZE[1], SIZE[0]) * 255).astype(np.uint8)
+             for k in range(2)]  # fmt: skip
+    source = write_photos(tmp_path / "in", [*ring[1][:6], *noise])
+    report = process.process(process.ProcessArgs(source=source, out=tmp_path / "out"))
+    assert report.unregistered == ("view_006.png", "view_007.png")
+    assert "not registered: view_006.png, view_007.png" in report.lines()
+    assert transforms.load_views(tmp_path / "out", "all").n_views == 6
+    assert colmap.load_views(tmp_path / "out", "all").n_views == 6
