@@ -117,9 +117,13 @@ def match_features(database: Path, n_images: int, matcher: Matcher, seed: int) -
     verification.ransac.random_seed = seed
     if matcher == "exhaustive":
         total = n_images * (n_images - 1) // 2
+        pairing = pycolmap.ExhaustivePairingOptions()
+        # Blocks of 10 x 10 images, not COLMAP's 50 x 50: a block's pairs reach the database
+        # (and the bar) together, and 50 photos would be one block.
+        pairing.block_size = 10
 
         def stage(token: pycolmap.CancellationToken) -> None:
-            pycolmap.match_exhaustive(database, options, verification_options=verification,
+            pycolmap.match_exhaustive(database, options, pairing, verification,
                                       device=pycolmap.Device.cpu,
                                       cancellation_token=token)  # fmt: skip
     else:
