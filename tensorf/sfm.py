@@ -59,7 +59,8 @@ def _run(
         try:
             while not future.done():
                 time.sleep(_POLL_SECONDS)
-                bar.update(min(progress(), bar.total) - bar.n)
+                # Forward only: a count read while the stage held the lock comes back 0.
+                bar.update(max(0, min(progress(), bar.total) - bar.n))
         except KeyboardInterrupt:
             token.cancel()
             raise
