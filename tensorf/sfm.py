@@ -153,9 +153,11 @@ def map_images(
 ) -> list[pycolmap.Reconstruction]:
     """Incremental mapping: every model COLMAP builds (it starts a new one when it cannot
     extend the current one), largest (most registered images) first."""
-    pycolmap.set_random_seed(seed)
     options = pycolmap.IncrementalPipelineOptions()
-    options.num_threads = -1
+    # One thread: with more, COLMAP's mapper is not repeatable (seeded, it still gave another
+    # model in 1 run of 5 on the test scene), while features and matching, which take most
+    # of the time, use every core and repeat exactly.
+    options.num_threads = 1
     options.random_seed = seed
     # COLMAP drops models of fewer than 10 images; a small capture or a fragment of one is
     # still worth reporting (the caller refuses too small a share).
@@ -175,6 +177,7 @@ def map_images(
     with tempfile.TemporaryDirectory(dir=scratch) as models:
 
         def stage(token: pycolmap.CancellationToken) -> dict[int, pycolmap.Reconstruction]:
+            pycolmap.set_random_seed(seed)  # COLMAP's generator is per thread: this one's
             return pycolmap.incremental_mapping(database, image_dir, models, options,
                                                initial_image_pair_callback=count(2),
                                                next_image_callback=count(1),
