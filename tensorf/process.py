@@ -222,7 +222,7 @@ def process(args: ProcessArgs) -> Report:
     if matcher == "auto":
         matcher = "sequential" if is_video or len(names) > EXHAUSTIVE_UP_TO else "exhaustive"
     stage_start = time.perf_counter()
-    sfm.match_features(database, len(names), matcher, args.seed)
+    sfm.match_features(database, sfm.image_pairs(names, matcher), args.seed, args.out)
     seconds["matching"] = time.perf_counter() - stage_start
     stage_start = time.perf_counter()
     models = sfm.map_images(database, image_dir, len(names), args.seed, args.out, MIN_IMAGES)

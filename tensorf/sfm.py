@@ -2,19 +2,14 @@
 it: SIFT features, matching, incremental mapping, all on the CPU and offline (no
 vocabulary tree: loop detection and vocab-tree matching would need one downloaded).
 
-Each stage is one blocking pycolmap call. It runs in a worker thread (pycolmap releases
-the GIL) while this thread draws its progress bar from what the stage has written so far:
-feature rows and verified pairs in the database, registrations from the mapper's callbacks.
+Features and matches go to COLMAP a chunk at a time, so that a progress bar can follow;
+the mapper reports each registration through its callbacks.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import tempfile
-import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -26,7 +21,8 @@ from tensorf.progress import tqdm
 T = TypeVar("T")
 Matcher = Literal["exhaustive", "sequential"]
 SEQUENTIAL_OVERLAP = 10  # COLMAP's default: each frame is matched with the next 10
-_POLL_SECONDS = 0.2
+EXTRACT_CHUNK = 8  # images per extraction call: enough for every core, a bar step each
+MATCH_CHUNK = 100  # pairs per matching call
 # nerfstudio's applied_transform: COLMAP's world (x, y, z) -> (x, z, -y), so that COLMAP's
 # usual "down is +y" becomes "up is +z" for its viewer. Recorded in transforms.json, which
 # our loader (and nerfstudio's) undoes.
@@ -34,39 +30,14 @@ APPLIED_TRANSFORM = np.array([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0]])
 _OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
-def _count(database: Path, table: str) -> int:
-    """Rows of `table` that the running stage has committed (0 while it holds the lock)."""
-    try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=0.05) as db:
-            return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
-def _run(
-    stage: Callable[[pycolmap.CancellationToken], T],
-    bar: tqdm,
-    progress: Callable[[], int],
-) -> T:
-    """`stage(token)` in a worker thread, with `bar` following `progress()` until it ends.
-    Ctrl-C cancels the stage through its token and waits for it to stop."""
-    # COLMAP logs every image and pair (INFO) and every small model it gives up on (WARNING);
-    # the bars and the report say what matters, in less.
+def _quiet_colmap() -> None:
+    """COLMAP logs every image and pair (INFO) and every small model it gives up on
+    (WARNING); the bars and the report say what matters, in less."""
     pycolmap.logging.minloglevel = max(pycolmap.logging.minloglevel, 2)
-    token = pycolmap.CancellationToken()
-    with bar, ThreadPoolExecutor(1) as pool:
-        future = pool.submit(stage, token)
-        try:
-            while not future.done():
-                time.sleep(_POLL_SECONDS)
-                # Forward only: a count read while the stage held the lock comes back 0.
-                bar.update(max(0, min(progress(), bar.total) - bar.n))
-        except KeyboardInterrupt:
-            token.cancel()
-            raise
-        result = future.result()
-        bar.update(bar.total - bar.n)
-        return result
+
+
+def _chunks(items: list[T], size: int) -> list[list[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def extract_features(
@@ -80,6 +51,7 @@ def extract_features(
 ) -> None:
     """SIFT features of `names` (in `image_dir`) into `database`, at most `max_image_size`
     pixels on the long side (COLMAP resizes before extracting), which bounds memory."""
+    _quiet_colmap()
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = camera_model
     options = pycolmap.FeatureExtractionOptions()
@@ -87,60 +59,52 @@ def extract_features(
     options.num_threads = -1  # every core
     options.sift.max_num_features = max_features
     mode = pycolmap.CameraMode.PER_IMAGE if camera_per_image else pycolmap.CameraMode.SINGLE
-
     # Images (and their ids) go in first, one by one in name order: the extractor's threads
     # would otherwise number them in the order they finish, and ids order the mapper's ties.
     pycolmap.Database.open(database).close()  # import_images needs the file to exist
     pycolmap.import_images(database, image_dir, mode, names, reader)
-
-    def stage(token: pycolmap.CancellationToken) -> None:
-        pycolmap.extract_features(database, image_dir, names, camera_mode=mode,
-                                  reader_options=reader, extraction_options=options,
-                                  device=pycolmap.Device.cpu, cancellation_token=token)  # fmt: skip
-
-    bar = tqdm(total=len(names), desc="features", unit="image")
-    _run(stage, bar, lambda: _count(database, "descriptors"))
+    with tqdm(total=len(names), desc="features", unit="image") as bar:
+        for chunk in _chunks(names, EXTRACT_CHUNK):
+            pycolmap.extract_features(database, image_dir, chunk, camera_mode=mode,
+                                      reader_options=reader, extraction_options=options,
+                                      device=pycolmap.Device.cpu)  # fmt: skip
+            bar.update(len(chunk))
 
 
-def sequential_pairs(n: int, overlap: int = SEQUENTIAL_OVERLAP) -> int:
-    """How many pairs COLMAP's sequential matcher (quadratic overlap) forms among n frames:
-    each frame with the next `overlap` and with those 2^k ahead, k < `overlap`."""
-    steps = set(range(1, overlap + 1)) | {2**k for k in range(overlap)}
-    return sum(max(0, n - step) for step in steps)
+def image_pairs(names: list[str], matcher: Matcher) -> list[tuple[str, str]]:
+    """The pairs to match, in order: every pair (`exhaustive`), or each image with the next
+    SEQUENTIAL_OVERLAP and with those 2^k ahead, k < SEQUENTIAL_OVERLAP (`sequential`, as
+    COLMAP's sequential matcher with quadratic overlap pairs video frames)."""
+    n = len(names)
+    if matcher == "exhaustive":
+        steps = range(1, n)
+    else:
+        quadratic = {2**k for k in range(SEQUENTIAL_OVERLAP)}
+        steps = sorted(set(range(1, SEQUENTIAL_OVERLAP + 1)) | quadratic)
+    return [(names[i], names[i + step]) for i in range(n) for step in steps if i + step < n]
 
 
-def match_features(database: Path, n_images: int, matcher: Matcher, seed: int) -> None:
-    """Match every pair of images (`exhaustive`) or each with its next ones in name order
-    (`sequential`, for video frames), then verify each pair's geometry with RANSAC."""
+def match_features(database: Path, pairs: list[tuple[str, str]], seed: int, scratch: Path) -> None:
+    """Match the features of each pair of images, then verify its geometry with RANSAC.
+
+    The pairs are handed to COLMAP a chunk at a time, from a list we make, rather than
+    through its exhaustive and sequential matchers: the bar moves with each chunk, and the
+    database is written by COLMAP alone (reading it meanwhile through Python's own copy of
+    SQLite, whose locks COLMAP's copy does not see, corrupted it)."""
+    _quiet_colmap()
     options = pycolmap.FeatureMatchingOptions()
     options.num_threads = -1
     verification = pycolmap.TwoViewGeometryOptions()
     verification.ransac.random_seed = seed
-    if matcher == "exhaustive":
-        total = n_images * (n_images - 1) // 2
-        pairing = pycolmap.ExhaustivePairingOptions()
-        # Blocks of 10 x 10 images, not COLMAP's 50 x 50: a block's pairs reach the database
-        # (and the bar) together, and 50 photos would be one block.
-        pairing.block_size = 10
-
-        def stage(token: pycolmap.CancellationToken) -> None:
-            pycolmap.match_exhaustive(database, options, pairing, verification,
-                                      device=pycolmap.Device.cpu,
-                                      cancellation_token=token)  # fmt: skip
-    else:
-        pairing = pycolmap.SequentialPairingOptions()
-        pairing.overlap = SEQUENTIAL_OVERLAP
-        pairing.quadratic_overlap = True
-        pairing.loop_detection = False  # needs a vocabulary tree, i.e. a download
-        total = sequential_pairs(n_images)
-
-        def stage(token: pycolmap.CancellationToken) -> None:
-            pycolmap.match_sequential(database, options, pairing, verification,
-                                      device=pycolmap.Device.cpu,
-                                      cancellation_token=token)  # fmt: skip
-
-    bar = tqdm(total=total, desc="matching", unit="pair")
-    _run(stage, bar, lambda: _count(database, "two_view_geometries"))
+    pairing = pycolmap.ImportedPairingOptions()
+    with tempfile.TemporaryDirectory(dir=scratch) as folder:
+        pairing.match_list_path = str(Path(folder) / "pairs.txt")
+        with tqdm(total=len(pairs), desc="matching", unit="pair") as bar:
+            for chunk in _chunks(pairs, MATCH_CHUNK):
+                Path(pairing.match_list_path).write_text("".join(f"{a} {b}\n" for a, b in chunk))
+                pycolmap.match_image_pairs(database, options, pairing, verification,
+                                           device=pycolmap.Device.cpu)  # fmt: skip
+                bar.update(len(chunk))
 
 
 def map_images(
@@ -164,28 +128,19 @@ def map_images(
     options.min_model_size = min_model_size
     options.mapper.random_seed = seed
     options.triangulation.random_seed = seed
-    registered = [0]
-    lock = threading.Lock()
+    _quiet_colmap()
+    pycolmap.set_random_seed(seed)
+    # Registrations over all models: a model abandoned for a new one counts too.
+    with tqdm(total=n_images, desc="mapping", unit="image") as bar:
 
-    def count(k: int) -> Callable[[], None]:
-        def callback() -> None:
-            with lock:
-                registered[0] += k
+        def registered(k: int) -> Callable[[], None]:
+            return lambda: bar.update(min(k, bar.total - bar.n))
 
-        return callback
-
-    with tempfile.TemporaryDirectory(dir=scratch) as models:
-
-        def stage(token: pycolmap.CancellationToken) -> dict[int, pycolmap.Reconstruction]:
-            pycolmap.set_random_seed(seed)  # COLMAP's generator is per thread: this one's
-            return pycolmap.incremental_mapping(database, image_dir, models, options,
-                                               initial_image_pair_callback=count(2),
-                                               next_image_callback=count(1),
-                                               cancellation_token=token)  # fmt: skip
-
-        # Registrations over all models: a model abandoned for a new one counts too.
-        bar = tqdm(total=n_images, desc="mapping", unit="image")
-        found = _run(stage, bar, lambda: registered[0])
+        with tempfile.TemporaryDirectory(dir=scratch) as models:
+            found = pycolmap.incremental_mapping(database, image_dir, models, options,
+                                                 initial_image_pair_callback=registered(2),
+                                                 next_image_callback=registered(1))  # fmt: skip
+        bar.update(bar.total - bar.n)
     return sorted(found.values(), key=lambda model: -model.num_reg_images())
 
 
