@@ -25,6 +25,10 @@ DOWNLOAD_HINT = (
     "TENSORF_DATA_DIR to the folder that contains them"
 )
 
+# Photo files, by suffix (lower case): what tensorf-process poses and what marks a folder
+# of photos that still needs posing.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
 # "object": seen from all around, inside a bounded box; "forward-facing": photos that all
 # look the same way (LLFF), rendered through normalised device coordinates; "capture": a
 # phone or camera capture (transforms.json, COLMAP) whose background goes on for ever.
