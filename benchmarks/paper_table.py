@@ -112,7 +112,7 @@ def run_scene(scene: Path, preset: str, run_dir: Path, minutes: float, extra: li
         print(f"# {scene.name}: done before ({metrics}), not trained again", flush=True)
         return json.loads(metrics.read_text())
     resume = ["--resume"] if (run_dir / "config.json").exists() else []
-    cmd = [sys.executable, str(ROOT / "train.py"), preset, "--dataset-path", str(scene),
+    cmd = [sys.executable, str(ROOT / "train.py"), preset, "--dataset-path", str(scene.resolve()),
            "--run-dir", str(run_dir), "--max-minutes", str(minutes), *resume, *extra]  # fmt: skip
     print("# command:", " ".join(cmd), flush=True)
     if subprocess.run(cmd, cwd=ROOT, check=False).returncode != 0 or not metrics.exists():
@@ -172,7 +172,8 @@ def main() -> None:
     header(f"paper table: --preset {args.preset}, --minutes {args.minutes}, "
            f"scenes {', '.join(s.name for s in scenes)}")  # fmt: skip
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    folder = args.runs / f"{args.preset}-{args.minutes:g}min"
+    # Absolute: train.py runs from the repository root, this script from anywhere.
+    folder = args.runs.resolve() / f"{args.preset}-{args.minutes:g}min"
     rows = []
     for scene in scenes:
         preset, run_dir = preset_for(scene, args), folder / scene.name
