@@ -197,6 +197,7 @@ def test_evaluations_during_training_reach_tensorboard(sphere_scene, tmp_path):
         metrics, _ = evaluate_views(state, cfg, views, None)
         assert logged[f"{tag}/psnr"][step] == pytest.approx(metrics["psnr"], abs=1e-4)
         assert logged[f"{tag}/ssim"][step] == pytest.approx(metrics["ssim"], abs=1e-4)
+        assert logged[f"{tag}/lpips"][step] == pytest.approx(metrics["lpips"], abs=1e-4)
     assert logged[f"{tag}/psnr"][60] > logged[f"{tag}/psnr"][20]
 
 

