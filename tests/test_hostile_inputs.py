@@ -1,0 +1,160 @@
+"""Reliability, round 3 (issue 32), inputs: JSON that parses badly in ways other than a
+syntax error, declared image sizes that are zero or absurd, images larger than memory,
+grey + alpha and palette + transparency PNGs."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PIL import Image
+from test_captures import capture_rig, write_transforms
+
+from tensorf import checkpoint, experiment
+from tensorf.checkpoint import CheckpointError
+from tensorf.data import DatasetError, load_views, safe_json, views
+
+
+def hostile_json() -> Iterator[tuple[str, str]]:
+    """(what, JSON text of a value) that `json.loads` takes but nothing after it can."""
+    yield "deep nesting", "[" * 100_000 + "]" * 100_000
+    yield "a 5000-digit integer", "1" + "0" * 5000
+    yield "an integer past int64", str(2**64)
+    yield "a number past float64", "1e400"
+    yield "a negative one", "-1e999"
+
+
+def with_value(text: str, key: str, value: str) -> str:
+    """JSON text with the first value of `key` replaced by `value` (verbatim)."""
+    edited, count = re.subn(rf'("{key}":\s*)[^,}}\]]+', lambda m: m.group(1) + value, text,
+                            count=1)  # fmt: skip
+    assert count == 1, key
+    return edited
+
+
+def test_safe_json_refuses_each_kind_with_a_reason():
+    for what, value in hostile_json():
+        with pytest.raises(ValueError, match="nested too deeply|out of range") as error:
+            safe_json.loads(value)
+        assert len(str(error.value)) < 100, what
+    # What json.loads takes and is fine stays fine: NaN (checked where used), big floats.
+    assert safe_json.loads('{"a": [1, -2.5e300, 9223372036854775807]}') == {
+        "a": [1, -2.5e300, 2**63 - 1]
+    }
+    assert np.isnan(safe_json.loads("NaN"))
+
+
+def test_hostile_json_in_a_dataset_is_one_line(tmp_path):
+    rig = capture_rig()
+    capture = write_transforms(tmp_path / "capture", rig)
+    text = (capture / "transforms.json").read_text()
+    blender = tmp_path / "blender"
+    blender.mkdir()
+    blender_text = json.dumps({"camera_angle_x": 0.7, "frames": []})
+    for what, value in hostile_json():
+        for key in ("w", "fl_x", "cx"):
+            (capture / "transforms.json").write_text(with_value(text, key, value))
+            with pytest.raises(DatasetError, match="transforms.json: ") as error:
+                load_views(capture, "train")
+            assert "re-extract" in str(error.value), (what, key)
+        (blender / "transforms_train.json").write_text(
+            with_value(blender_text, "camera_angle_x", value)
+        )
+        with pytest.raises(DatasetError, match="transforms_train.json: "):
+            load_views(blender, "train")
+
+
+def test_hostile_json_in_a_run_directory_is_one_line(sphere_run, tmp_path):
+    cfg, _ = sphere_run
+    run = tmp_path / "run"
+    run.mkdir()
+    config = (cfg.run_dir / checkpoint.CONFIG_FILE).read_text()
+    cameras = (cfg.run_dir / checkpoint.CAMERAS_FILE).read_text()
+    for what, value in hostile_json():
+        (run / checkpoint.CONFIG_FILE).write_text(with_value(config, "batch_size", value))
+        with pytest.raises(CheckpointError, match="config.json: corrupt"):
+            checkpoint.load_config(run)
+        (run / checkpoint.CAMERAS_FILE).write_text(with_value(cameras, "width", value))
+        with pytest.raises(CheckpointError, match="cameras.json: corrupt"):
+            checkpoint.load_cameras(run)
+        # log.jsonl: an unreadable line is dropped on resume like a half-written one.
+        log = run / experiment.LOG_FILE
+        log.write_text(f'{{"step": 1}}\n{{"step": {value}}}\n{{"step": 2}}\n{value}\n')
+        experiment._JsonLog(log, 2)
+        assert log.read_text() == '{"step": 1}\n{"step": 2}\n', what
+
+
+def test_declared_image_sizes_are_checked_before_allocating(tmp_path, monkeypatch):
+    rig = capture_rig()
+    root = write_transforms(tmp_path / "capture", rig)
+    meta = json.loads((root / "transforms.json").read_text())
+
+    def allocating(*args, **kwargs):
+        raise AssertionError("allocated before the size was checked")
+
+    for w, h, says in ((0, 16, "positive integers"), (10**7, 16, "not a photo's"),
+                       (30000, 20000, "GiB but")):  # fmt: skip
+        for frame in meta["frames"]:
+            frame["w"], frame["h"] = w, h
+        (root / "transforms.json").write_text(json.dumps(meta))
+        with monkeypatch.context() as patch:
+            patch.setattr(views, "available_memory", lambda: 2**30)
+            patch.setattr(np, "empty", allocating)
+            with pytest.raises(DatasetError, match=says):
+                load_views(root, "train")
+
+
+def png_claiming(path: Path, width: int, height: int) -> Path:
+    """A 1x1 PNG whose header claims `width` x `height` (its IHDR rewritten, CRC and all):
+    what a corrupt or hostile file looks like to a reader before it decodes."""
+    iio.imwrite(path, np.zeros((1, 1, 3), np.uint8))
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IHDR")
+    data[start + 4 : start + 12] = struct.pack(">II", width, height)
+    data[start + 17 : start + 21] = struct.pack(">I", zlib.crc32(data[start : start + 17]))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_an_image_larger_than_memory_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+    monkeypatch.setattr(views, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(views.iio, "imread", lambda *a, **k: pytest.fail("decoded"))
+    for width, height, says in ((12000, 12000, "need about 4.3 GiB but 1.0 GiB is free"),
+                                (40000, 10, "not a photo's")):  # fmt: skip
+        path = png_claiming(tmp_path / f"{width}.png", width, height)
+        with pytest.raises(DatasetError, match=says):
+            views.read_image(path, "a test")
+
+
+def test_grey_alpha_and_palette_pngs(tmp_path):
+    rig = capture_rig()
+    root = write_transforms(tmp_path / "capture", rig)
+    grey = np.full((16, 24), rig[1]["colour"], np.uint8)
+    iio.imwrite(root / "images" / rig[1]["name"], np.stack([grey, grey // 2], -1))  # LA
+    loaded = load_views(root, "all")
+    index = loaded.names.index(f"images/{rig[1]['name']}")
+    np.testing.assert_allclose(loaded.images[index], rig[1]["colour"] / 255, atol=1e-6)
+    # A palette PNG with one transparent entry, in a Blender scene (alpha = object mask).
+    scene = tmp_path / "blender"
+    scene.mkdir()
+    frame = {"file_path": "./r_0", "transform_matrix": np.eye(4).tolist()}
+    (scene / "transforms_train.json").write_text(
+        json.dumps({"camera_angle_x": 0.7, "frames": [frame]})
+    )
+    palette = Image.new("P", (8, 6))
+    palette.putpalette([200, 40, 10] + [0, 0, 0] * 255)  # entry 0 red; entry 1 transparent
+    pixels = np.zeros((6, 8), np.uint8)
+    pixels[:, 4:] = 1
+    palette.putdata(pixels.ravel().tolist())
+    palette.save(scene / "r_0.png", transparency=1)
+    image = load_views(scene, "train").images[0]
+    np.testing.assert_allclose(image[:, :4], np.broadcast_to([200 / 255, 40 / 255, 10 / 255],
+                                                             (6, 4, 3)), atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(image[:, 4:], 1.0)  # transparent: white background
