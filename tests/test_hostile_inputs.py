@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 from PIL import Image
-from test_captures import capture_rig, write_transforms
+from synthetic import write_llff_scene
+from test_captures import capture_rig, write_colmap, write_transforms
+from test_hostile_outputs import one_line_exit
 
 from tensorf import checkpoint, experiment
 from tensorf.checkpoint import CheckpointError
 from tensorf.data import DatasetError, load_views, safe_json, views
+from tensorf.evaluate import EvaluateArgs, evaluate_run
 
 
 def hostile_json() -> Iterator[tuple[str, str]]:
@@ -158,3 +162,130 @@ def test_grey_alpha_and_palette_pngs(tmp_path):
     np.testing.assert_allclose(image[:, :4], np.broadcast_to([200 / 255, 40 / 255, 10 / 255],
                                                              (6, 4, 3)), atol=1e-6)  # fmt: skip
     np.testing.assert_allclose(image[:, 4:], 1.0)  # transparent: white background
+
+
+def hostile_intrinsics() -> Iterator[tuple[str, dict, str]]:
+    """(what, transforms.json keys for one frame, what the error says): intrinsics no lens
+    has, each of which trained to exit 0 or to NaN steps before."""
+    yield "negative focal", {"fl_x": -20.0}, "focal lengths"
+    yield "enormous focal", {"fl_x": 1e7}, "focal lengths"
+    yield "focal past float32", {"fl_x": 1e39}, "not finite in float32"
+    yield "principal point far outside", {"cx": 1e4}, "principal point"
+    yield "principal point negative", {"cy": -30.0}, "principal point"
+    yield "k1 far outside any lens", {"k1": 50.0}, "distortion coefficients"
+    yield "a lens that folds the image", {"k1": -3.0}, "distortion coefficients"
+    yield "fisheye k1 far outside", {"camera_model": "OPENCV_FISHEYE", "k1": 20.0}, "distortion"
+    yield "fisheye that folds", {"camera_model": "OPENCV_FISHEYE", "k1": -2.0}, "distortion"
+
+
+def test_intrinsics_no_lens_has_are_one_line(tmp_path):
+    rig = capture_rig()
+    root = write_transforms(tmp_path / "capture", rig)
+    meta = json.loads((root / "transforms.json").read_text())
+    assert load_views(root, "all").n_views == len(rig)  # the rig itself is a real lens
+    for what, keys, says in hostile_intrinsics():
+        edited = json.loads(json.dumps(meta))
+        edited["frames"][3].update(keys)
+        if "camera_model" in keys:
+            edited["camera_model"] = keys["camera_model"]
+        (root / "transforms.json").write_text(json.dumps(edited))
+        with pytest.raises(DatasetError, match=says) as error:
+            load_views(root, "train")
+        assert "frames[3]" in str(error.value), what
+
+
+def test_colmap_cameras_and_quaternions_no_model_has_are_one_line(tmp_path):
+    rig = capture_rig()
+    root = write_colmap(tmp_path / "colmap", rig)
+    images = (root / "sparse/0/images.txt").read_text().split("\n")
+    cameras = (root / "sparse/0/cameras.txt").read_text().split("\n")
+
+    def quaternion_times(factor: float) -> str:
+        fields = images[2].split()
+        fields[1:5] = [repr(factor * float(x)) for x in fields[1:5]]
+        return "\n".join([images[0], images[1], " ".join(fields), *images[3:]])
+
+    def focal(value: float) -> str:
+        fields = cameras[0].split()
+        fields[4] = repr(value)
+        return "\n".join([" ".join(fields), *cameras[1:]])
+
+    cases = (("images.txt", quaternion_times(0.0), "norm 0"),
+             ("images.txt", quaternion_times(2.0), "norm 2"),
+             ("cameras.txt", focal(-20.0), "focal lengths"),
+             ("cameras.txt", focal(1e9), "focal lengths"))  # fmt: skip
+    for name, text, says in cases:
+        fresh = write_colmap(tmp_path / f"c{len(list(tmp_path.iterdir()))}", rig)
+        (fresh / "sparse/0" / name).write_text(text)
+        with pytest.raises(DatasetError, match=says) as error:
+            load_views(fresh, "all")
+        assert "sparse/0" in str(error.value)
+
+
+def test_evaluating_on_a_scene_of_another_kind_is_refused(sphere_run, tmp_path, capsys):
+    cfg, _ = sphere_run
+    scene = write_llff_scene(tmp_path / "llff")
+    args = EvaluateArgs(run_dir=cfg.run_dir, dataset_path=scene.root, save_renders=False)
+    message = one_line_exit(lambda: evaluate_run(args), capsys)
+    assert "holds a forward-facing scene" in message and "trained on an object" in message
+
+
+def binary_colmap(root: Path) -> Path:
+    """The capture's COLMAP model as binary files, with one 3D point (the text model has
+    none; its track is empty, as its images have no 2D points), so every record kind is
+    present."""
+    import pycolmap
+
+    write_colmap(root, capture_rig())
+    model = root / "sparse/0"
+    pycolmap.Reconstruction(str(model)).write_binary(str(model))
+    for name in ("cameras.txt", "images.txt", "points3D.txt"):
+        (model / name).unlink()
+    point = struct.pack("<Q3d3Bd", 1, 0.5, 0.25, 2.0, 10, 20, 30, 0.5)
+    track = struct.pack("<Q", 0)
+    (model / "points3D.bin").write_bytes(struct.pack("<Q", 1) + point + track)
+    return root
+
+
+def corrupt_colmap_models() -> Iterator[tuple[str, str, Callable[[bytes], bytes], str]]:
+    """(what, file, corruption of its bytes, what the error says)."""
+
+    def count(value: int) -> Callable[[bytes], bytes]:
+        return lambda data: struct.pack("<Q", value) + data[8:]
+
+    def at(offset: int, fmt: str, value: int) -> Callable[[bytes], bytes]:
+        end = offset + struct.calcsize(fmt)
+        return lambda data: data[:offset] + struct.pack(fmt, value) + data[end:]
+
+    yield "camera count", "cameras.bin", count(2**40), "states 1099511627776 cameras"
+    yield "camera model", "cameras.bin", at(12, "<i", 99), "camera model 99"
+    yield "truncated cameras", "cameras.bin", lambda d: d[:-5], "8 camera parameters"
+    yield "truncated images", "images.bin", lambda d: d[:-2], "ends inside a record"
+    yield "image count", "images.bin", count(2**33), "images, more than"
+    yield ("name without end", "images.bin",
+           lambda d: struct.pack("<Q", 1) + d[8 : 8 + 64 + 3] + b"x" * 100,
+           "ends inside an image name")  # fmt: skip
+    points2d = 8 + 64 + len("f_00.png") + 1
+    yield "2D point count", "images.bin", at(points2d, "<Q", 2**50), "2D points"
+    yield "point count", "points3D.bin", count(2**45), "3D points"
+    yield "track length", "points3D.bin", at(8 + 43, "<Q", 2**40), "track elements"
+    yield "trailing bytes", "points3D.bin", lambda d: d + b"\0" * 7, "7 bytes after"
+
+
+def test_corrupt_colmap_binary_counts_are_refused_before_pycolmap_reads(tmp_path,
+                                                                        monkeypatch):  # fmt: skip
+    import pycolmap
+
+    good = binary_colmap(tmp_path / "good")
+    assert load_views(good, "all").n_views == len(capture_rig())
+    real = pycolmap.Reconstruction
+    monkeypatch.setattr(pycolmap, "Reconstruction", lambda *a: pytest.fail("pycolmap read it"))
+    for what, name, corrupt, says in corrupt_colmap_models():
+        root = tmp_path / what.replace(" ", "_")
+        shutil.copytree(good, root)
+        path = root / "sparse/0" / name
+        path.write_bytes(corrupt(path.read_bytes()))
+        with pytest.raises(DatasetError, match=says) as error:
+            load_views(root, "all")
+        assert name in str(error.value) and "re-export" in str(error.value), what
+    monkeypatch.setattr(pycolmap, "Reconstruction", real)
