@@ -121,6 +121,15 @@ def check_config(cfg: TrainConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def _shaded_sample_bytes(cfg: TrainConfig) -> int:
+    """Memory per sample of the shading buffer: the MLP's input (features, view direction
+    and their encodings) and hidden layers, kept for the backward pass with their
+    gradients (float32)."""
+    model = cfg.model
+    inputs = (model.appearance_dim + 3) * (1 + 2 * max(model.feature_pe, model.view_pe))
+    return 4 * 2 * (inputs + 2 * model.mlp_width + 3)
+
+
 def _memory_problems(cfg: TrainConfig) -> list[str]:
     """Refuse a run whose final grid and batch cannot fit in this machine's memory, rather
     than let it die of it hours later."""
@@ -130,12 +139,15 @@ def _memory_problems(cfg: TrainConfig) -> list[str]:
                                                       resolution))  # fmt: skip
     params = sum(int(np.prod(x.shape)) * 4 for x in jax.tree.leaves(shapes))
     ndc = (1.0, 1.0) if cfg.render.ndc else None
-    samples = training.render_settings(cfg, aabb, resolution, ndc).samples_per_ray
-    need = _COPIES_OF_PARAMS * params + cfg.batch_size * samples * _BYTES_PER_SAMPLE
+    settings = training.render_settings(cfg, aabb, resolution, ndc)
+    samples = settings.samples_per_ray
+    need = (_COPIES_OF_PARAMS * params + cfg.batch_size * samples * _BYTES_PER_SAMPLE
+            + settings.appearance_capacity * _shaded_sample_bytes(cfg))  # fmt: skip
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need <= have:
         return []
     return [f"the run needs about {need / 2**30:.0f} GiB at its final grid ({params / 2**30:.1f} "
             f"GiB of parameters, {samples} samples per ray) but this machine has "
-            f"{have / 2**30:.0f} GiB: lower --grid-final, --batch-size or the components, or "
+            f"{have / 2**30:.0f} GiB: lower --grid-final, --batch-size, the components or "
+            "--render.appearance-samples, or "
             "raise --render.step-ratio"]  # fmt: skip

@@ -10,13 +10,16 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from test_hostile_outputs import one_line_exit
 from test_reliability import logged, saved_steps, short_config
 
-from tensorf import checkpoint, experiment, outputs
+from tensorf import checkpoint, checks, experiment, outputs, tensor_vm, training
+from tensorf.cli import ConfigError
 from tensorf.data import DatasetError
+from tensorf.render import bucket
 
 # What tensorstore raised on a 600 kB tmpfs (orbax 0.11, 2026-12-04), shortened.
 RESOURCE_EXHAUSTED = ('RESOURCE_EXHAUSTED: Error writing "dropped_samples/0" in OCDBT database '
@@ -125,3 +128,36 @@ def test_a_resumed_run_logs_what_the_uninterrupted_run_logged(sphere_run, tmp_pa
     assert logged(run) == logged(cfg.run_dir)
     rays = [line["training_rays"] for line in logged(run)]
     assert rays[-1] < rays[0]  # the filter at step 200 shows in the log
+
+
+def buffer_options() -> Iterator[dict]:
+    """Render options that size the training step's buffers, up to what the checks allow."""
+    yield {"appearance_samples": 10**6, "max_samples": 10**6}
+    yield {"appearance_samples": 5000}
+    yield {"appearance_samples": 4096, "max_samples": 4096, "step_ratio": 0.01}
+
+
+def test_what_passes_the_memory_check_sizes_no_larger_buffers(sphere_scene, tmp_path,
+                                                              monkeypatch):  # fmt: skip
+    """The shading buffer is sized for the top k samples of each ray, and k beyond a ray's
+    samples sizes nothing: a k of 10^6 once passed the check and asked for 263 GB."""
+    base = short_config(sphere_scene, tmp_path / "run")
+    for options in buffer_options():
+        cfg = dataclasses.replace(base, render=dataclasses.replace(base.render, **options))
+        try:
+            checks.check_config(cfg)
+        except ConfigError as error:
+            assert "needs about" in str(error), options
+            continue
+        aabb = np.reshape(cfg.aabb, (2, 3))
+        for grid in (cfg.grid_init, cfg.grid_final):
+            resolution = tensor_vm.resolution_for_voxels(grid**3, aabb)
+            settings = training.render_settings(cfg, aabb, resolution, None)
+            per_ray = min(cfg.render.appearance_samples, settings.samples_per_ray)
+            assert settings.appearance_capacity == bucket(cfg.batch_size * per_ray), options
+    # The check counts the shading buffer: with little memory, a wide MLP is refused.
+    monkeypatch.setattr(checks.os, "sysconf", lambda name: 2**16 if "PAGES" in name else 4096)
+    checks.check_config(base)  # 256 MiB hold the sphere run
+    wide = dataclasses.replace(base, model=dataclasses.replace(base.model, mlp_width=4096))
+    with pytest.raises(ConfigError, match="needs about"):
+        checks.check_config(wide)
