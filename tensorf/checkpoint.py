@@ -32,9 +32,15 @@ class CheckpointError(Exception):
     """A run directory without a usable checkpoint."""
 
 
-def manager(run_dir: Path, keep: int = 3) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return _Manager(Path(run_dir).absolute() / "checkpoints", options=options)
+def manager(run_dir: Path, keep: int = 3, create: bool = True) -> ocp.CheckpointManager:
+    """The run's checkpoints; readers pass create=False, so that looking at a run whose
+    checkpoints were deleted does not leave an empty folder behind."""
+    folder = Path(run_dir).absolute() / "checkpoints"
+    if not create and not folder.is_dir():
+        raise CheckpointError(f"{folder}: not found, so the run has no checkpoint; train it "
+                              "again (or restore the folder)")  # fmt: skip
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
+    return _Manager(folder, options=options)
 
 
 # What tensorstore says (as a ValueError, from orbax's save threads) when a disk is full.
@@ -149,7 +155,7 @@ def load_cameras(run_dir: Path) -> dict:
 def load_run(run_dir: Path) -> tuple[TrainConfig, TrainState]:
     """The config and the latest readable state of a run directory."""
     cfg = load_config(run_dir)
-    return cfg, restore_latest(manager(run_dir), cfg)[0]
+    return cfg, restore_latest(manager(run_dir, create=False), cfg)[0]
 
 
 def save(mngr: ocp.CheckpointManager, state: TrainState, buffers: dict | None = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -111,6 +112,9 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--max-minutes must be a finite number of minutes >= 0")
     if cfg.eval_max_views is not None and not 1 <= cfg.eval_max_views <= 10**6:
         problems.append("--eval-max-views must be a positive number of views")
+    if Path(cfg.run_dir) == Path():  # what '' parses to: the run would fill this folder
+        problems.append("--run-dir is empty (or '.'): name a folder of its own for the run, "
+                        "such as runs/NAME")  # fmt: skip
     problems += cli.host_problems("--viewer-host", cfg.viewer_host)
     if cfg.viewer and cfg.distributed.num_processes > 1:
         problems.append("--viewer serves single-process training; drop it, and look at the "

@@ -448,7 +448,7 @@ def serve(args: ViewerArgs, until=None) -> None:
                          args.resolution)  # fmt: skip
     viewer.show(state, int(state.step))
     print(f"viewer: open {viewer.url} (step {int(state.step)} of {args.run_dir}); Ctrl-C stops")
-    mngr, step = checkpoint.manager(args.run_dir), int(state.step)
+    mngr, step = checkpoint.manager(args.run_dir, create=False), int(state.step)
     try:
         while not (until and until()):
             time.sleep(args.reload_seconds)

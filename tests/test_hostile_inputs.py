@@ -105,8 +105,8 @@ def test_declared_image_sizes_are_checked_before_allocating(tmp_path, monkeypatc
 
     for w, h, says in ((0, 16, "positive integers"), (10**7, 16, "not a photo's"),
                        (30000, 20000, "GiB but")):  # fmt: skip
-        for frame in meta["frames"]:
-            frame["w"], frame["h"] = w, h
+        for frame in meta["frames"]:  # a lens that fits the size: only the size is wrong
+            frame.update(w=w, h=h, fl_x=w or 1, fl_y=w or 1, cx=w / 2, cy=h / 2)
         (root / "transforms.json").write_text(json.dumps(meta))
         with monkeypatch.context() as patch:
             patch.setattr(views, "available_memory", lambda: 2**30)

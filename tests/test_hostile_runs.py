@@ -7,16 +7,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from test_hostile_outputs import one_line_exit
 from test_reliability import logged, saved_steps, short_config
 
-from tensorf import checkpoint, checks, experiment, outputs, tensor_vm, training
+from tensorf import checkpoint, checks, experiment, outputs, tensor_vm, training, visualize
+from tensorf.checkpoint import CheckpointError
 from tensorf.cli import ConfigError
 from tensorf.data import DatasetError
 from tensorf.render import bucket
@@ -161,3 +164,23 @@ def test_what_passes_the_memory_check_sizes_no_larger_buffers(sphere_scene, tmp_
     wide = dataclasses.replace(base, model=dataclasses.replace(base.model, mlp_width=4096))
     with pytest.raises(ConfigError, match="needs about"):
         checks.check_config(wide)
+
+
+def test_small_ones(sphere_run, sphere_scene, tmp_path):
+    cfg, _ = sphere_run
+    # Looking at a run whose checkpoints were deleted leaves no empty folder behind.
+    run = tmp_path / "run"
+    shutil.copytree(cfg.run_dir, run, ignore=shutil.ignore_patterns("checkpoints"))
+    with pytest.raises(CheckpointError, match="checkpoints: not found"):
+        checkpoint.load_run(run)
+    assert not (run / "checkpoints").exists()
+    # --run-dir '' would fill the current folder with the run.
+    with pytest.raises(ConfigError, match="--run-dir is empty"):
+        checks.check_config(dataclasses.replace(cfg, run_dir=Path("")))
+    # Videos spawn ffmpeg without JAX's warning about os.fork().
+    jax.numpy.zeros(3).block_until_ready()  # JAX's threads are running
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with visualize.VideoWriter(tmp_path / "v.mp4", 10) as video:
+            video.write(np.zeros((8, 8, 3), np.uint8))
+    assert [str(w.message) for w in caught if "fork" in str(w.message)] == []

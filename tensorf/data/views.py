@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -136,7 +137,11 @@ def read_image(path: Path, named_by: str) -> np.ndarray:
             "fix the path"
         )
     try:
-        with Image.open(path) as header:  # reads the header only: the size, before decoding
+        with warnings.catch_warnings():
+            # PIL warns of "decompression bombs" by pixel count; memory is checked below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            header = Image.open(path)  # reads the header only: the size, before decoding
+        with header:
             width, height = header.size
             # A palette with a transparent entry is RGBA in disguise: keep its alpha.
             mode = "RGBA" if header.mode in ("P", "PA") and _transparent(header) else None
