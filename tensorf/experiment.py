@@ -590,12 +590,14 @@ class _JsonLog:
 
 
 def _step_of(line: str) -> int | None:
-    """The step of a log line; None for a line a crash left half-written."""
+    """The step of a log line; None for a line a crash left half-written (or any line
+    without an integer step)."""
     try:
         entry = safe_json.loads(line)
     except ValueError:
         return None
-    return entry.get("step") if isinstance(entry, dict) else None
+    step = entry.get("step") if isinstance(entry, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def finish(

@@ -90,7 +90,8 @@ def test_hostile_json_in_a_run_directory_is_one_line(sphere_run, tmp_path):
             checkpoint.load_cameras(run)
         # log.jsonl: an unreadable line is dropped on resume like a half-written one.
         log = run / experiment.LOG_FILE
-        log.write_text(f'{{"step": 1}}\n{{"step": {value}}}\n{{"step": 2}}\n{value}\n')
+        log.write_text(f'{{"step": 1}}\n{{"step": {value}}}\n{{"step": 2}}\n{value}\n'
+                       '{"step": "3"}\n{"step": [1]}\n{"step": true}\n')
         experiment._JsonLog(log, 2)
         assert log.read_text() == '{"step": 1}\n{"step": 2}\n', what
 
