@@ -193,6 +193,19 @@ def test_intrinsics_no_lens_has_are_one_line(tmp_path):
         with pytest.raises(DatasetError, match=says) as error:
             load_views(root, "train")
         assert "frames[3]" in str(error.value), what
+    # A Blender scene's field of view: a tiny angle is an enormous focal length.
+    scene = tmp_path / "blender"
+    scene.mkdir()
+    iio.imwrite(scene / "r_0.png", np.full((6, 8, 4), 255, np.uint8))
+    frame = {"file_path": "./r_0", "transform_matrix": np.eye(4).tolist()}
+    for angle, ok in ((0.7, True), (1e-6, False)):
+        meta = {"camera_angle_x": angle, "frames": [frame]}
+        (scene / "transforms_train.json").write_text(json.dumps(meta))
+        if ok:
+            load_views(scene, "train")
+            continue
+        with pytest.raises(DatasetError, match="camera_angle_x' 1e-06: focal lengths"):
+            load_views(scene, "train")
 
 
 def test_colmap_cameras_and_quaternions_no_model_has_are_one_line(tmp_path):

@@ -22,6 +22,7 @@ from tensorf.data.views import (
     Views,
     box_downscale,
     check_image_memory,
+    check_intrinsics,
     check_load_args,
     check_pose,
     read_image,
@@ -82,10 +83,12 @@ def load_views(
 
     images = _load_images(root, names, downscale)
     height, width = images.shape[1:3]
+    intrinsics = Intrinsics.from_fov(camera_angle_x, width, height)
+    check_intrinsics(intrinsics, f"{json_path}: 'camera_angle_x' {camera_angle_x:g}")
     return Views(
         images=images,
         c2w=np.stack(poses).astype(np.float32),
-        intrinsics=Intrinsics.from_fov(camera_angle_x, width, height),
+        intrinsics=intrinsics,
         names=tuple(names),
     )
 
