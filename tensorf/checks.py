@@ -134,9 +134,17 @@ def _shaded_sample_bytes(cfg: TrainConfig) -> int:
     return 4 * 2 * (inputs + 2 * model.mlp_width + 3)
 
 
-def _memory_problems(cfg: TrainConfig) -> list[str]:
-    """Refuse a run whose final grid and batch cannot fit in this machine's memory, rather
-    than let it die of it hours later."""
+def check_memory(cfg: TrainConfig, image_bytes: int) -> None:
+    """The memory check again, counting the training images once they are loaded (a
+    12000 x 12000 photo takes gigabytes that the options alone do not show)."""
+    problems = _memory_problems(cfg, image_bytes)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _memory_problems(cfg: TrainConfig, image_bytes: int = 0) -> list[str]:
+    """Refuse a run whose final grid, batch and images cannot fit in this machine's
+    memory, rather than let it die of it hours later."""
     aabb = np.reshape(cfg.aabb, (2, 3))
     resolution = tensor_vm.resolution_for_voxels(cfg.grid_final**3, aabb)
     shapes = jax.eval_shape(lambda: field.init_params(jax.random.PRNGKey(0), cfg.model,
@@ -146,12 +154,13 @@ def _memory_problems(cfg: TrainConfig) -> list[str]:
     settings = training.render_settings(cfg, aabb, resolution, ndc)
     samples = settings.samples_per_ray
     need = (_COPIES_OF_PARAMS * params + cfg.batch_size * samples * _BYTES_PER_SAMPLE
-            + settings.appearance_capacity * _shaded_sample_bytes(cfg))  # fmt: skip
+            + settings.appearance_capacity * _shaded_sample_bytes(cfg) + image_bytes)  # fmt: skip
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need <= have:
         return []
+    images = f", {image_bytes / 2**30:.1f} GiB of images" if image_bytes else ""
     return [f"the run needs about {need / 2**30:.0f} GiB at its final grid ({params / 2**30:.1f} "
-            f"GiB of parameters, {samples} samples per ray) but this machine has "
+            f"GiB of parameters{images}, {samples} samples per ray) but this machine has "
             f"{have / 2**30:.0f} GiB: lower --grid-final, --batch-size, the components or "
-            "--render.appearance-samples, or "
-            "raise --render.step-ratio"]  # fmt: skip
+            "--render.appearance-samples, raise --render.step-ratio, or pass "
+            "--downscale"]  # fmt: skip

@@ -118,6 +118,7 @@ def train(cfg: TrainConfig) -> dict:
     views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale, shard=shard,
                             drop_missing=cfg.drop_missing_images)  # fmt: skip
     check_scene_kind(cfg, views)
+    checks.check_memory(cfg, views.images.nbytes)
     load_seconds = time.perf_counter() - load_start
     projection = training.ndc_for(cfg, views.intrinsics)
     if cfg.eval_split not in data.available_splits(cfg.dataset_path):

@@ -164,6 +164,20 @@ def test_what_passes_the_memory_check_sizes_no_larger_buffers(sphere_scene, tmp_
     wide = dataclasses.replace(base, model=dataclasses.replace(base.model, mlp_width=4096))
     with pytest.raises(ConfigError, match="needs about"):
         checks.check_config(wide)
+    # And the training images, once loaded (before the first step).
+    checks.check_memory(base, 2**20)
+    with pytest.raises(ConfigError, match="1.0 GiB of images"):
+        checks.check_memory(base, 2**30)
+    loaded = []
+
+    def refuse(cfg, image_bytes):
+        loaded.append(image_bytes)
+        raise ConfigError("no room")
+
+    monkeypatch.setattr(checks, "check_memory", refuse)
+    with pytest.raises(ConfigError, match="no room"):
+        experiment.train(base)
+    assert loaded == [24 * 32 * 32 * 3 * 4] and saved_steps(base.run_dir) == []
 
 
 def test_small_ones(sphere_run, sphere_scene, tmp_path):
