@@ -38,7 +38,8 @@ def test_pyproject_declares_every_third_party_import():
     declared = {d.split(">")[0].split("=")[0].lower() for d in project["dependencies"]}
     # Import names that differ from their distribution's name.
     distribution = {"PIL": "pillow", "skimage": "scikit-image", "dm_pix": "dm-pix",
-                    "tensorboardX": "tensorboardx", "orbax": "orbax-checkpoint"}  # fmt: skip
+                    "tensorboardX": "tensorboardx", "orbax": "orbax-checkpoint",
+                    "imageio_ffmpeg": "imageio-ffmpeg"}  # fmt: skip
     imported = set()
     for path in (REPO / "tensorf").rglob("*.py"):
         for line in path.read_text().splitlines():
