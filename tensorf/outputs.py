@@ -19,6 +19,23 @@ class OutputError(Exception):
     """An output could not be written (e.g. the video encoder failed, the disk is full)."""
 
 
+def target(path: Path) -> Path:
+    """Where an output at `path` goes: through symbolic links to the file they name (the
+    rename would otherwise replace the link). Refused when that is not a regular file: a
+    device such as /dev/full, a folder or a pipe would be replaced by the rename."""
+    path = Path(path)
+    try:
+        real = path.resolve()
+    except (RuntimeError, OSError):  # Python raises RuntimeError for a symbolic link loop
+        raise OutputError(f"{path}: a symbolic link that points back at itself; fix or "
+                          "remove it, or choose another path") from None  # fmt: skip
+    if real.exists() and not real.is_file():
+        kind = "a folder" if real.is_dir() else "not a regular file (a device or a pipe)"
+        raise OutputError(f"{path}: is {kind}, which an output would replace; choose a file "
+                          "path")  # fmt: skip
+    return real
+
+
 def partial_path(path: Path) -> Path:
     """Where `path` is written before it is complete: hidden, in the same folder (so the
     rename is atomic) and with the same suffix (which picks the encoder)."""
@@ -59,7 +76,7 @@ def atomic(path: Path, verify: Callable[[Path], str | None]) -> Iterator[Path]:
     """Yields the temporary path to write; on leaving, `verify(partial)` (None when the
     file is whole, else what is wrong with it) decides between renaming and removing. An
     OSError while writing becomes an OutputError naming `path`."""
-    path = Path(path)
+    path = target(path)
     partial = partial_path(path)
     try:
         yield partial

@@ -81,7 +81,7 @@ class VideoWriter:
     not finish the file (a full disk: an MP4 without its index) leaves nothing behind."""
 
     def __init__(self, path: Path, fps: float) -> None:
-        self.path = Path(path)
+        self.path = outputs.target(path)
         self.frames = 0
         self._partial = outputs.partial_path(self.path)
         suffix = self.path.suffix.lower()

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import errno
 import gc
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import trimesh
@@ -101,8 +103,6 @@ def test_a_video_that_does_not_decode_is_never_left(tmp_path, monkeypatch, suffi
 
 def image_failures(monkeypatch) -> Iterator[str]:
     """Ways `imwrite` fails; each is patched in before it is yielded."""
-    import imageio.v3 as iio
-
     real = iio.imwrite
 
     def half_then_full(path, image, **kwargs):
@@ -187,3 +187,31 @@ def test_os_errors_say_what_to_do_by_their_kind(capsys):
         message = one_line_exit(fail, capsys)
         assert advice in message and "/some/path" in message
         assert code == errno.ENOSPC or "free some space" not in message
+
+
+def special_targets(folder: Path, suffix: str) -> Iterator[tuple[str, Path, str]]:
+    """(what, an output path, what the error says): paths the rename must not replace."""
+    (folder / f"a_folder{suffix}").mkdir()
+    yield "a folder", folder / f"a_folder{suffix}", "is a folder"
+    os.mkfifo(folder / f"a_pipe{suffix}")
+    yield "a pipe", folder / f"a_pipe{suffix}", "not a regular file"
+    (folder / f"loop{suffix}").symlink_to(f"loop{suffix}")
+    yield "a symbolic link loop", folder / f"loop{suffix}", "points back at itself"
+
+
+def test_outputs_never_replace_what_is_not_a_file(tmp_path):
+    image = np.zeros((4, 4, 3), np.uint8)
+    writers = {".png": lambda path: outputs.write_image(path, image),
+               ".gif": lambda path: visualize.VideoWriter(path, 10)}  # fmt: skip
+    for suffix, write in writers.items():
+        for what, path, says in special_targets(tmp_path, suffix):
+            with pytest.raises(OutputError, match=says):
+                write(path)
+            assert path.is_symlink() or path.exists(), what  # still there, as it was
+    assert [p.name for p in tmp_path.iterdir() if ".partial" in p.name] == []
+    # A link to a file is written through: the link stays a link.
+    (tmp_path / "real.png").write_bytes(b"")
+    (tmp_path / "link.png").symlink_to("real.png")
+    outputs.write_image(tmp_path / "link.png", image)
+    assert (tmp_path / "link.png").is_symlink()
+    assert iio.imread(tmp_path / "real.png").shape == (4, 4, 3)
