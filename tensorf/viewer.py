@@ -21,7 +21,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import jax
 import numpy as np
@@ -122,14 +124,15 @@ class _Client:
     shown: tuple = ()  # (moves, field version, mode, sharp) of the frame on screen
 
 
+T = TypeVar("T")
 PORTS_TRIED = 100  # a taken port moves to the next free one, this many at most
 BIND_SECONDS = 10.0  # resolving the host name and starting the server, at most
 
 
-def _within(seconds: float, fn, what: str):
+def _within(seconds: float, fn: Callable[[], T], what: str) -> T:
     """fn() on a thread of its own, given up on after `seconds` (a name server that does
     not answer, a server that never comes up): a hang becomes a one-line error."""
-    result: list = []
+    result: list[tuple[bool, T | BaseException]] = []
 
     def run() -> None:
         try:
@@ -427,7 +430,8 @@ class ViewerArgs:
     forward the port over ssh (`ssh -L 8080:localhost:8080 host`) rather than listen on
     0.0.0.0, which lets anyone who can reach this machine see the scene."""
     port: int = 8080
-    """Port to listen on (the next free one if it is taken; 0: any free port)."""
+    """Port to listen on (the next free one of the following 99 if it is taken; 0: any free
+    port)."""
     resolution: int = 512
     """Longest side, in pixels, of the sharp frame drawn once the camera stands still
     (also a slider on the page)."""
