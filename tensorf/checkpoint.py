@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -15,12 +16,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 
-from tensorf import field
+from tensorf import field, outputs
 from tensorf.alpha_mask import AlphaMask
 from tensorf.cameras import Intrinsics
 from tensorf.config import TrainConfig, from_dict, to_dict
+from tensorf.data import safe_json
 from tensorf.data.views import Views
 from tensorf.errors import CheckpointError
+from tensorf.outputs import is_disk_full
 from tensorf.parallel import REPLICATED, data_mesh
 from tensorf.training import ADAM, TrainState, initial_loss_scale
 
@@ -28,14 +31,50 @@ CONFIG_FILE = "config.json"
 CAMERAS_FILE = "cameras.json"  # the training cameras, so renders need no dataset
 
 
-def manager(run_dir: Path, keep: int = 3) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(Path(run_dir).absolute() / "checkpoints", options=options)
+def manager(run_dir: Path, keep: int = 3, create: bool = True) -> ocp.CheckpointManager:
+    """The run's checkpoints; readers pass create=False, so that looking at a run whose
+    checkpoints were deleted does not leave an empty folder behind."""
+    folder = Path(run_dir).absolute() / "checkpoints"
+    if not create and not folder.is_dir():
+        raise CheckpointError(f"{folder}: not found, so the run has no checkpoint; train it "
+                              "again (or restore the folder)")  # fmt: skip
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
+    return _Manager(folder, options=options)
+
+
+class _Manager(ocp.CheckpointManager):
+    """orbax's manager, with a save that fails for want of space (raised by the save that
+    follows it, or by the wait for it) reported as one CheckpointError: the earlier
+    checkpoints are whole, and orbax keeps its partial one apart under a temporary name."""
+
+    def save(self, step: int, *args, **kwargs) -> bool:
+        with self._disk_errors():
+            return super().save(step, *args, **kwargs)
+
+    def wait_until_finished(self) -> None:
+        with self._disk_errors():
+            super().wait_until_finished()
+
+    @contextlib.contextmanager
+    def _disk_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:
+            if isinstance(error, CheckpointError) or not is_disk_full(str(error)):
+                raise
+            kept = self.latest_step()
+            kept = f"step {kept} is the latest whole one" if kept is not None else "none was kept"
+            raise CheckpointError(
+                f"{self.directory}: a checkpoint could not be written: no space left on the "
+                f"device ({kept}); free some space, then --resume"
+            ) from None
 
 
 def save_config(run_dir: Path, cfg: TrainConfig) -> None:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / CONFIG_FILE).write_text(json.dumps(to_dict(cfg), indent=2))
+    # Renamed into place (as cameras.json): a kill while --resume rewrites it leaves the
+    # old file, so the run stays resumable.
+    outputs.write_json(Path(run_dir) / CONFIG_FILE, to_dict(cfg))
 
 
 def load_config(run_dir: Path) -> TrainConfig:
@@ -50,8 +89,8 @@ def load_config(run_dir: Path) -> TrainConfig:
 
 def _read_json(path: Path) -> dict:
     try:
-        values = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        values = safe_json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as error:
         raise _corrupt(path, error) from error
     if not isinstance(values, dict):
         raise _corrupt(path, TypeError(f"a JSON {type(values).__name__}, not an object"))
@@ -72,7 +111,7 @@ def save_cameras(run_dir: Path, views: Views) -> None:
         "depth_bounds": views.depth_bounds,
         "placement": views.placement,
     }
-    (Path(run_dir) / CAMERAS_FILE).write_text(json.dumps(cameras))
+    outputs.write_json(Path(run_dir) / CAMERAS_FILE, cameras, indent=None)
 
 
 def load_cameras(run_dir: Path) -> dict:
@@ -107,7 +146,7 @@ def load_cameras(run_dir: Path) -> dict:
 def load_run(run_dir: Path) -> tuple[TrainConfig, TrainState]:
     """The config and the latest readable state of a run directory."""
     cfg = load_config(run_dir)
-    return cfg, restore_latest(manager(run_dir), cfg)[0]
+    return cfg, restore_latest(manager(run_dir, create=False), cfg)[0]
 
 
 def save(mngr: ocp.CheckpointManager, state: TrainState, buffers: dict | None = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -111,6 +112,9 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--max-minutes must be a finite number of minutes >= 0")
     if cfg.eval_max_views is not None and not 1 <= cfg.eval_max_views <= 10**6:
         problems.append("--eval-max-views must be a positive number of views")
+    if Path(cfg.run_dir) == Path():  # what '' parses to: the run would fill this folder
+        problems.append("--run-dir is empty (or '.'): name a folder of its own for the run, "
+                        "such as runs/NAME")  # fmt: skip
     problems += cli.host_problems("--viewer-host", cfg.viewer_host)
     if cfg.viewer and cfg.distributed.num_processes > 1:
         problems.append("--viewer serves single-process training; drop it, and look at the "
@@ -121,21 +125,42 @@ def check_config(cfg: TrainConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def _memory_problems(cfg: TrainConfig) -> list[str]:
-    """Refuse a run whose final grid and batch cannot fit in this machine's memory, rather
-    than let it die of it hours later."""
+def _shaded_sample_bytes(cfg: TrainConfig) -> int:
+    """Memory per sample of the shading buffer: the MLP's input (features, view direction
+    and their encodings) and hidden layers, kept for the backward pass with their
+    gradients (float32)."""
+    model = cfg.model
+    inputs = (model.appearance_dim + 3) * (1 + 2 * max(model.feature_pe, model.view_pe))
+    return 4 * 2 * (inputs + 2 * model.mlp_width + 3)
+
+
+def check_memory(cfg: TrainConfig, image_bytes: int) -> None:
+    """The memory check again, counting the training images once they are loaded (a
+    12000 x 12000 photo takes gigabytes that the options alone do not show)."""
+    problems = _memory_problems(cfg, image_bytes)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _memory_problems(cfg: TrainConfig, image_bytes: int = 0) -> list[str]:
+    """Refuse a run whose final grid, batch and images cannot fit in this machine's
+    memory, rather than let it die of it hours later."""
     aabb = np.reshape(cfg.aabb, (2, 3))
     resolution = tensor_vm.resolution_for_voxels(cfg.grid_final**3, aabb)
     shapes = jax.eval_shape(lambda: field.init_params(jax.random.PRNGKey(0), cfg.model,
                                                       resolution))  # fmt: skip
     params = sum(int(np.prod(x.shape)) * 4 for x in jax.tree.leaves(shapes))
     ndc = (1.0, 1.0) if cfg.render.ndc else None
-    samples = training.render_settings(cfg, aabb, resolution, ndc).samples_per_ray
-    need = _COPIES_OF_PARAMS * params + cfg.batch_size * samples * _BYTES_PER_SAMPLE
+    settings = training.render_settings(cfg, aabb, resolution, ndc)
+    samples = settings.samples_per_ray
+    need = (_COPIES_OF_PARAMS * params + cfg.batch_size * samples * _BYTES_PER_SAMPLE
+            + settings.appearance_capacity * _shaded_sample_bytes(cfg) + image_bytes)  # fmt: skip
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need <= have:
         return []
+    images = f", {image_bytes / 2**30:.1f} GiB of images" if image_bytes else ""
     return [f"the run needs about {need / 2**30:.0f} GiB at its final grid ({params / 2**30:.1f} "
-            f"GiB of parameters, {samples} samples per ray) but this machine has "
-            f"{have / 2**30:.0f} GiB: lower --grid-final, --batch-size or the components, or "
-            "raise --render.step-ratio"]  # fmt: skip
+            f"GiB of parameters{images}, {samples} samples per ray) but this machine has "
+            f"{have / 2**30:.0f} GiB: lower --grid-final, --batch-size, the components or "
+            "--render.appearance-samples, raise --render.step-ratio, or pass "
+            "--downscale"]  # fmt: skip

@@ -19,6 +19,7 @@ from tensorf.errors import (
     OutputError,
     TrainingError,
 )
+from tensorf.outputs import is_disk_full, os_reason
 
 T = TypeVar("T")
 
@@ -87,11 +88,21 @@ def _not_abandoned_read(record: logging.LogRecord) -> bool:
                                    "Future exception was never retrieved"))  # fmt: skip
 
 
+def _not_disk_full(record: logging.LogRecord) -> bool:
+    """orbax's save threads log a full disk with a traceback each (absl's logger) before
+    the main thread gets the same error, which is reported in one line: those go."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not is_disk_full(f"{record.getMessage()} {error}")
+
+
 def run_main(fn: Callable[[], T]) -> T:
     sys.unraisablehook = _quiet_abandoned_reads
     asyncio_log = logging.getLogger("asyncio")
     if _not_abandoned_read not in asyncio_log.filters:
         asyncio_log.addFilter(_not_abandoned_read)
+    absl_log = logging.getLogger("absl")
+    if _not_disk_full not in absl_log.filters:
+        absl_log.addFilter(_not_disk_full)
     try:
         return fn()
     except Interrupted as stop:
@@ -105,6 +116,5 @@ def run_main(fn: Callable[[], T]) -> T:
         raise SystemExit(128 + signal.SIGINT) from None
     except OSError as error:  # a full disk, a folder that vanished, a read-only mount
         where = f"{error.filename}: " if error.filename else ""
-        print(f"error: {where}{error.strerror or error}; free some space or choose a "
-              "writable path (what was saved before is kept)", file=sys.stderr)  # fmt: skip
+        print(f"error: {where}{os_reason(error)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -232,7 +232,8 @@ class TrainConfig:
     one, forward the port over ssh (ssh -L 8080:localhost:8080 host) rather than listening
     on 0.0.0.0, which shows the scene to anyone who can reach this machine."""
     viewer_port: int = 8080
-    """Port the viewer listens on (the next free one if it is taken; 0: any free port)."""
+    """Port the viewer listens on (the next free one of the following 99 if it is taken; 0:
+    any free port)."""
 
 
 PRESETS: dict[str, tuple[str, TrainConfig]] = {

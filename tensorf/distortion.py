@@ -57,7 +57,7 @@ def distort(xy: np.ndarray, lens: Distortion) -> np.ndarray:
         return np.stack([dx, dy], axis=-1)
     r = np.sqrt(r2)
     theta = np.arctan(r)
-    scale = np.where(r > 1e-12, _fisheye_theta(theta, lens.coefficients) / np.maximum(r, 1e-12),
+    scale = np.where(r > 1e-12, fisheye_theta(theta, lens.coefficients) / np.maximum(r, 1e-12),
                      1.0)  # fmt: skip
     return xy * scale[..., None]
 
@@ -99,11 +99,11 @@ def undistort_fisheye_angle(xy: np.ndarray, lens: Distortion) -> np.ndarray:
     for _ in range(_ITERATIONS):
         t2 = theta * theta
         derivative = 1.0 + t2 * (3.0 * k1 + t2 * (5.0 * k2 + t2 * (7.0 * k3 + 9.0 * k4 * t2)))
-        theta = theta - (_fisheye_theta(theta, lens.coefficients) - target) / derivative
+        theta = theta - (fisheye_theta(theta, lens.coefficients) - target) / derivative
     return theta
 
 
-def _fisheye_theta(theta: np.ndarray, coefficients: tuple[float, ...]) -> np.ndarray:
+def fisheye_theta(theta: np.ndarray, coefficients: tuple[float, ...]) -> np.ndarray:
     k1, k2, k3, k4 = coefficients
     t2 = theta * theta
     return theta * (1.0 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))

@@ -27,7 +27,7 @@ class TrainingError(Exception):
 
 
 class OutputError(Exception):
-    """An output could not be written (e.g. the video encoder failed)."""
+    """An output could not be written (e.g. the video encoder failed, the disk is full)."""
 
 
 class Interrupted(Exception):

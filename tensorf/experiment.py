@@ -18,9 +18,10 @@ import numpy as np
 import tyro
 from tensorboardX import SummaryWriter
 
-from tensorf import alpha_mask, checkpoint, checks, cli, data, parallel, training
+from tensorf import alpha_mask, checkpoint, checks, cli, data, outputs, parallel, training
 from tensorf.cli import ConfigError, Interrupted, TrainingError, run_main
 from tensorf.config import PRESETS, DistributedConfig, TrainConfig, to_dict
+from tensorf.data import safe_json
 from tensorf.evaluate import evaluate_views, summary
 from tensorf.progress import tqdm
 from tensorf.render import carry_capacity, fit_capacity
@@ -117,18 +118,21 @@ def train(cfg: TrainConfig) -> dict:
     views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale, shard=shard,
                             drop_missing=cfg.drop_missing_images)  # fmt: skip
     check_scene_kind(cfg, views)
+    checks.check_memory(cfg, views.images.nbytes)
     load_seconds = time.perf_counter() - load_start
     projection = training.ndc_for(cfg, views.intrinsics)
     if cfg.eval_split not in data.available_splits(cfg.dataset_path):
         raise ConfigError(f"--eval-split {cfg.eval_split}: {cfg.dataset_path} has the splits "
                           f"{', '.join(data.available_splits(cfg.dataset_path))}")  # fmt: skip
+    load_seconds += check_eval_views(cfg)
     parallel.sync("run dir checked")  # by every process, before process 0 writes to it
-    # Only process 0 writes to the run directory, so it alone holds the lock.
-    lock = _lock(cfg.run_dir) if parallel.is_primary() else None
-    viewer = None
+    # The viewer binds its address before the lock is taken, so a trainer never holds the
+    # run while it waits on the network. Single-process only (checks.py).
+    viewer = start_viewer(cfg, views) if cfg.viewer else None
+    lock = None
     try:
-        if cfg.viewer:  # single-process only (checks.py)
-            viewer = start_viewer(cfg, views)
+        # Only process 0 writes to the run directory, so it alone holds the lock.
+        lock = _lock(cfg.run_dir) if parallel.is_primary() else None
         return _train(cfg, views, load_seconds, projection, viewer)
     finally:
         if viewer is not None:
@@ -137,13 +141,24 @@ def train(cfg: TrainConfig) -> dict:
             lock.close()
 
 
+def check_eval_views(cfg: TrainConfig) -> float:
+    """Read the views the final evaluation will read, before the first step: a bad test
+    image found after training would cost the whole run. They are read again at the end
+    rather than held, which would keep their memory from training. Returns the seconds."""
+    start = time.perf_counter()
+    data.load_views(cfg.dataset_path, cfg.eval_split, downscale=cfg.downscale,
+                    max_views=cfg.eval_max_views, drop_missing=cfg.drop_missing_images)  # fmt: skip
+    return time.perf_counter() - start
+
+
 def start_viewer(cfg: TrainConfig, views: data.Views):
     """The live viewer (--viewer) of this run, showing the training cameras."""
     from tensorf.viewer import FieldViewer  # viser's import costs a second: only when asked
 
     cameras = {"intrinsics": views.intrinsics, "c2w": np.asarray(views.c2w, np.float64),
                "kind": views.kind, "depth_bounds": views.depth_bounds}  # fmt: skip
-    viewer = FieldViewer(cfg, cameras, cfg.viewer_host, cfg.viewer_port, training=True)
+    viewer = FieldViewer(cfg, cameras, cfg.viewer_host, cfg.viewer_port, training=True,
+                         flags=("--viewer-host", "--viewer-port"))  # fmt: skip
     print(f"viewer: open {viewer.url} to watch training (pause it from the page)")
     return viewer
 
@@ -257,6 +272,7 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
             if event:
                 state = parallel.local_copy(state)  # grid events run in each process
                 state, pool = grid_events(state, pool, cfg, step, voxels, meter, filter_rays)
+                meter.pool = pool  # logs count the rays of the filtered pool from now on
                 state = parallel.replicate(state, mesh)
                 fresh = training.settings_for(cfg, state, projection)
                 settings = carry_capacity(fresh, settings, meter.peaks)
@@ -568,7 +584,8 @@ class _JsonLog:
         self.path = path
         lines = path.read_text().splitlines() if path.exists() else []
         kept = [line for line in lines if (_step_of(line) or step + 1) <= step]
-        path.write_text("".join(line + "\n" for line in kept))
+        # Renamed into place: a kill while it is rewritten leaves the old log, not half.
+        outputs.write_text(path, "".join(line + "\n" for line in kept))
 
     def write(self, step: int, scalars: dict) -> None:
         with self.path.open("a") as f:
@@ -576,12 +593,14 @@ class _JsonLog:
 
 
 def _step_of(line: str) -> int | None:
-    """The step of a log line; None for a line a crash left half-written."""
+    """The step of a log line; None for a line a crash left half-written (or any line
+    without an integer step)."""
     try:
-        entry = json.loads(line)
-    except json.JSONDecodeError:
+        entry = safe_json.loads(line)
+    except ValueError:
         return None
-    return entry.get("step") if isinstance(entry, dict) else None
+    step = entry.get("step") if isinstance(entry, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def finish(
@@ -619,7 +638,7 @@ def finish(
     # Non-finite numbers are written as null: the file stays valid JSON.
     saved = {k: None if isinstance(v, float) and not np.isfinite(v) else v
              for k, v in metrics.items()}  # fmt: skip
-    (Path(cfg.run_dir) / "metrics.json").write_text(json.dumps(saved, indent=2))
+    outputs.write_json(Path(cfg.run_dir) / "metrics.json", saved)
     if not finite:
         raise TrainingError(
             f"the {cfg.eval_split} metrics are not finite (PSNR {metrics['psnr']}, SSIM "

@@ -15,7 +15,7 @@ import trimesh
 import tyro
 from skimage import measure
 
-from tensorf import checkpoint, cli, field
+from tensorf import checkpoint, cli, field, outputs
 from tensorf.progress import tqdm
 from tensorf.training import alpha_fn, voxel_step
 from tensorf.visualize import to_uint8
@@ -99,7 +99,16 @@ def export_mesh(args: ExportArgs) -> trimesh.Trimesh:
     colours = np.concatenate([to_uint8(rgb), np.full((len(rgb), 1), 255, np.uint8)], 1)
     mesh = trimesh.Trimesh(verts, faces, vertex_normals=normals, vertex_colors=colours,
                            process=False)  # fmt: skip
-    mesh.export(args.out)
+
+    def verify(partial: Path) -> str | None:
+        back = trimesh.load(partial, force="mesh", process=False)
+        if back.vertices.shape != verts.shape or back.faces.shape != faces.shape:
+            return (f"it reads back with {len(back.vertices)} vertices and {len(back.faces)} "
+                    f"faces, not {len(verts)} and {len(faces)}")  # fmt: skip
+        return None
+
+    with outputs.atomic(args.out, verify) as partial:
+        mesh.export(partial)
     grid = "x".join(map(str, counts))
     print(f"{args.out}: {len(verts)} vertices, {len(faces)} faces, from a {grid} grid")
     return mesh

@@ -199,7 +199,9 @@ def render_settings(
         n_samples=n_samples,
         step_size=step,
         density_capacity=bucket(cfg.batch_size * (window or n_samples + outer)),
-        appearance_capacity=bucket(cfg.batch_size * cfg.render.appearance_samples),
+        # Top-k takes at most every sample of a ray: a k beyond that sizes nothing.
+        appearance_capacity=bucket(cfg.batch_size * min(cfg.render.appearance_samples,
+                                                         window or n_samples + outer)),
         appearance_samples=cfg.render.appearance_samples,
         unselected=cfg.render.unselected,
         near=near,

@@ -16,10 +16,14 @@ thread runs. The render loop we need over viser is short, and is below.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import jax
 import numpy as np
@@ -120,20 +124,89 @@ class _Client:
     shown: tuple = ()  # (moves, field version, mode, sharp) of the frame on screen
 
 
+T = TypeVar("T")
+PORTS_TRIED = 100  # a taken port moves to the next free one, this many at most
+BIND_SECONDS = 10.0  # resolving the host name and starting the server, at most
+
+
+def _within(seconds: float, fn: Callable[[], T], what: str) -> T:
+    """fn() on a thread of its own, given up on after `seconds` (a name server that does
+    not answer, a server that never comes up): a hang becomes a one-line error."""
+    result: list[tuple[bool, T | BaseException]] = []
+
+    def run() -> None:
+        try:
+            result.append((True, fn()))
+        except BaseException as error:  # handed to the caller's thread
+            result.append((False, error))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not result:
+        raise cli.ConfigError(f"{what} did not finish within {seconds:g} s")
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
+
+
+def free_port(host: str, port: int, flags: tuple[str, str]) -> int:
+    """The first port from `port` that `host` can listen on, found by binding it as the
+    server will (viser tries 1000 ports, then waits forever for one of them to start, and
+    past 65535 it fails on its own thread): a host that is not this machine's, a name that
+    does not resolve, or no free port is a ConfigError naming the option."""
+    host_flag, port_flag = flags
+    try:
+        infos = _within(BIND_SECONDS, lambda: socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ), f"{host_flag} {host}: looking the name up")  # fmt: skip
+    except (OSError, UnicodeError) as error:
+        raise cli.ConfigError(f"{host_flag} {host}: cannot be resolved ({error}); give an "
+                              "address of this machine such as 127.0.0.1") from None  # fmt: skip
+    family, _, _, _, address = infos[0]
+    last = port if port == 0 else min(port + PORTS_TRIED - 1, 65535)
+    for candidate in range(port, last + 1):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As asyncio's server does, so a port in TIME_WAIT counts as free here too.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address[0], candidate, *address[2:]))
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    continue
+                raise cli.ConfigError(
+                    f"{host_flag} {host}: cannot listen there ({error.strerror or error}); "
+                    "give an address of this machine such as 127.0.0.1"
+                ) from None
+            return candidate
+    raise cli.ConfigError(f"{port_flag} {port}: ports {port} to {last} are all taken; choose "
+                          f"another {port_flag} (0: any free port)")  # fmt: skip
+
+
+def start_server(host: str, port: int, flags: tuple[str, str]) -> viser.ViserServer:
+    """A viser server on the first free port from `port`, or a ConfigError within
+    BIND_SECONDS: never a wait for a server that cannot start."""
+    port = free_port(host, port, flags)
+    return _within(BIND_SECONDS, lambda: viser.ViserServer(host=host, port=port, verbose=False),
+                   f"{flags[0]} {host} {flags[1]} {port}: starting the viewer's server")
+
+
 class FieldViewer:
     """A viser server that renders the field from each browser's camera on a thread of its
     own. The trainer hands it copies of the field (`show`) and its scalars (`report`), and
     waits in `hold` while a browser has paused training."""
 
     def __init__(self, cfg: TrainConfig, cameras: dict, host: str, port: int,
-                 resolution: int = 512, training: bool = False) -> None:  # fmt: skip
+                 resolution: int = 512, training: bool = False,
+                 flags: tuple[str, str] = ("--host", "--port")) -> None:  # fmt: skip
         self.cfg, self.cameras, self.resolution = cfg, cameras, resolution
         self.ndc = ndc_for(cfg, cameras["intrinsics"])
         self.device = jax.local_devices()[0]
         # One device: the viewer's renders then hold no collectives that could interleave
         # with the training step's.
         self.mesh = parallel.data_mesh([self.device])
-        self.server = viser.ViserServer(host=host, port=port, verbose=False)
+        self.server = start_server(host, port, flags)
         self.url = f"http://{host}:{self.server.get_port()}"
         self.frames = 0  # frames rendered, for tests and benchmarks
         self._field: _Field | None = None
@@ -357,7 +430,8 @@ class ViewerArgs:
     forward the port over ssh (`ssh -L 8080:localhost:8080 host`) rather than listen on
     0.0.0.0, which lets anyone who can reach this machine see the scene."""
     port: int = 8080
-    """Port to listen on (the next free one if it is taken; 0: any free port)."""
+    """Port to listen on (the next free one of the following 99 if it is taken; 0: any free
+    port)."""
     resolution: int = 512
     """Longest side, in pixels, of the sharp frame drawn once the camera stands still
     (also a slider on the page)."""
@@ -378,7 +452,7 @@ def serve(args: ViewerArgs, until=None) -> None:
                          args.resolution)  # fmt: skip
     viewer.show(state, int(state.step))
     print(f"viewer: open {viewer.url} (step {int(state.step)} of {args.run_dir}); Ctrl-C stops")
-    mngr, step = checkpoint.manager(args.run_dir), int(state.step)
+    mngr, step = checkpoint.manager(args.run_dir, create=False), int(state.step)
     try:
         while not (until and until()):
             time.sleep(args.reload_seconds)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import imageio.v2
+import imageio_ffmpeg
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
+from tensorf import outputs
 from tensorf.cameras import Intrinsics, pixel_rays
 from tensorf.errors import OutputError
 
@@ -66,21 +70,35 @@ def side_by_side(*images: np.ndarray) -> np.ndarray:
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
+def _closed() -> None:
+    """What an encoder's close does once it has been tried."""
+
+
 class VideoWriter:
     """Frames to MP4 (ffmpeg) or GIF, by the file's suffix, appended one at a time so that
-    memory does not grow with the length of the video."""
+    memory does not grow with the length of the video. The video is written under a
+    temporary name and renamed only once its frame count reads back: an encoder that could
+    not finish the file (a full disk: an MP4 without its index) leaves nothing behind."""
 
     def __init__(self, path: Path, fps: float) -> None:
-        self.path = path
-        suffix = Path(path).suffix.lower()
+        self.path = outputs.target(path)
+        self.frames = 0
+        self._partial = outputs.partial_path(self.path)
+        suffix = self.path.suffix.lower()
         self._pad_to_even = suffix == ".mp4"
-        if suffix == ".mp4":
-            # macro_block_size=1 keeps the exact frame size (ffmpeg would pad it to 16).
-            self._writer = imageio.v2.get_writer(path, fps=fps, macro_block_size=1, quality=8)
-        elif suffix == ".gif":
-            self._writer = imageio.v2.get_writer(path, mode="I", duration=1000 / fps, loop=0)
-        else:
-            raise ValueError(f"{path}: unsupported video format; use one of {VIDEO_SUFFIXES}")
+        with warnings.catch_warnings():
+            # ffmpeg is a subprocess; JAX warns about any fork, but ffmpeg execs at once
+            # and never touches JAX's threads.
+            warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+            if suffix == ".mp4":
+                # macro_block_size=1 keeps the exact frame size (ffmpeg would pad it to 16).
+                self._writer = imageio.v2.get_writer(self._partial, fps=fps,
+                                                     macro_block_size=1, quality=8)  # fmt: skip
+            elif suffix == ".gif":
+                self._writer = imageio.v2.get_writer(self._partial, mode="I",
+                                                     duration=1000 / fps, loop=0)  # fmt: skip
+            else:
+                raise ValueError(f"{path}: unsupported video format; use one of {VIDEO_SUFFIXES}")
 
     def write(self, frame: np.ndarray) -> None:
         if self._pad_to_even:
@@ -88,14 +106,17 @@ class VideoWriter:
             pad = ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))
             frame = np.pad(frame, pad[: frame.ndim], mode="edge")
         try:
-            self._writer.append_data(frame)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+                self._writer.append_data(frame)
         except Exception as error:  # ffmpeg fails as a broken pipe, GIFs as PIL errors
             raise self._failed(error) from error
+        self.frames += 1
 
     def _failed(self, error: Exception) -> OutputError:
         reason = " ".join(f"{type(error).__name__}: {error}".split())[:160]
         return OutputError(f"{self.path}: the video encoder failed ({reason}); check the disk "
-                           "space and the frame size")  # fmt: skip
+                           "space and the frame size (nothing was written)")  # fmt: skip
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -105,7 +126,31 @@ class VideoWriter:
             self._writer.close()
         except Exception as error:
             if exc_info[0] is None:
+                outputs.discard(self._partial)
                 raise self._failed(error) from error
-        path = Path(self.path)
-        if exc_info[0] is None and (not path.is_file() or not path.stat().st_size):
-            raise OutputError(f"{self.path}: the video encoder wrote nothing; check the disk")
+        finally:
+            # imageio's GIF writer and its plugin retry a failed close from their
+            # destructors, which print a traceback after our one-line error: once tried,
+            # closing is over, as far as we care.
+            for owner in (self._writer, getattr(self._writer, "instance", None)):
+                if owner is not None:
+                    owner.close = _closed
+        if exc_info[0] is not None:
+            outputs.discard(self._partial)
+            return
+        outputs.commit(self._partial, self.path, outputs.checked(self._verify, self._partial))
+
+    def _verify(self, partial: Path) -> str | None:
+        """None if the file decodes to the frames written, else what is wrong."""
+        if not partial.is_file() or not partial.stat().st_size:
+            return "the video encoder wrote nothing"
+        if partial.suffix.lower() == ".gif":
+            with Image.open(partial) as gif:
+                count = gif.n_frames
+        else:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+                count = imageio_ffmpeg.count_frames_and_secs(str(partial))[0]
+        if count != self.frames:
+            return f"the video encoder wrote {count} of {self.frames} frames"
+        return None

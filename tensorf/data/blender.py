@@ -7,7 +7,6 @@ images they name.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,11 +15,14 @@ from typing import Any
 import numpy as np
 
 from tensorf.cameras import Intrinsics
+from tensorf.data import safe_json
 from tensorf.data.views import (
     DOWNLOAD_HINT,
     DatasetError,
     Views,
     box_downscale,
+    check_image_memory,
+    check_intrinsics,
     check_load_args,
     check_pose,
     read_image,
@@ -81,10 +83,12 @@ def load_views(
 
     images = _load_images(root, names, downscale)
     height, width = images.shape[1:3]
+    intrinsics = Intrinsics.from_fov(camera_angle_x, width, height)
+    check_intrinsics(intrinsics, f"{json_path}: 'camera_angle_x' {camera_angle_x:g}")
     return Views(
         images=images,
         c2w=np.stack(poses).astype(np.float32),
-        intrinsics=Intrinsics.from_fov(camera_angle_x, width, height),
+        intrinsics=intrinsics,
         names=tuple(names),
     )
 
@@ -118,12 +122,9 @@ def read_json_object(json_path: Path) -> dict[str, Any]:
             f"{json_path}: cannot be read as UTF-8 text ({error}); re-extract the dataset"
         ) from error
     try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DatasetError(
-            f"{json_path}: invalid JSON at line {error.lineno} column {error.colno} "
-            f"({error.msg}); fix or re-extract the file"
-        ) from error
+        meta = safe_json.loads(text)
+    except ValueError as error:
+        raise DatasetError(f"{json_path}: {error}; fix or re-extract the file") from None
     if not isinstance(meta, dict):
         raise DatasetError(
             f"{json_path}: top level is a JSON {type(meta).__name__}, expected an object "
@@ -228,6 +229,7 @@ def _load_images(root: Path, names: Sequence[str], downscale: int) -> np.ndarray
             first_path, full_size = path, size
             # Preallocating avoids holding a list of images plus the stacked copy.
             shape = (len(names), size[0] // downscale, size[1] // downscale, 3)
+            check_image_memory(len(names), shape[1], shape[2], path.parent)
             out = np.empty(shape, dtype=np.float32)
         elif size != full_size:
             raise DatasetError(

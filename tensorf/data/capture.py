@@ -15,6 +15,7 @@ from tensorf.data import placement
 from tensorf.data.views import (
     DatasetError,
     Views,
+    check_image_memory,
     read_image,
     spread_indices,
     to_unit_float,
@@ -115,6 +116,10 @@ def _read_images(frames: list[Frame], downscale: int) -> tuple[np.ndarray, list[
     intrinsics scaled to match, so one static image shape serves every view."""
     first = frames[0].intrinsics
     size = (max(1, round(first.width / downscale)), max(1, round(first.height / downscale)))
+    # The size is declared (transforms.json's w and h, COLMAP's camera): checked before
+    # anything of that size is allocated.
+    check_image_memory(len(frames), first.height, first.width, frames[0].path)
+    check_image_memory(len(frames), size[1], size[0], frames[0].path)
     images = np.empty((len(frames), size[1], size[0], 3), np.float32)
     cameras = []
     for i, frame in enumerate(frames):
@@ -139,11 +144,14 @@ def _read_images(frames: list[Frame], downscale: int) -> tuple[np.ndarray, list[
 
 
 def _rgb(pixels: np.ndarray, path: Path) -> np.ndarray:
-    """(H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA 8-bit -> (H, W, 3) uint8."""
-    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
+    """(H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA 8-bit ->
+    (H, W, 3) uint8."""
+    channels = pixels.shape[2] if pixels.ndim == 3 else 1
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or channels not in (1, 2, 3, 4):
         raise DatasetError(f"{path}: expected an 8-bit grey, RGB or RGBA photo, got "
                            f"{pixels.dtype} of shape {pixels.shape}; convert it")  # fmt: skip
-    if pixels.ndim == 2:
-        return np.repeat(pixels[..., None], 3, axis=-1)
+    if channels < 3:
+        grey = pixels if pixels.ndim == 2 else pixels[..., 0]
+        return np.repeat(grey[..., None], 3, axis=-1)
     # Alpha in a capture is usually a leftover of the export, not a mask: it is ignored.
     return pixels[..., :3]

@@ -13,7 +13,14 @@ import numpy as np
 
 from tensorf.cameras import Intrinsics
 from tensorf.data import capture
-from tensorf.data.views import DatasetError, Views, check_load_args, check_pose
+from tensorf.data.colmap_binary import check_binary_model
+from tensorf.data.views import (
+    DatasetError,
+    Views,
+    check_intrinsics,
+    check_load_args,
+    check_pose,
+)
 from tensorf.distortion import Distortion
 
 MODEL_DIR = Path("sparse") / "0"
@@ -29,6 +36,8 @@ CAMERA_MODELS = {
     "OPENCV_FISHEYE": ("fisheye", lambda fx, fy, cx, cy, *k: (fx, fy, cx, cy, k)),
 }  # fmt: skip
 _OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
+# COLMAP writes quaternions normalised to 17 digits; other tools write 6 or more.
+QUATERNION_TOLERANCE = 1e-4
 
 
 available_splits = capture.available_splits
@@ -51,6 +60,7 @@ def load_views(
     if not (root / IMAGES_DIR).is_dir():
         raise DatasetError(f"{root}: COLMAP model without an '{IMAGES_DIR}/' folder beside "
                            f"'{MODEL_DIR}'; put the photos there")  # fmt: skip
+    check_binary_model(model_dir)
     try:
         model = pycolmap.Reconstruction(str(model_dir))
     except Exception as error:  # pycolmap raises RuntimeError/ValueError for bad files
@@ -63,6 +73,12 @@ def load_views(
         raise DatasetError(f"{model_dir}: the model has no registered images")
     frames = []
     for image in images:
+        norm = float(np.linalg.norm(image.cam_from_world().rotation.quat))
+        if not abs(norm - 1.0) <= QUATERNION_TOLERANCE:
+            # pycolmap would turn a zero quaternion into the identity rotation.
+            raise DatasetError(f"{model_dir}: image '{image.name}' has a rotation quaternion of "
+                               f"norm {norm:g}; COLMAP writes unit quaternions, so the model is "
+                               "corrupt: re-export it")  # fmt: skip
         w2c = np.eye(4)
         w2c[:3] = image.cam_from_world().matrix()
         c2w = np.linalg.inv(w2c) @ _OPENCV_TO_OPENGL
@@ -85,4 +101,6 @@ def _intrinsics(camera, model_dir: Path) -> Intrinsics:
     kind, unpack = CAMERA_MODELS[name]
     fx, fy, cx, cy, coefficients = unpack(*params)
     lens = Distortion(kind, coefficients) if kind and any(coefficients) else None
-    return Intrinsics(fx, fy, cx, cy, int(camera.width), int(camera.height), lens)
+    intrinsics = Intrinsics(fx, fy, cx, cy, int(camera.width), int(camera.height), lens)
+    check_intrinsics(intrinsics, f"{model_dir}: camera {camera.camera_id}")
+    return intrinsics

@@ -23,6 +23,8 @@ from tensorf.cameras import Intrinsics, average_pose
 from tensorf.data.views import (
     DatasetError,
     Views,
+    check_image_memory,
+    check_intrinsics,
     check_load_args,
     read_image,
     spread_indices,
@@ -61,6 +63,8 @@ def load_views(
             "choose one of those"
         )
     c2w, bounds, (full_h, full_w, focal) = _read_poses(root / POSES_FILE)
+    full_camera = Intrinsics(focal, focal, 0.5 * full_w, 0.5 * full_h, int(full_w), int(full_h))
+    check_intrinsics(full_camera, str(root / POSES_FILE))
     n = len(c2w)
     folder, factor = _image_folder(root, downscale)
     files = _image_files(folder, n, root / POSES_FILE)
@@ -208,6 +212,7 @@ def _load_images(files: list[Path], scale: float) -> np.ndarray:
         if first is None:
             first = (path, size)
             target = (max(1, round(size[1] * scale)), max(1, round(size[0] * scale)))  # (W, H)
+            check_image_memory(len(files), target[1], target[0], path.parent)
             out = np.empty((len(files), target[1], target[0], 3), np.float32)
         elif size != first[1]:
             raise DatasetError(

@@ -20,7 +20,13 @@ import numpy as np
 from tensorf.cameras import Intrinsics
 from tensorf.data import capture
 from tensorf.data.blender import matrix_4x4, read_json_object
-from tensorf.data.views import DatasetError, Views, check_load_args, check_pose
+from tensorf.data.views import (
+    DatasetError,
+    Views,
+    check_intrinsics,
+    check_load_args,
+    check_pose,
+)
 from tensorf.distortion import Distortion
 
 FILE = "transforms.json"
@@ -116,7 +122,10 @@ def _intrinsics(camera: dict, where: str) -> Intrinsics:
         coefficients = tuple(float(camera.get(k, 0.0)) for k in keys)
         lens = Distortion(kind, coefficients) if any(coefficients) else None
     cx, cy = camera.get("cx", width / 2), camera.get("cy", height / 2)
-    return Intrinsics(float(fx), float(fy), float(cx), float(cy), int(width), int(height), lens)
+    intrinsics = Intrinsics(float(fx), float(fy), float(cx), float(cy), int(width),
+                            int(height), lens)  # fmt: skip
+    check_intrinsics(intrinsics, where)
+    return intrinsics
 
 
 def _applied_transform(meta: dict, json_path: Path) -> np.ndarray:
