@@ -20,6 +20,7 @@ from tensorf.cameras import look_at, orbit_pose
 from tensorf.cli import ConfigError
 from tensorf.data import load_views
 from tensorf.evaluate import psnr
+from tensorf.orbit import OrbitArgs, render_orbit
 
 
 def random_keyframes(n: int, seed: int = 0) -> list[Keyframe]:
@@ -191,8 +192,8 @@ def test_a_nerfstudio_path_lands_where_the_capture_placed_its_cameras(tmp_path):
 
 
 def test_test_cameras_as_a_camera_path_render_the_evaluation(sphere_run, sphere_scene, tmp_path):
-    """A camera_path.json of the sphere's test cameras, rendered from the command line to
-    PNG frames, scores the evaluation's PSNR against the test images (to 0.01 dB)."""
+    """A camera_path.json of the sphere's test cameras, rendered by render_360.py to PNG
+    frames, scores the evaluation's PSNR against the test images (to 0.01 dB)."""
     cfg, metrics = sphere_run
     views = load_views(sphere_scene, "test")
     k = views.intrinsics
@@ -204,10 +205,8 @@ def test_test_cameras_as_a_camera_path_render_the_evaluation(sphere_run, sphere_
     path_file = tmp_path / "test_cameras.json"
     path_file.write_text(json.dumps(values))
     out, saved = tmp_path / "frames", tmp_path / "saved.json"
-    result = run_cli("render_360.py", "--run-dir", str(cfg.run_dir), "--camera-path",
-                     str(path_file), "--out", str(out), "--no-depth",
-                     "--save-path", str(saved))  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
+    render_orbit(OrbitArgs(run_dir=cfg.run_dir, camera_path=path_file, out=out, depth=False,
+                           save_path=saved))  # fmt: skip
     frames = sorted(out.iterdir())
     assert [f.name for f in frames] == [f"{i:05d}.png" for i in range(views.n_views)]
     scores = [psnr(iio.imread(f) / 255.0, image) for f, image in zip(frames, views.images,
