@@ -1,5 +1,5 @@
-"""The viewer's camera path panel without a browser (what its buttons call), and the
-viewer's first view of a scene."""
+"""The viewer's camera path panel: what its buttons call, and the buttons pressed in a
+headless browser (as tests/test_viewer.py drives it); the viewer's first view of a scene."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import threading
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from test_viewer import browser, needs_browser, the_client, wait_for
 
 from tensorf import camera_path, checkpoint, viewer
 from tensorf.cameras import orbit_pose
@@ -103,3 +104,59 @@ def test_the_render_button_writes_the_frames_the_command_line_writes(sphere_view
         image = iio.imread(ours)
         assert image.shape == (24, 24, 3) and (image.min(-1) < 200).mean() > 0.05
         np.testing.assert_array_equal(image, iio.imread(theirs))
+
+
+def click(driver, xpath: str) -> None:
+    """Click the page's element (by script: the panel may have scrolled it out of view)."""
+    from selenium.webdriver.common.by import By
+
+    driver.execute_script("arguments[0].click()", driver.find_element(By.XPATH, xpath))
+
+
+def camera_at(camera, position: np.ndarray) -> bool:
+    """The browser's camera (as it reported back) stands at `position`, looking at 0."""
+    return bool(np.allclose(camera.position, position, atol=1e-3)
+                and np.allclose(camera.look_at, 0.0, atol=1e-3))  # fmt: skip
+
+
+@pytest.mark.slow
+@needs_browser
+def test_keyframes_made_in_the_browser_render_as_from_the_command_line(sphere_run, tmp_path):
+    """Keyframes added with the page's button from where the browser's camera stands,
+    rendered by the page's render button: render_360.py renders the saved path to the same
+    frames."""
+    cfg, _ = sphere_run
+    _, state = checkpoint.load_run(cfg.run_dir)
+    v = viewer.FieldViewer(cfg, checkpoint.load_cameras(cfg.run_dir), "127.0.0.1", 0,
+                           run_dir=tmp_path / "run")  # fmt: skip
+    v.show(state, int(state.step))
+    panel = v.paths
+    try:
+        with browser(v.url) as driver:
+            client = the_client(v)
+            camera = client.handle.camera
+            wait_for(lambda: camera.update_timestamp > 0, 60, "the browser's camera")
+            click(driver, "//*[normalize-space(text())='Camera path']")  # open the folder
+            for azimuth in (20.0, 80.0, 140.0):
+                target = orbit_pose(azimuth, 25.0, 3.0, np.zeros(3))[:3, 3]
+                camera.position, camera.look_at = target, np.zeros(3)
+                wait_for(lambda t=target: camera_at(camera, t), 60, "the browser's camera")
+                count = len(panel.keyframes)
+                click(driver, "//button[normalize-space(.)='Add keyframe (this view)']")
+                wait_for(lambda n=count: len(panel.keyframes) == n + 1, 60, "a keyframe")
+                np.testing.assert_allclose(panel.keyframes[-1].c2w[:3, 3], target, atol=1e-3)
+                assert panel.keyframes[-1].fov == pytest.approx(camera.fov)
+            panel.seconds.value, panel.fps.value, panel.width.value = 1.0, 5, 24
+            panel.output.value, panel.name.value = "PNG frames", "browser"
+            click(driver, "//button[normalize-space(.)='Render']")
+            wait_for(lambda: panel.status.content.startswith("written:"), 300, "the render")
+    finally:
+        v.close()
+    out = tmp_path / "run" / "camera_paths" / "browser"
+    cli_out = tmp_path / "cli_frames"
+    render_orbit(OrbitArgs(run_dir=cfg.run_dir, camera_path=out.with_suffix(".json"),
+                           out=cli_out, depth=False))  # fmt: skip
+    frames = sorted(out.iterdir())
+    assert len(frames) == 5
+    for ours, theirs in zip(frames, sorted(cli_out.iterdir()), strict=True):
+        np.testing.assert_array_equal(iio.imread(ours), iio.imread(theirs))
