@@ -88,7 +88,7 @@ def test_the_render_button_writes_the_frames_the_command_line_writes(sphere_view
     panel = sphere_viewer.paths
     for az in (10.0, 100.0, 190.0):
         panel.add(orbit_pose(az, 25.0, 3.0, np.zeros(3)), 0.69)
-    panel.seconds.value, panel.fps.value, panel.width.value = 1.0, 5, 24
+    panel.seconds.value, panel.fps.value, panel.width.value = 1.0, 5, 32
     panel.name.value = "turn"
     finished = threading.Event()
     out = panel.render(frames=True, done=lambda _: finished.set())
@@ -102,7 +102,7 @@ def test_the_render_button_writes_the_frames_the_command_line_writes(sphere_view
                            out=cli_out, depth=False))  # fmt: skip
     for ours, theirs in zip(frames, sorted(cli_out.iterdir()), strict=True):
         image = iio.imread(ours)
-        assert image.shape == (24, 24, 3) and (image.min(-1) < 200).mean() > 0.05
+        assert image.shape == (32, 32, 3) and (image.min(-1) < 200).mean() > 0.05
         np.testing.assert_array_equal(image, iio.imread(theirs))
 
 
@@ -146,7 +146,7 @@ def test_keyframes_made_in_the_browser_render_as_from_the_command_line(sphere_ru
                 wait_for(lambda n=count: len(panel.keyframes) == n + 1, 60, "a keyframe")
                 np.testing.assert_allclose(panel.keyframes[-1].c2w[:3, 3], target, atol=1e-3)
                 assert panel.keyframes[-1].fov == pytest.approx(camera.fov)
-            panel.seconds.value, panel.fps.value, panel.width.value = 1.0, 5, 24
+            panel.seconds.value, panel.fps.value, panel.width.value = 1.0, 5, 32
             panel.output.value, panel.name.value = "PNG frames", "browser"
             click(driver, "//button[normalize-space(.)='Render']")
             wait_for(lambda: panel.status.content.startswith("written:"), 300, "the render")
