@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tensorf.cameras import Intrinsics
-from tensorf.cli import ConfigError
+from tensorf.errors import ConfigError
 
 MAX_SIZE = 8192  # pixels per side, as --width / --height
 MAX_FRAMES = 10**6  # as --frames

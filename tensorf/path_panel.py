@@ -2,8 +2,9 @@
 them (`tensorf.camera_path`) played in the page, saved as `<run>/camera_paths/NAME.json`,
 and rendered to a video or PNG frames in the background of the viewer's process.
 
-The render button writes what `render_360.py --camera-path <run>/camera_paths/NAME.json`
-writes (the two share `tensorf.orbit.render_frames`), from the field the viewer shows.
+The render button writes what `render_360.py --camera-path <run>/camera_paths/NAME.json
+--no-depth` writes (the viewer's `render_path` and the command line share
+`tensorf.frames.render_frames`), from the field the viewer shows.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import viser
 
 from tensorf import camera_path
 from tensorf.camera_path import CameraPath, Keyframe
-from tensorf.cli import ConfigError
-from tensorf.config import CHUNK
-from tensorf.orbit import render_frames
+from tensorf.errors import ConfigError
 from tensorf.viser_cameras import c2w_from_viser, viser_wxyz
 
 FOLDER = "camera_paths"  # in the run directory, as nerfstudio's viewer names it
@@ -216,12 +215,7 @@ class PathPanel:
             last[0] = time.monotonic()
 
         try:
-            v = self.viewer
-            # As render_360.py --camera-path --no-depth renders it (same chunk, same code).
-            render_frames(v.cfg, field.params, field.aabb, field.mask, field.resolution, v.ndc,
-                          v.cameras["depth_bounds"], path.c2w,
-                          [path.intrinsics(i) for i in range(n)], {"rgb": out}, ["rgb"],
-                          path.fps, CHUNK, v.mesh, after_frame)  # fmt: skip
+            self.viewer.render_path(field, path, out, after_frame)
         except Exception as error:  # noqa: BLE001 (a full disk, say: the page says so)
             reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
             self.status.content = f"**render failed**: {reason}"

@@ -20,6 +20,7 @@ import dataclasses
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -28,8 +29,10 @@ import tyro
 import viser
 
 from tensorf import checkpoint, cli, parallel
+from tensorf.camera_path import CameraPath
 from tensorf.cameras import Intrinsics, average_pose, look_at, spiral_focus
-from tensorf.config import TrainConfig
+from tensorf.config import CHUNK, TrainConfig
+from tensorf.frames import render_frames
 from tensorf.path_panel import PathPanel
 from tensorf.render import baked, render_image
 from tensorf.training import TrainState, image_settings, ndc_for, render_settings
@@ -178,6 +181,15 @@ class FieldViewer:
         """The field shown now (a camera path render keeps it while newer ones come)."""
         with self._lock:
             return self._field
+
+    def render_path(self, field: _Field, path: CameraPath, out: Path,
+                    after_frame: Callable[[int], None]) -> None:  # fmt: skip
+        """Write the path's RGB frames of `field` to `out` (a video, or a folder of PNGs) as
+        `render_360.py --camera-path --no-depth` does: the same code and chunk size."""
+        render_frames(self.cfg, field.params, field.aabb, field.mask, field.resolution, self.ndc,
+                      self.cameras["depth_bounds"], path.c2w,
+                      [path.intrinsics(i) for i in range(len(path.c2w))], {"rgb": out}, ["rgb"],
+                      path.fps, CHUNK, self.mesh, after_frame)  # fmt: skip
 
     def training_runs(self) -> bool:
         """Whether a trainer is stepping (not paused) beside this viewer."""
