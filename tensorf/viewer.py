@@ -71,11 +71,11 @@ class Home:
 
 def home_view(cfg: TrainConfig, cameras: dict) -> Home:
     """From the training cameras: their mean up vector; objects are looked at towards the
-    box's centre, captures towards the placed centre (the origin), from the cameras' median
-    distance (where the photos saw the whole scene) in the widest gap between two
-    neighbouring cameras (`open_direction`), so that no training camera's frustum stands
-    in front of the scene; forward-facing scenes from the average camera towards the
-    spiral's focus."""
+    box's centre, captures towards the placed centre (the origin), from a fifth further out
+    than the cameras' median distance (the photos saw the whole scene from there) in the
+    widest gap between two neighbouring cameras (`open_direction`): the cameras beside it
+    are out of view, and none stands in front of the scene; forward-facing scenes from the
+    average camera towards the spiral's focus."""
     c2w, train = cameras["c2w"], cameras["intrinsics"]
     up = c2w[:, :3, 1].mean(0)
     up = up / max(np.linalg.norm(up), 1e-9)
@@ -87,7 +87,7 @@ def home_view(cfg: TrainConfig, cameras: dict) -> Home:
         box_centre = np.reshape(cfg.aabb, (2, 3)).mean(0)
         target = np.zeros(3) if cameras["kind"] == "capture" else box_centre
         offsets = c2w[:, :3, 3] - target
-        distance = float(np.median(np.linalg.norm(offsets, axis=-1)))
+        distance = 1.2 * float(np.median(np.linalg.norm(offsets, axis=-1)))
         position = target + distance * open_direction(offsets)
     return Home(up, np.asarray(position, np.float64), np.asarray(target, np.float64), fov)
 

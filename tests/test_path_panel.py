@@ -20,16 +20,16 @@ SPHERE_RADIUS = 0.6  # write_sphere_scene's
 
 
 def test_the_first_view_sees_the_object_past_every_training_camera(sphere_run):
-    """The first view stands as far out as the photos were taken, and no training camera
-    stands in the cone from it to the object (the old view, just behind the first
-    training camera, had that camera's frustum across the middle)."""
+    """The first view stands a little further out than the photos were taken, and no
+    training camera is in its field of view on this side of the object (the old view, just
+    behind the first training camera, had that camera's frustum across the middle)."""
     cfg, _ = sphere_run
     cameras = checkpoint.load_cameras(cfg.run_dir)
     home = viewer.home_view(cfg, cameras)
     sight = home.look_at - home.position
     distance = np.linalg.norm(sight)
     positions = cameras["c2w"][:, :3, 3]
-    assert distance == pytest.approx(np.median(np.linalg.norm(positions, axis=-1)), rel=1e-6)
+    assert distance == pytest.approx(1.2 * np.median(np.linalg.norm(positions, axis=-1)))
     assert math.asin(SPHERE_RADIUS / distance) < 0.8 * home.fov / 2  # the sphere fits
     to_cameras = positions - home.position
     along = to_cameras @ sight / distance
