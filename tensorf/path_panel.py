@@ -43,6 +43,7 @@ class PathPanel:
         self.job: threading.Thread | None = None
         self._aspect = size[0] / size[1]
         self._drawn: list = []
+        self._drawing = threading.Lock()  # buttons and fields call back on viser's threads
         gui = server.gui
         with gui.add_folder("Camera path", expand_by_default=False):
             add = gui.add_button("Add keyframe (this view)")
@@ -154,34 +155,35 @@ class PathPanel:
 
     def _refresh(self, select: int | None = None) -> None:
         """The list, the keyframe selector and, in the scene, the keyframes and the path."""
-        n = len(self.keyframes)
-        self.selected.max = max(n, 1)
-        if select is not None:
-            self.selected.value = select
-        elif self.selected.value > max(n, 1):
-            self.selected.value = max(n, 1)
-        self._list.content = "  \n".join(
-            f"{i + 1}. at ({', '.join(f'{x:.2f}' for x in k.c2w[:3, 3])}), "
-            f"{np.degrees(k.fov):.0f} deg" for i, k in enumerate(self.keyframes)
-        ) or "no keyframes yet"  # fmt: skip
-        for handle in self._drawn:
-            handle.remove()
-        self._drawn = []
-        scene = self.server.scene
-        size = self.viewer.scene_size
-        for i, key in enumerate(self.keyframes):
-            self._drawn.append(scene.add_camera_frustum(
-                f"/camera_path/key_{i}", fov=key.fov, aspect=self._aspect, scale=0.06 * size,
-                thickness=0.003 * size, color=(40, 120, 255), wxyz=viser_wxyz(key.c2w),
-                position=key.c2w[:3, 3],
-            ))  # fmt: skip
-        if n > 1:
-            c2w, _ = camera_path.interpolate(self.keyframes, 40 * n, float(self.smoothness.value),
-                                             bool(self.loop.value))  # fmt: skip
-            self._drawn.append(scene.add_spline_catmull_rom(
-                "/camera_path/spline", c2w[:, :3, 3], thickness=0.004 * size,
-                color=(40, 120, 255),
-            ))  # fmt: skip
+        with self._drawing:
+            n = len(self.keyframes)
+            self.selected.max = max(n, 1)
+            if select is not None:
+                self.selected.value = select
+            elif self.selected.value > max(n, 1):
+                self.selected.value = max(n, 1)
+            self._list.content = "  \n".join(
+                f"{i + 1}. at ({', '.join(f'{x:.2f}' for x in k.c2w[:3, 3])}), "
+                f"{np.degrees(k.fov):.0f} deg" for i, k in enumerate(self.keyframes)
+            ) or "no keyframes yet"  # fmt: skip
+            for handle in self._drawn:
+                handle.remove()
+            self._drawn = []
+            scene = self.server.scene
+            size = self.viewer.scene_size
+            for i, key in enumerate(self.keyframes):
+                self._drawn.append(scene.add_camera_frustum(
+                    f"/camera_path/key_{i}", fov=key.fov, aspect=self._aspect, scale=0.06 * size,
+                    thickness=0.003 * size, color=(40, 120, 255), wxyz=viser_wxyz(key.c2w),
+                    position=key.c2w[:3, 3],
+                ))  # fmt: skip
+            if n > 1:
+                smoothness, loop = float(self.smoothness.value), bool(self.loop.value)
+                c2w, _ = camera_path.interpolate(self.keyframes, 40 * n, smoothness, loop)
+                self._drawn.append(scene.add_spline_catmull_rom(
+                    "/camera_path/spline", c2w[:, :3, 3], thickness=0.004 * size,
+                    color=(40, 120, 255),
+                ))  # fmt: skip
 
     def _show(self, client: viser.ClientHandle, c2w: np.ndarray) -> None:
         with client.atomic():
