@@ -1,16 +1,18 @@
-"""Videos along a camera path of a trained run: RGB, colour-mapped depth and normals.
+"""Videos (or PNG frames) along a camera path of a trained run: RGB, colour-mapped depth
+and normals.
 
 Objects get a 360-degree orbit; captures an orbit around the scene centre at the cameras'
 mean height and distance (along the arc they cover and back, when they did not go all the
 way round: the rest was never seen); forward-facing captures the official spiral around
-the average camera (an orbit would show the back of the scene, which no photo saw).
+the average camera (an orbit would show the back of the scene, which no photo saw). Any
+other path comes from a nerfstudio camera_path.json (`tensorf.camera_path`).
 
 python render_360.py --run-dir R --out orbit.mp4 --frames 24
+python render_360.py --run-dir R --camera-path R/camera_paths/walk.json --out frames
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -19,22 +21,13 @@ from typing import Literal
 import numpy as np
 import tyro
 
-from tensorf import checkpoint, cli
+from tensorf import camera_path, checkpoint, cli
 from tensorf.cameras import orbit_poses, seen_arc, spiral_poses
 from tensorf.cli import ConfigError, check_writable
 from tensorf.config import CHUNK, TrainConfig
-from tensorf.progress import tqdm
-from tensorf.render import baked, render_image
-from tensorf.training import image_settings, ndc_for, settings_for
-from tensorf.visualize import (
-    VIDEO_SUFFIXES,
-    VideoWriter,
-    colorize_depth,
-    depth_range,
-    normals_from_depth,
-    side_by_side,
-    to_uint8,
-)
+from tensorf.frames import render_frames
+from tensorf.training import ndc_for
+from tensorf.visualize import VIDEO_SUFFIXES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,24 +37,38 @@ class OrbitArgs:
     run_dir: Path
     """Run directory written by train.py / train_lego.py."""
     out: Path = Path("orbit.mp4")
-    """RGB video; .mp4 or .gif. The other videos are named after it (orbit_depth.mp4, ...)."""
+    """RGB video (.mp4 or .gif), or a folder (a name without a suffix) for numbered lossless
+    PNG frames 00000.png, ... (its old numbered frames are removed first). The depth and
+    normals outputs are named after it (orbit_depth.mp4, frames_depth/, ...)."""
     path: Literal["auto", "orbit", "spiral"] = "auto"
     """Camera path. orbit: a ring around the scene centre; spiral: the official LLFF spiral
     around the average training camera, two turns; auto: spiral for forward-facing
     captures, orbit for objects."""
+    camera_path: Path | None = None
+    """Render the cameras of this nerfstudio camera_path.json instead of --path (its frames,
+    image size and timing; --width rescales it). It is in the run's world (as the viewer
+    and --save-path write them) unless --dataparser-transforms says it is nerfstudio's."""
+    dataparser_transforms: Path | None = None
+    """--camera-path was made by nerfstudio for the same capture: its
+    dataparser_transforms.json (in the nerfstudio run's output folder), which maps
+    nerfstudio's world into the capture's; the run's placement maps that into ours."""
+    save_path: Path | None = None
+    """Also write the cameras rendered as a nerfstudio camera_path.json (in the run's world),
+    to edit, or to render again with --camera-path."""
     frames: int = 120
     """Number of frames (cameras) along the path."""
     fps: float = 30.0
-    """Frames per second of the videos."""
+    """Frames per second of the videos (a --camera-path brings its own)."""
     elevation: float | None = None
     """Orbit: camera height above the scene centre's horizontal plane, in degrees (default:
     30 for objects, the training cameras' mean height for captures)."""
     radius: float | None = None
     """Orbit: camera distance from the scene centre (default: the training cameras' mean)."""
     width: int | None = None
-    """Frame width in pixels (default: the training images')."""
+    """Frame width in pixels (default: the training images', or the camera path's)."""
     height: int | None = None
-    """Frame height in pixels (default: the training images' aspect ratio at --width)."""
+    """Frame height in pixels (default: the training images' aspect ratio at --width; a
+    camera path keeps its own aspect ratio)."""
     depth: bool = True
     """Also write the colour-mapped depth video (<out>_depth)."""
     normals: bool = False
@@ -83,16 +90,27 @@ def output_paths(args: OrbitArgs) -> dict[str, Path]:
     return paths
 
 
-def _check(args: OrbitArgs) -> None:
-    if args.out.suffix.lower() not in VIDEO_SUFFIXES:
-        raise ConfigError(f"--out {args.out}: use a {' or '.join(VIDEO_SUFFIXES)} file name")
+def _check(args: OrbitArgs) -> camera_path.CameraPath | None:
+    """Bad options end here, before the checkpoint is loaded; returns the camera path."""
+    if args.out.suffix and args.out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ConfigError(f"--out {args.out}: use a {' or '.join(VIDEO_SUFFIXES)} file name, "
+                          "or a name without a suffix for a folder of PNG frames")  # fmt: skip
     cli.check_numbers(
         ("--frames", args.frames, 1, 10**6, int), ("--fps", args.fps, 0.01, 1000, float),
         ("--chunk", args.chunk, 1, 2**22, int), ("--width", args.width, 1, 8192, int),
         ("--height", args.height, 1, 8192, int), ("--elevation", args.elevation, -89, 89, float),
         ("--radius", args.radius, 1e-6, 1e6, float),
     )  # fmt: skip
-    check_writable(args.out)
+    if args.dataparser_transforms is not None and args.camera_path is None:
+        raise ConfigError("--dataparser-transforms maps a --camera-path; give one")
+    for out in output_paths(args).values():
+        if out.suffix:
+            check_writable(out)
+        else:
+            cli.check_creatable(out, "--out")
+    if args.save_path is not None:
+        check_writable(args.save_path, "--save-path")
+    return None if args.camera_path is None else camera_path.read(args.camera_path)
 
 
 def orbit_centre_and_radius(cfg: TrainConfig, cameras: dict) -> tuple[np.ndarray, float]:
@@ -135,49 +153,57 @@ def path_poses(args: OrbitArgs, cfg: TrainConfig, cameras: dict) -> np.ndarray:
     return orbit_poses(args.frames, args.radius or radius, elevation, center, arc)
 
 
+def _in_run_world(args: OrbitArgs, path: camera_path.CameraPath,
+                  cameras: dict) -> camera_path.CameraPath:  # fmt: skip
+    if args.dataparser_transforms is None:
+        return path
+    if cameras["kind"] == "forward-facing":
+        raise ConfigError(f"{args.run_dir}: forward-facing scenes are recentred by our LLFF "
+                          "loader, which nerfstudio's world does not know; make the path in "
+                          "our viewer instead")  # fmt: skip
+    placement = cameras["placement"]
+    return path.with_world(camera_path.from_nerfstudio(args.dataparser_transforms, placement))
+
+
 def render_orbit(args: OrbitArgs) -> dict[str, Path]:
-    """Write the videos; returns their paths."""
-    _check(args)
+    """Write the videos (or frame folders); returns their paths."""
+    from_file = _check(args)
     cfg, state = checkpoint.load_run(args.run_dir)
     cameras = checkpoint.load_cameras(args.run_dir)
-    train_camera = cameras["intrinsics"]
-    width = args.width or train_camera.width
-    scale = width / train_camera.width
-    height = args.height or max(1, round(train_camera.height * scale))
-    # The same horizontal field of view and square pixels at any size, through an ideal
-    # lens (a video needs no distortion).
-    intrinsics = dataclasses.replace(
-        train_camera, fx=train_camera.fx * scale, fy=train_camera.fy * scale,
-        cx=train_camera.cx * scale, cy=train_camera.cy * height / train_camera.height,
-        width=width, height=height, distortion=None,
-    )  # fmt: skip
-    poses = path_poses(args, cfg, cameras)
-    near, far = cameras["depth_bounds"] or depth_range(poses, np.asarray(state.aabb))
-    # The NDC projection is the training cameras', whatever the frames' size.
-    settings = image_settings(settings_for(cfg, state, ndc_for(cfg, train_camera)), cfg)
+    if from_file is not None:
+        path = _in_run_world(args, from_file, cameras)
+        poses, fps = path.c2w, path.fps
+        intrinsics = [path.intrinsics(i, args.width) for i in range(len(poses))]
+    else:
+        train_camera = cameras["intrinsics"]
+        width = args.width or train_camera.width
+        scale = width / train_camera.width
+        height = args.height or max(1, round(train_camera.height * scale))
+        # The same horizontal field of view and square pixels at any size, through an ideal
+        # lens (a video needs no distortion).
+        camera = dataclasses.replace(
+            train_camera, fx=train_camera.fx * scale, fy=train_camera.fy * scale,
+            cx=train_camera.cx * scale, cy=train_camera.cy * height / train_camera.height,
+            width=width, height=height, distortion=None,
+        )  # fmt: skip
+        poses, fps = path_poses(args, cfg, cameras), args.fps
+        intrinsics = [camera] * len(poses)
+        path = camera_path.from_poses(poses, camera, fps)
+    if args.save_path is not None:
+        camera_path.write(path, args.save_path)
+        print(f"camera path: {args.save_path}")
     paths = output_paths(args)
-    params = baked(state.params)  # once, not once per frame
+    panels = ["rgb"] + ["depth"] * (args.depth or args.side_by_side) + ["normals"] * args.normals
     start = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        writers = {k: stack.enter_context(VideoWriter(p, args.fps)) for k, p in paths.items()}
-        for c2w in tqdm(poses, desc="rendering orbit", unit="frame"):
-            out, settings = render_image(
-                params, cfg.model, settings, state.aabb, state.mask, c2w, intrinsics,
-                args.chunk,
-            )  # fmt: skip
-            panels = {"rgb": to_uint8(out["rgb"])}  # the panels of a side-by-side frame
-            if args.depth or args.side_by_side:
-                panels["depth"] = colorize_depth(out["depth"], out["acc"], near, far)
-            if args.normals:
-                panels["normals"] = normals_from_depth(out["depth"], out["acc"], c2w, intrinsics)
-            for kind, writer in writers.items():
-                writer.write(
-                    side_by_side(*panels.values()) if kind == "side_by_side" else panels[kind]
-                )
+    # The NDC projection is the training cameras', whatever the frames' size.
+    render_frames(cfg, state.params, state.aabb, state.mask, state.resolution,
+                  ndc_for(cfg, cameras["intrinsics"]), cameras["depth_bounds"], poses, intrinsics,
+                  paths, panels, fps, args.chunk)  # fmt: skip
     seconds = time.perf_counter() - start
     written = ", ".join(map(str, paths.values()))
-    print(f"{args.frames} frames of {width}x{height} in {seconds:.1f} s "
-          f"({args.frames / seconds:.2f} frames/s): {written}")  # fmt: skip
+    size = f"{intrinsics[0].width}x{intrinsics[0].height}"
+    print(f"{len(poses)} frames of {size} in {seconds:.1f} s "
+          f"({len(poses) / seconds:.2f} frames/s): {written}")  # fmt: skip
     return paths
 
 

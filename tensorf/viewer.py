@@ -4,7 +4,8 @@ python -m tensorf.viewer --run-dir R       # a finished (or running) run's lates
 python train.py quick ... --viewer         # the field while it trains
 
 The browser's camera drives the render: a small preview while it moves, then a sharp frame
-(abandoned as soon as the camera moves again) once it has stood still.
+(abandoned as soon as the camera moves again) once it has stood still. The "Camera path"
+panel (`tensorf.path_panel`) records keyframes, plays, saves and renders paths through them.
 
 viser, not nerfview (which wraps viser for the same purpose): nerfview 0.1.3 imports torch in
 its render panel without declaring it (a 2 GB install for a JAX project), ends the whole
@@ -29,34 +30,21 @@ import jax
 import numpy as np
 import tyro
 import viser
-import viser.transforms as vtf
 
 from tensorf import checkpoint, cli, parallel
+from tensorf.camera_path import CameraPath
 from tensorf.cameras import Intrinsics, average_pose, look_at, spiral_focus
-from tensorf.config import TrainConfig
+from tensorf.config import CHUNK, TrainConfig
+from tensorf.frames import render_frames
+from tensorf.path_panel import PathPanel
 from tensorf.render import baked, render_image
 from tensorf.training import TrainState, image_settings, ndc_for, render_settings
+from tensorf.viser_cameras import c2w_from_viser, viser_wxyz
 from tensorf.visualize import colorize_depth, depth_range, to_uint8
 
 PREVIEW = 128  # longest side of the frames rendered while the camera moves
 STILL = 0.25  # seconds without a camera update before the frame sharpens
 MAX_FRUSTUMS = 300  # training cameras drawn (evenly spaced among them)
-# OpenGL camera axes (ours: +y up, looking down -z) <-> OpenCV's (viser's: +y down, +z ahead).
-FLIP = np.diag([1.0, -1.0, -1.0])
-
-
-def c2w_from_viser(wxyz: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """(4, 4) OpenGL camera-to-world of a viser camera (OpenCV axes)."""
-    c2w = np.eye(4)
-    c2w[:3, :3] = vtf.SO3(np.asarray(wxyz, np.float64)).as_matrix() @ FLIP
-    c2w[:3, 3] = position
-    return c2w
-
-
-def viser_wxyz(c2w: np.ndarray) -> np.ndarray:
-    """The viser (OpenCV axes) orientation of an OpenGL camera-to-world (4, 4)."""
-    return vtf.SO3.from_matrix(np.asarray(c2w)[:3, :3] @ FLIP).wxyz
-
 
 def frame_intrinsics(fov: float, aspect: float, longest: int) -> Intrinsics:
     """A pinhole with the browser's vertical field of view (radians) and aspect (width /
@@ -87,8 +75,10 @@ class Home:
 def home_view(cfg: TrainConfig, cameras: dict) -> Home:
     """From the training cameras: their mean up vector; objects are looked at towards the
     box's centre, captures towards the placed centre (the origin), from a fifth further out
-    than the first training camera (whose frustum would otherwise frame the view);
-    forward-facing scenes from the average camera towards the spiral's focus."""
+    than the cameras' median distance (the photos saw the whole scene from there) in the
+    widest gap between two neighbouring cameras (`open_direction`): the cameras beside it
+    are out of view, and none stands in front of the scene; forward-facing scenes from the
+    average camera towards the spiral's focus."""
     c2w, train = cameras["c2w"], cameras["intrinsics"]
     up = c2w[:, :3, 1].mean(0)
     up = up / max(np.linalg.norm(up), 1e-9)
@@ -99,8 +89,25 @@ def home_view(cfg: TrainConfig, cameras: dict) -> Home:
     else:
         box_centre = np.reshape(cfg.aabb, (2, 3)).mean(0)
         target = np.zeros(3) if cameras["kind"] == "capture" else box_centre
-        position = target + 1.2 * (c2w[0, :3, 3] - target)
+        offsets = c2w[:, :3, 3] - target
+        distance = 1.2 * float(np.median(np.linalg.norm(offsets, axis=-1)))
+        position = target + distance * open_direction(offsets)
     return Home(up, np.asarray(position, np.float64), np.asarray(target, np.float64), fov)
+
+
+def open_direction(offsets: np.ndarray) -> np.ndarray:
+    """(3,) unit direction, from the point looked at, between two neighbouring cameras at
+    `offsets` (n, 3) from it: of the directions halfway from each camera to its nearest
+    neighbour, the one farthest from every camera (the first camera's, with one camera)."""
+    units = offsets / np.maximum(np.linalg.norm(offsets, axis=-1, keepdims=True), 1e-12)
+    if len(units) == 1:
+        return units[0]
+    cosines = units @ units.T
+    np.fill_diagonal(cosines, -2.0)
+    halfway = units + units[np.argmax(cosines, axis=1)]
+    halfway /= np.maximum(np.linalg.norm(halfway, axis=-1, keepdims=True), 1e-12)
+    clearance = (halfway @ units.T).max(axis=1)  # cosine to the nearest camera
+    return halfway[int(np.argmin(clearance))]
 
 
 @dataclasses.dataclass
@@ -113,6 +120,7 @@ class _Field:
     params: dict
     aabb: jax.Array
     mask: object
+    resolution: tuple[int, int, int]
     settings: object = None  # RenderSettings, fitted frame after frame
 
 
@@ -199,8 +207,11 @@ class FieldViewer:
 
     def __init__(self, cfg: TrainConfig, cameras: dict, host: str, port: int,
                  resolution: int = 512, training: bool = False,
-                 flags: tuple[str, str] = ("--host", "--port")) -> None:  # fmt: skip
+                 flags: tuple[str, str] = ("--host", "--port"),
+                 run_dir: Path | None = None) -> None:  # fmt: skip
+        """`run_dir` (default: the config's) is where camera paths are saved."""
         self.cfg, self.cameras, self.resolution = cfg, cameras, resolution
+        self._training = training
         self.ndc = ndc_for(cfg, cameras["intrinsics"])
         self.device = jax.local_devices()[0]
         # One device: the viewer's renders then hold no collectives that could interleave
@@ -218,6 +229,9 @@ class FieldViewer:
         self._next_show = 0.0  # when the trainer may hand over a new field
         self._scene()
         self._gui(training)
+        train = cameras["intrinsics"]
+        self.paths = PathPanel(self.server, run_dir or cfg.run_dir, (train.width, train.height),
+                               self)  # fmt: skip
         self.server.on_client_connect(self._connect)
         self.server.on_client_disconnect(self._disconnect)
         self._thread = threading.Thread(target=self._render_loop, daemon=True)
@@ -232,8 +246,26 @@ class FieldViewer:
                                             self.device, may_alias=False)  # fmt: skip
         with self._lock:
             version = self._field.version + 1 if self._field else 0
-            self._field = _Field(version, step, params, aabb, mask)
+            self._field = _Field(version, step, params, aabb, mask, tuple(state.resolution))
         self._wake.set()
+
+    def current_field(self) -> _Field | None:
+        """The field shown now (a camera path render keeps it while newer ones come)."""
+        with self._lock:
+            return self._field
+
+    def render_path(self, field: _Field, path: CameraPath, out: Path,
+                    after_frame: Callable[[int], None]) -> None:  # fmt: skip
+        """Write the path's RGB frames of `field` to `out` (a video, or a folder of PNGs) as
+        `render_360.py --camera-path --no-depth` does: the same code and chunk size."""
+        render_frames(self.cfg, field.params, field.aabb, field.mask, field.resolution, self.ndc,
+                      self.cameras["depth_bounds"], path.c2w,
+                      [path.intrinsics(i) for i in range(len(path.c2w))], {"rgb": out}, ["rgb"],
+                      path.fps, CHUNK, self.mesh, after_frame)  # fmt: skip
+
+    def training_runs(self) -> bool:
+        """Whether a trainer is stepping (not paused) beside this viewer."""
+        return self._training and not self._paused.is_set()
 
     def wants_field(self) -> bool:
         """Whether a browser is watching and the renderer is ready for a newer field: it
@@ -307,6 +339,7 @@ class FieldViewer:
             home.position, home.look_at, home.up, home.fov
         )  # fmt: skip
         size = np.median(np.linalg.norm(c2w[:, :3, 3] - home.look_at, axis=-1))
+        self.scene_size = float(size)  # for the sizes of what is drawn in the scene
         shown = np.linspace(0, len(c2w) - 1, min(len(c2w), MAX_FRUSTUMS)).astype(int)
         self._frustums = [
             self.server.scene.add_camera_frustum(
@@ -449,7 +482,7 @@ def serve(args: ViewerArgs, until=None) -> None:
                       ("--reload-seconds", args.reload_seconds, 0.1, 86400.0, float))  # fmt: skip
     cfg, state = checkpoint.load_run(args.run_dir)
     viewer = FieldViewer(cfg, checkpoint.load_cameras(args.run_dir), args.host, args.port,
-                         args.resolution)  # fmt: skip
+                         args.resolution, run_dir=args.run_dir)  # fmt: skip
     viewer.show(state, int(state.step))
     print(f"viewer: open {viewer.url} (step {int(state.step)} of {args.run_dir}); Ctrl-C stops")
     mngr, step = checkpoint.manager(args.run_dir, create=False), int(state.step)

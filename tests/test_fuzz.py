@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tiers import examples
 
-from tensorf import cli, evaluate, experiment, export_mesh, orbit, viewer
+from tensorf import cli, evaluate, experiment, export_mesh, frames, orbit, viewer
 
 EXAMPLES = examples(60)
 
@@ -138,7 +138,7 @@ def tool_argv(draw, options: list[str]) -> list[str]:
 
 
 TOOLS = {
-    "render": (orbit.main, "render_360.py", ORBIT_OPTIONS, (orbit, "render_image"), ".mp4"),
+    "render": (orbit.main, "render_360.py", ORBIT_OPTIONS, (frames, "render_image"), ".mp4"),
     "evaluate": (evaluate.main, "evaluate", EVALUATE_OPTIONS, (evaluate, "render_image"), None),
     "export": (export_mesh.main, "export_mesh", EXPORT_OPTIONS, (export_mesh, "_batched"),
                ".ply"),
