@@ -115,6 +115,12 @@ class DistributedConfig:
     """This process, 0 .. num_processes - 1; process 0 writes logs, metrics and renders."""
 
 
+def default_compile_cache() -> Path:
+    """$XDG_CACHE_HOME/tensorf/jax, or ~/.cache/tensorf/jax."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "tensorf" / "jax"
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """A full training run: data, schedule, outputs."""
@@ -198,6 +204,11 @@ class TrainConfig:
     keeps it."""
     resume: bool = False
     """Continue from the latest checkpoint in run_dir."""
+    compile_cache: Path | None = dataclasses.field(default_factory=default_compile_cache)
+    """Folder of JAX's persistent compilation cache, so that a second run of a preset (or a
+    resumed one) loads its compiled steps instead of compiling them again; None: off.
+    JAX_COMPILATION_CACHE_DIR, when set, takes precedence. Only trusted users may write here:
+    a cached program runs as you."""
     distributed: DistributedConfig = DistributedConfig()
     checkpoint_every: int = 1000
     """Save a checkpoint every this many steps (and at the end)."""

@@ -31,7 +31,7 @@ LOG_FILE = "log.jsonl"
 RESUMABLE = {
     "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
     "max_bad_steps", "distributed", "lr_grid", "lr_network", "eval_every", "eval_every_views",
-    "viewer", "viewer_host", "viewer_port",
+    "viewer", "viewer_host", "viewer_port", "compile_cache",
 }  # fmt: skip
 LOCK_FILE = "lock"
 
@@ -112,6 +112,7 @@ def train(cfg: TrainConfig) -> dict:
                           "check --distributed.coordinator-address") from error  # fmt: skip
     checks.check_config(cfg)
     _check_run_dir(cfg)
+    use_compile_cache(cfg.compile_cache)
     shard = (jax.process_index(), jax.process_count())
     load_start = time.perf_counter()
     views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale, shard=shard,
@@ -135,6 +136,15 @@ def train(cfg: TrainConfig) -> dict:
             viewer.close()
         if lock is not None:
             lock.close()
+
+
+def use_compile_cache(folder: Path | None) -> None:
+    """Compiled programs go to (and come from) `folder`, unless JAX_COMPILATION_CACHE_DIR
+    chose another. JAX caches only the programs that took over a second to compile (its
+    default): the train step, the renderer, the alpha mask; on a CPU too."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    jax.config.update("jax_compilation_cache_dir", None if folder is None else str(folder))
 
 
 def start_viewer(cfg: TrainConfig, views: data.Views):
@@ -292,7 +302,8 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
     train_seconds = clock() - start
     mngr.wait_until_finished()
     counts = {"train_step_compiles": COMPILES["count"] - compiles["count"],
-              "train_step_compile_seconds": COMPILES["seconds"] - compiles["seconds"]}  # fmt: skip
+              "train_step_compile_seconds": COMPILES["seconds"] - compiles["seconds"],
+              "compile_cache_hits": COMPILES["cache_hits"] - compiles["cache_hits"]}  # fmt: skip
     return finish(state, cfg, writer, train_seconds, load_seconds, counts)
 
 
@@ -300,9 +311,10 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
 CAPACITIES = ("density_capacity", "appearance_capacity")
 # The trainer's clock (a test swaps it for a fake one).
 clock = time.perf_counter
-# The train step's compilations in this process and their seconds (tracing, lowering, XLA),
-# from JAX's monitoring events.
-COMPILES = {"count": 0, "seconds": 0.0}
+# The train step's compilations in this process and their seconds (tracing, lowering, XLA,
+# or loading from the persistent cache), and the programs of any kind the persistent cache
+# held, from JAX's monitoring events.
+COMPILES = {"count": 0, "seconds": 0.0, "cache_hits": 0}
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                    "/jax/core/compile/jaxpr_to_mlir_module_duration",
                    "/jax/core/compile/backend_compile_duration")  # fmt: skip
@@ -314,7 +326,12 @@ def _count_compiles(event: str, seconds: float, **kwargs) -> None:
         COMPILES["count"] += event == _COMPILE_EVENTS[-1]
 
 
+def _count_cache_hits(event: str, **kwargs) -> None:
+    COMPILES["cache_hits"] += event == "/jax/compilation_cache/cache_hits"
+
+
 jax.monitoring.register_event_duration_secs_listener(_count_compiles)
+jax.monitoring.register_event_listener(_count_cache_hits)
 
 
 def budget_spent(cfg: TrainConfig, seconds: float) -> bool:

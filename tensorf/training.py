@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 from tensorf import alpha_mask, decomposition, field, ndc, parallel, tensor_vm
 from tensorf.alpha_mask import AlphaMask
 from tensorf.cameras import Intrinsics, camera_directions, camera_rays, pixel_rays
-from tensorf.config import Precision, TrainConfig
+from tensorf.config import ModelConfig, Precision, TrainConfig
 from tensorf.data import Views
 from tensorf.parallel import AXIS, REPLICATED, SHARDED
 from tensorf.render import RenderSettings, bucket, ray_aabb, render_rays
@@ -241,20 +241,68 @@ def image_settings(settings: RenderSettings, cfg: TrainConfig) -> RenderSettings
     return dataclasses.replace(settings, weight_threshold=cfg.render.image_threshold)
 
 
-def _learning_rates(cfg: TrainConfig, params: field.Params) -> field.Params:
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """What shapes the jitted step, and so is static to it: the batch, the model, and which
+    loss terms exist. Everything else a step needs is a traced `Hyper` value, so that a run
+    of another length, a resumed run with other learning rates, or a --fill-budget plan
+    compiles nothing new (the config's paths and logging options never reach the step)."""
+
+    batch_size: int
+    model: ModelConfig
+    random_background: bool
+    tv_density: bool
+    tv_appearance: bool
+    ortho: bool
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> StepSpec:
+        return cls(cfg.batch_size, cfg.model, cfg.render.background == "random",
+                   cfg.tv_density > 0, cfg.tv_appearance > 0, cfg.ortho_weight > 0)  # fmt: skip
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Hyper:
+    """The step's traced numbers: the run's length and its rates and weights."""
+
+    n_iters: jax.Array  # () int32: the learning rates and TV weights decay over it
+    lr_grid: jax.Array  # () float32
+    lr_network: jax.Array  # () float32
+    lr_decay_ratio: jax.Array  # () float32
+    tv_density: jax.Array  # () float32
+    tv_appearance: jax.Array  # () float32
+    ortho_weight: jax.Array  # () float32
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> Hyper:
+        rates = (cfg.lr_grid, cfg.lr_network, cfg.lr_decay_ratio, cfg.tv_density,
+                 cfg.tv_appearance, cfg.ortho_weight)  # fmt: skip
+        return cls(np.int32(cfg.n_iters), *map(np.float32, rates))
+
+
+def _learning_rates(hyper: Hyper, params: field.Params) -> field.Params:
     return {
         key: jax.tree.map(
-            lambda _, lr=cfg.lr_grid if key in field.GRID_KEYS else cfg.lr_network: lr, sub
+            lambda _, lr=hyper.lr_grid if key in field.GRID_KEYS else hyper.lr_network: lr, sub
         )
         for key, sub in params.items()
     }
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "settings", "mesh"), donate_argnums=0)
 def train_step(
+    state: TrainState, batch: Batch, cfg: TrainConfig, settings: RenderSettings, mesh: Mesh
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """`jit_train_step` with the spec and numbers of `cfg`."""
+    return jit_train_step(state, batch, Hyper.of(cfg), StepSpec.of(cfg), settings, mesh)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "settings", "mesh"), donate_argnums=0)
+def jit_train_step(
     state: TrainState,
     batch: Batch,
-    cfg: TrainConfig,
+    hyper: Hyper,
+    spec: StepSpec,
     settings: RenderSettings,
     mesh: Mesh,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -266,12 +314,12 @@ def train_step(
     """
     cameras, ids, target = batch
     rng, key_jitter = jax.random.split(state.rng)
-    jitter = jax.random.uniform(key_jitter, (cfg.batch_size,))
+    jitter = jax.random.uniform(key_jitter, (spec.batch_size,))
     background = jnp.float32(settings.background)
-    if cfg.render.background == "random":
+    if spec.random_background:
         # Drawn from the step's jitter key, so the jitter stream is the same as without.
         background = jax.random.bernoulli(jax.random.fold_in(key_jitter, 1)).astype(jnp.float32)
-    n_values = cfg.batch_size * 3
+    n_values = spec.batch_size * 3
 
     def local(params, aabb, mask, cameras, ids, target, jitter, background):
         """This device's rays: squared error and sample counts, summed over all devices."""
@@ -280,7 +328,7 @@ def train_step(
         params = jax.lax.pcast(params, AXIS, to="varying")
         origins, dirs = cameras.rays(ids)
         out = render_rays(
-            params, cfg.model, settings, aabb, mask, origins, dirs, jitter, background
+            params, spec.model, settings, aabb, mask, origins, dirs, jitter, background
         )
         sse = jnp.sum((out["rgb"] - target) ** 2)
         counts = jnp.stack([out["density_count"], out["appearance_count"]])
@@ -295,7 +343,7 @@ def train_step(
     )  # fmt: skip
     # Official: the TV weights decay by the learning-rate factor every step, from the
     # first, and are not reset when the grid is upsampled.
-    tv_decay = cfg.lr_decay_ratio ** ((state.step + 1) / cfg.n_iters)
+    tv_decay = hyper.lr_decay_ratio ** ((state.step + 1) / hyper.n_iters)
 
     def loss_fn(params):
         # Differentiating through shard_map sums the replicated parameters' gradients
@@ -305,11 +353,13 @@ def train_step(
         )
         mse = sse / n_values
         loss = mse + state.l1_weight * field.density_l1(params)
-        for weight, key in ((cfg.tv_density, "density"), (cfg.tv_appearance, "appearance")):
-            if weight > 0:
+        terms = ((spec.tv_density, hyper.tv_density, "density"),
+                 (spec.tv_appearance, hyper.tv_appearance, "appearance"))  # fmt: skip
+        for on, weight, key in terms:
+            if on:
                 loss = loss + weight * tv_decay * field.grid_tv(params, key)
-        if cfg.ortho_weight > 0:
-            loss = loss + cfg.ortho_weight * field.orthogonality(params)
+        if spec.ortho:
+            loss = loss + hyper.ortho_weight * field.orthogonality(params)
         return state.loss_scale.scale(loss), (loss, mse, counts)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -317,12 +367,12 @@ def train_step(
     grads = state.loss_scale.unscale(grads)
     updates, opt_state = ADAM.update(grads, state.opt_state)
     # Exponential decay to lr_decay_ratio over n_iters, restarting at each upsample.
-    decay = cfg.lr_decay_ratio ** ((state.step - state.lr_reset_step) / cfg.n_iters)
+    decay = hyper.lr_decay_ratio ** ((state.step - state.lr_reset_step) / hyper.n_iters)
     params = jax.tree.map(
         lambda p, u, lr: p - lr * decay * u,
         state.params,
         updates,
-        _learning_rates(cfg, state.params),
+        _learning_rates(hyper, state.params),
     )
     # A non-finite loss or gradient, or parameters that blew up, skip the update: params
     # and Adam stay as they were. (Steps far too large can leave the loss finite for a
@@ -346,8 +396,8 @@ def train_step(
         "loss": loss,
         "mse": mse,
         "psnr": -10.0 * jnp.log10(mse),
-        "lr_grid": cfg.lr_grid * decay,
-        "lr_network": cfg.lr_network * decay,
+        "lr_grid": hyper.lr_grid * decay,
+        "lr_network": hyper.lr_network * decay,
         "loss_scale": state.loss_scale.loss_scale,
         "density_count": counts[0],
         "appearance_count": counts[1],
