@@ -216,6 +216,10 @@ class TrainConfig:
     """How many checkpoints to keep."""
     log_every: int = 100
     """TensorBoard scalars (and a line of run_dir/log.jsonl) every this many steps."""
+    steps_per_call: int = 0
+    """Most training steps one jitted call runs before the host looks at the run again
+    (0: 64, the most). A call also ends wherever the host has work: a log line, checkpoint,
+    grid event or evaluation. Fewer steps per call answer Ctrl-C and --max-minutes sooner."""
     max_bad_steps: int = 20
     """Stop after this many consecutive steps with a non-finite loss or gradient (each is
     skipped, never applied); the last good checkpoint stays in run_dir."""

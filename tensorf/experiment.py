@@ -31,7 +31,7 @@ LOG_FILE = "log.jsonl"
 RESUMABLE = {
     "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
     "max_bad_steps", "distributed", "lr_grid", "lr_network", "eval_every", "eval_every_views",
-    "viewer", "viewer_host", "viewer_port", "compile_cache",
+    "viewer", "viewer_host", "viewer_port", "compile_cache", "steps_per_call",
 }  # fmt: skip
 LOCK_FILE = "lock"
 
@@ -233,19 +233,25 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
                dynamic_ncols=True, disable=not primary)  # fmt: skip
     meter = _Meter(run_cfg, pool, writer, log, bar, (step, start), buffers, viewer)
     meter.describe(state, settings)
-    unread = None  # the metrics of the step in flight
+    device_pool = pool.on(mesh, cfg.seed)
+    spec, hyper = training.StepSpec.of(cfg), training.Hyper.of(run_cfg)
+    per_call = cfg.steps_per_call or training.MAX_STEPS_PER_CALL
+    unread = None  # (last step, steps, metrics) of the call in flight
     with _StopOnSignals() as signals:
         while step < run_cfg.n_iters:
-            batch = training.next_batch(pool, run_cfg, step, mesh)
-            state, metrics = training.train_step(state, batch, run_cfg, settings, mesh)
-            step += 1
-            bar.update()
-            # Step `step` is queued behind the previous one, whose counts are read now: the
-            # devices never wait for the host. The buffers follow with that one step's lag.
+            every = (cfg.log_every, cfg.checkpoint_every, cfg.eval_every if probe.views else 0)
+            events = {*cfg.mask_steps, *voxels, *plan.stops()}
+            n = next_stop(step, run_cfg.n_iters, per_call, every, events) - step
+            state, metrics = training.train_steps(state, device_pool, n, hyper, spec, settings,
+                                                  mesh)  # fmt: skip
+            step += n
+            bar.update(n)
+            # This call is queued behind the previous one, whose counts are read now: the
+            # devices never wait for the host. The buffers follow with that one call's lag.
             if unread is not None:
-                meter.read(step - 1, unread)
+                meter.read(*unread)
             settings = meter.fit(settings)
-            unread = metrics
+            unread = (step, n, metrics)
             event = step in cfg.mask_steps or step in voxels
             # Process 0 decides, so that every process stops at the same step.
             out_of_time, signum = parallel.from_primary(
@@ -254,20 +260,21 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
             save = step % cfg.checkpoint_every == 0 or step == run_cfg.n_iters
             probe_due = probe.due(step, run_cfg.n_iters) and not (out_of_time or signum)
             if event or save or out_of_time or signum or plan.due(step) or probe_due:
-                meter.read(step, unread)
+                meter.read(*unread)
                 unread = None
             if save:
                 meter.may_shrink = True
             if plan.due(step):
                 n_iters = plan.n_iters(step, clock() - start, probe.seconds, probe.per_step())
                 run_cfg = dataclasses.replace(run_cfg, n_iters=n_iters)
+                hyper = training.Hyper.of(run_cfg)
                 bar.total = run_cfg.n_iters
                 meter.plan(step, run_cfg.n_iters)
             plan.note(step, clock() - start - probe.seconds)
             if event:
                 state = parallel.local_copy(state)  # grid events run in each process
                 state, pool = grid_events(state, pool, cfg, step, voxels, meter, filter_rays)
-                state = parallel.replicate(state, mesh)
+                state, device_pool = parallel.replicate(state, mesh), pool.on(mesh, cfg.seed)
                 fresh = training.settings_for(cfg, state, projection)
                 settings = carry_capacity(fresh, settings, meter.peaks)
                 meter.new_grid(state, settings)
@@ -363,24 +370,24 @@ class _Meter:
         self.resolution = self.samples_per_ray = 0.0
         self.capacities = [0, 0]  # the buffers of the last step dispatched
 
-    def read(self, step: int, metrics: dict) -> None:
-        logged = self.writer is not None and (
-            step % self.cfg.log_every == 0 or step == self.cfg.n_iters
-        )
-        keys = metrics if logged else ("finite", "density_peak", "appearance_peak")
-        m = read({k: metrics[k] for k in keys})
-        self.peaks = [int(m["density_peak"]), int(m["appearance_peak"])]
-        self.high = self.peaks if self.high is None else list(map(max, self.high, self.peaks))
-        self.bad_steps = 0 if bool(m["finite"]) else self.bad_steps + 1
-        if self.bad_steps >= self.cfg.max_bad_steps:
-            raise TrainingError(
-                f"{self.bad_steps} steps in a row up to step {step} had a non-finite loss or "
-                f"gradient, or parameters that blew up past {training.PARAMETER_LIMIT:g} "
-                f"(all skipped); the last good checkpoint is in {self.cfg.run_dir}; lower "
-                "--lr-grid / --lr-network and --resume (both may change on resume)"
-            )
-        if logged:
-            self._log(step, m)
+    def read(self, step: int, n: int, metrics: dict) -> None:
+        """The metrics of a call's `n` steps (see `training.train_steps`), the last `step`."""
+        m = read(metrics)
+        peaks = [int(m[k][:n].max()) for k in ("density_peak", "appearance_peak")]
+        self.peaks = peaks
+        self.high = peaks if self.high is None else list(map(max, self.high, peaks))
+        for i, finite in enumerate(m["finite"][:n]):
+            self.bad_steps = 0 if finite else self.bad_steps + 1
+            if self.bad_steps >= self.cfg.max_bad_steps:
+                raise TrainingError(
+                    f"{self.bad_steps} steps in a row up to step {step - n + 1 + i} had a "
+                    "non-finite loss or gradient, or parameters that blew up past "
+                    f"{training.PARAMETER_LIMIT:g} (all skipped); the last good checkpoint "
+                    f"is in {self.cfg.run_dir}; lower --lr-grid / --lr-network and --resume "
+                    "(both may change on resume)"
+                )
+        if self.writer is not None and (step % self.cfg.log_every == 0 or step == self.cfg.n_iters):
+            self._log(step, {k: v[n - 1] for k, v in m.items()})
 
     def fit(self, settings):
         """The buffers grown to the peaks read last (once), or at a shrink point fitted to
@@ -474,6 +481,15 @@ def grid_events(state, pool, cfg: TrainConfig, step: int, voxels: dict, meter: _
 PLAN_WARMUP, PLAN_STEPS, RESERVE = 20, 100, 0.02
 
 
+def next_stop(step: int, n_iters: int, most: int, every: tuple[int, ...], at: set[int]) -> int:
+    """Where the call of steps starting after `step` ends: at the first step after it that
+    is a multiple of one of `every` (0: none), one of `at`, or the last (`n_iters`), and
+    `most` steps later at the latest. A function of `step` alone, so that a resumed run
+    cuts its steps into the same calls as the uninterrupted one from its checkpoint on."""
+    stops = [n_iters, step + most, *((step // k + 1) * k for k in every if k)]
+    return min(stops + [s for s in at if s > step])
+
+
 class BudgetPlan:
     """--fill-budget: once the schedule's last grid event is past and the step rate steady,
     set the number of steps to what fits in the rest of --max-minutes. Only the length of
@@ -493,6 +509,14 @@ class BudgetPlan:
         return self.at is not None and self.warm is not None and step >= max(
             self.at, self.warm[0] + PLAN_WARMUP
         )
+
+    def stops(self) -> set[int]:
+        """The steps at which `note` and `due` must be asked (the loop's calls end there)."""
+        if self.at is None:
+            return set()
+        if self.warm is None:
+            return {self.at - PLAN_STEPS, self.at}
+        return {self.at, self.warm[0] + PLAN_WARMUP}
 
     def note(self, step: int, seconds: float) -> None:
         """`seconds`: of training alone (evaluations during it left out)."""

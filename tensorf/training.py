@@ -103,6 +103,21 @@ class RayPool:
         ids = self.index[rng.integers(0, len(self.index), n)]
         return ids, self.rgb[ids]
 
+    def on(self, mesh: Mesh, seed: int) -> DevicePool:
+        """The pool on every device of the mesh (see `DevicePool`). The colours and
+        cameras go once per mesh; the pixel ids, padded to a few sizes (`bucket`), each
+        time (after ray filtering)."""
+        if ("rgb", mesh) not in self.placed:
+            self.placed["rgb", mesh] = parallel.replicate_per_process(self.rgb, mesh)
+        index = np.zeros(bucket(len(self.index)), np.int32)
+        index[: len(self.index)] = self.index
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)  # not the state's stream
+        placed = parallel.replicate_per_process(
+            (index, np.array([len(self.index)], np.int32)), mesh
+        )
+        return DevicePool(self.placed["rgb", mesh], *placed, parallel.replicate(key, mesh),
+                          self.cameras_on(mesh))  # fmt: skip
+
     def cameras_on(self, mesh: Mesh) -> Cameras:
         """The cameras on every device of the mesh. With several processes each puts its
         own views' cameras on its own devices, which only its own pixel ids index: the
@@ -312,7 +327,16 @@ def jit_train_step(
     The buffer sizes in `settings` are per device. Returned counts: `*_count` summed over
     devices (for logging), `*_peak` the largest on one device (for sizing the buffers).
     """
-    cameras, ids, target = batch
+    specs = (REPLICATED, SHARDED, SHARDED)
+    return _step(state, batch, specs, lambda batch: batch, hyper, spec, settings, mesh)
+
+
+def _step(
+    state: TrainState, source, source_specs, rows, hyper: Hyper, spec: StepSpec,
+    settings: RenderSettings, mesh: Mesh,
+) -> tuple[TrainState, dict[str, jax.Array]]:  # fmt: skip
+    """A step whose rays come from `source` (split over the devices by `source_specs`):
+    `rows(source)` gives each device its cameras, pixel ids and target colours."""
     rng, key_jitter = jax.random.split(state.rng)
     jitter = jax.random.uniform(key_jitter, (spec.batch_size,))
     background = jnp.float32(settings.background)
@@ -321,11 +345,12 @@ def jit_train_step(
         background = jax.random.bernoulli(jax.random.fold_in(key_jitter, 1)).astype(jnp.float32)
     n_values = spec.batch_size * 3
 
-    def local(params, aabb, mask, cameras, ids, target, jitter, background):
+    def local(params, aabb, mask, source, jitter, background):
         """This device's rays: squared error and sample counts, summed over all devices."""
         # Explicitly what shard_map does implicitly (and transposes to a sum over the
         # devices): the custom gradient of `tensor_vm.weighted_rows` must see it.
         params = jax.lax.pcast(params, AXIS, to="varying")
+        cameras, ids, target = rows(source)
         origins, dirs = cameras.rays(ids)
         out = render_rays(
             params, spec.model, settings, aabb, mask, origins, dirs, jitter, background
@@ -338,7 +363,7 @@ def jit_train_step(
         return psum(sse), psum(counts), jax.lax.pmax(counts, AXIS), psum(dropped)
 
     sharded = jax.shard_map(
-        local, mesh=mesh, in_specs=(REPLICATED,) * 4 + (SHARDED,) * 3 + (REPLICATED,),
+        local, mesh=mesh, in_specs=(REPLICATED,) * 3 + (source_specs, SHARDED, REPLICATED),
         out_specs=REPLICATED,
     )  # fmt: skip
     # Official: the TV weights decay by the learning-rate factor every step, from the
@@ -348,9 +373,7 @@ def jit_train_step(
     def loss_fn(params):
         # Differentiating through shard_map sums the replicated parameters' gradients
         # over the devices (the transpose of replicating them).
-        sse, *counts = sharded(
-            params, state.aabb, state.mask, cameras, ids, target, jitter, background
-        )
+        sse, *counts = sharded(params, state.aabb, state.mask, source, jitter, background)
         mse = sse / n_values
         loss = mse + state.l1_weight * field.density_l1(params)
         terms = ((spec.tv_density, hyper.tv_density, "density"),
@@ -407,6 +430,82 @@ def jit_train_step(
         "dropped_samples": new_state.dropped_samples,
     }
     return new_state, metrics
+
+
+# Steps one call of `train_steps` can run at most: the size of its per-step metrics, static
+# so that neither the run's schedule nor its logging compiles the call again.
+MAX_STEPS_PER_CALL = 64
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "settings", "mesh"), donate_argnums=0)
+def train_steps(
+    state: TrainState,
+    pool: DevicePool,
+    n: jax.Array,
+    hyper: Hyper,
+    spec: StepSpec,
+    settings: RenderSettings,
+    mesh: Mesh,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """`n` (<= MAX_STEPS_PER_CALL, traced) steps in one call, each drawing its batch on the
+    devices from `pool` (see `DevicePool.draw`): the host only dispatches. A non-finite
+    step is skipped inside, as by `jit_train_step`.
+
+    Returns the state and each metric of `jit_train_step` per step, (MAX_STEPS_PER_CALL,)
+    of which the first `n` are the steps taken. The loop over steps is a while loop of
+    one compiled body whatever `n` is, so a run computes the same however it is cut into
+    calls (which --resume relies on).
+    """
+    specs = (REPLICATED, REPLICATED)
+
+    def one(state):
+        source = (pool, state.step)
+        return _step(state, source, specs, functools.partial(_draw, mesh=mesh, spec=spec),
+                     hyper, spec, settings, mesh)  # fmt: skip
+
+    shapes = jax.eval_shape(one, state)[1]
+    rows = {k: jnp.zeros((MAX_STEPS_PER_CALL,), v.dtype) for k, v in shapes.items()}
+
+    def body(i, carry):
+        state, rows = carry
+        state, metrics = one(state)
+        return state, {k: rows[k].at[i].set(v) for k, v in metrics.items()}
+
+    return jax.lax.fori_loop(0, n, body, (state, rows))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DevicePool:
+    """This process's training pixels on the devices: each device holds its process's
+    colours and pixel ids whole and draws its own share of every batch (`_draw`), so a
+    step copies nothing from the host. Whole rather than split, so that a batch is the same
+    on 1 device as on 4; it costs 16 bytes per pixel per device (256 MB for the 400x400
+    lego). Colours stay float32: Blender's images composited on the background are not
+    multiples of 1/255, and uint8 would change the targets."""
+
+    rgb: jax.Array  # (pixels, 3) float32 target colour of every training pixel
+    index: jax.Array  # (rows,) int32 pixel ids still used for training, then padding
+    count: jax.Array  # (1,) int32 how many of `index` are used
+    key: jax.Array  # PRNG key of the batches (a step's is folded with its number)
+    cameras: Cameras
+
+
+def _draw(source: tuple[DevicePool, jax.Array], mesh: Mesh, spec: StepSpec):
+    """Inside shard_map: this device's cameras, pixel ids and colours of the step. Every
+    process draws batch / processes pixels from its own pool, from the key folded with the
+    step and the process, and each of its devices takes its slice (the mesh lists each
+    process's devices together, in process order), as `RayPool.sample` did on the host."""
+    pool, step = source
+    per_process = spec.batch_size // jax.process_count()
+    local_devices = mesh.size // jax.process_count()
+    process, slot = jnp.divmod(jax.lax.axis_index(AXIS), local_devices)
+    key = jax.random.fold_in(jax.random.fold_in(pool.key, step), process)
+    picks = jax.random.randint(key, (per_process,), 0, pool.count[0])
+    per_device = per_process // local_devices
+    mine = jax.lax.dynamic_slice(picks, (slot * per_device,), (per_device,))
+    ids = pool.index[mine]
+    return pool.cameras, ids, pool.rgb[ids]
 
 
 def _map_grids(state: TrainState, fn, moments: str) -> TrainState:
