@@ -240,7 +240,9 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
     with _StopOnSignals() as signals:
         while step < run_cfg.n_iters:
             every = (cfg.log_every, cfg.checkpoint_every, cfg.eval_every if probe.views else 0)
-            events = {*cfg.mask_steps, *voxels, *plan.stops()}
+            # Step 1 ends a call of its own: its counts size the buffers at once (the first
+            # ones are sized for the worst case), and a budget is first checked there.
+            events = {1, *cfg.mask_steps, *voxels, *plan.stops()}
             n = next_stop(step, run_cfg.n_iters, per_call, every, events) - step
             state, metrics = training.train_steps(state, device_pool, n, hyper, spec, settings,
                                                   mesh)  # fmt: skip
@@ -259,9 +261,9 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
             )
             save = step % cfg.checkpoint_every == 0 or step == run_cfg.n_iters
             probe_due = probe.due(step, run_cfg.n_iters) and not (out_of_time or signum)
-            if event or save or out_of_time or signum or plan.due(step) or probe_due:
+            if event or save or out_of_time or signum or plan.due(step) or probe_due or step == 1:
                 meter.read(*unread)
-                unread = None
+                settings, unread = meter.fit(settings), None
             if save:
                 meter.may_shrink = True
             if plan.due(step):

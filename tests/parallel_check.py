@@ -29,9 +29,9 @@ for n in (1, 4):
     settings = training.settings_for(cfg, state)
     hyper, spec = training.Hyper.of(cfg), training.StepSpec.of(cfg)
     losses = []
-    for n in (2, 3):  # as the training loop runs them: batches drawn on the devices
-        state, metrics = training.train_steps(state, pool, n, hyper, spec, settings, mesh)
-        losses += [float(x) for x in metrics["loss"][:n]]
+    for k in (2, 3):  # as the training loop runs them: batches drawn on the devices
+        state, metrics = training.train_steps(state, pool, k, hyper, spec, settings, mesh)
+        losses += [float(x) for x in metrics["loss"][:k]]
     image, _ = render_image(
         state.params, cfg.model, settings, state.aabb, state.mask, views.c2w[0],
         views.intrinsics, chunk=256, mesh=mesh,

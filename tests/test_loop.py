@@ -56,7 +56,7 @@ def test_the_loop_never_waits_for_the_steps_it_queued(sphere_scene, tmp_path, mo
     the state itself must come to the host) the loop may only read the call before the
     one in flight; a read of the queued call, or of anything else (rays drawn on the host
     and sent back, counts kept on the host), fails. The steps run in calls that end where
-    the host has work (log lines every 10 steps, checkpoints, grid events)."""
+    the host has work (step 1, log lines every 10 steps, checkpoints, grid events)."""
     cfg = loop_config(sphere_scene, tmp_path / "run")
     recorder = StepRecorder(monkeypatch)
     reads = []  # (steps dispatched, "queued" | "previous" | "other")
@@ -72,9 +72,11 @@ def test_the_loop_never_waits_for_the_steps_it_queued(sphere_scene, tmp_path, mo
     monkeypatch.setattr(ArrayImpl, "_value", property(recorded))
     experiment.train(cfg)
     assert recorder.steps == cfg.n_iters
-    assert recorder.calls == cfg.n_iters // cfg.log_every  # one call per log line
-    # Where the state must reach the host: grid events, checkpoints, the end.
-    drains = {20, 40, cfg.n_iters, *range(cfg.checkpoint_every, cfg.n_iters, cfg.checkpoint_every)}
+    assert recorder.calls == 1 + cfg.n_iters // cfg.log_every  # step 1, then per log line
+    # Where the state must reach the host: grid events, checkpoints, the end; and step 1,
+    # whose counts size the buffers.
+    drains = {1, 20, 40, cfg.n_iters,
+              *range(cfg.checkpoint_every, cfg.n_iters, cfg.checkpoint_every)}  # fmt: skip
     waits = sorted({step for step, kind in reads if kind != "previous" and step not in drains})
     assert waits == []
     # The counts of (nearly) every call are read, one call late.
