@@ -429,7 +429,7 @@ def from_dict(cls: type, values: dict) -> Any:
             raise TypeError(f"'{f.name}' is {value!r}, which is not a {hint}")
         if dataclasses.is_dataclass(hint):
             value = from_dict(hint, value)
-        elif hint is Path:
+        elif isinstance(value, str) and Path in (hint, *typing.get_args(hint)):
             value = Path(value)
         elif isinstance(value, list):
             value = tuple(value)
