@@ -354,7 +354,7 @@ def read(tree):
 
 
 class _Meter:
-    """What the loop learns from each step's metrics, read a step late: buffer peaks,
+    """What the loop learns from each call's metrics, read a call late: buffer peaks,
     non-finite steps in a row, and the logged scalars (TensorBoard, log.jsonl, tqdm)."""
 
     def __init__(self, cfg, pool, writer, log, bar, start: tuple[int, float], saved,

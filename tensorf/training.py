@@ -87,9 +87,11 @@ class Cameras:
 
 @dataclasses.dataclass(frozen=True)
 class RayPool:
-    """This process's training pixels, kept on the host: each step draws its share of the
-    batch here and sends only the pixel ids and colours to the devices, which generate the
-    rays themselves (with several processes, each draws from its own share of the views)."""
+    """This process's training pixels on the host, where ray filtering works on them. The
+    training loop puts them on the devices (`on`), which draw every batch themselves;
+    `sample` / `next_batch` draw one on the host for a single `train_step` (tests,
+    benchmarks). The devices generate the rays from pixel ids (with several processes,
+    each draws from its own share of the views)."""
 
     rgb: np.ndarray  # (views * H * W, 3) float32 targets
     index: np.ndarray  # (rays,) int32 pixel ids still used for training
