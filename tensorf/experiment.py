@@ -144,6 +144,15 @@ def use_compile_cache(folder: Path | None) -> None:
     default): the train step, the renderer, the alpha mask; on a CPU too."""
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            # The cache only saves time: a folder it cannot have (a read-only home) is no
+            # reason to refuse to train, and JAX would warn at every compilation.
+            print(f"warning: --compile-cache {folder}: {error.strerror or error}; compiling "
+                  "without the persistent cache", file=sys.stderr)  # fmt: skip
+            folder = None
     jax.config.update("jax_compilation_cache_dir", None if folder is None else str(folder))
 
 

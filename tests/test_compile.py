@@ -85,3 +85,17 @@ def test_a_second_process_loads_the_step_from_the_persistent_cache(sphere_scene,
     assert cold["cache_hits"] == 0 and off["cache_hits"] == 0
     assert warm["cache_hits"] >= 1
     assert warm["seconds"] < cold["seconds"] / 2
+
+
+def test_an_unusable_cache_folder_warns_once_and_trains_without(tmp_path, capsys):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    try:
+        experiment.use_compile_cache(blocker / "cache")
+        assert jax.config.jax_compilation_cache_dir is None
+        assert capsys.readouterr().err.startswith(f"warning: --compile-cache {blocker}")
+        experiment.use_compile_cache(tmp_path / "cache")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
+        assert (tmp_path / "cache").is_dir()
+    finally:
+        experiment.use_compile_cache(None)
