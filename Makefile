@@ -1,7 +1,9 @@
-# Two commands from a fresh clone, each setting up .venv first when it is missing:
-#   make demo   train the shipped demo scene (about 2 minutes on 2 CPU cores), evaluate it,
-#               write an orbit GIF; ARGS="--dataset-path ..." trains another scene
-#   make test   lint, check the packaging, run the whole test suite (what CI runs)
+# Three commands from a fresh clone, each setting up .venv first when it is missing:
+#   make demo      train the shipped demo scene (about 2 minutes on 2 CPU cores), evaluate
+#                  it, write an orbit GIF; ARGS="--dataset-path ..." trains another scene
+#   make test      lint, then the default test tier: every contract on tiny runs (minutes)
+#   make test-all  lint, then every test: quality floors on real scenes, long schedules,
+#                  the packaging check, all hypothesis examples (what CI runs)
 # Make because it is on every Unix machine and knows that the environment has to exist
 # before either command runs.
 
@@ -11,7 +13,7 @@ BIN := $(VENV)/bin
 RUN ?= runs/demo
 ARGS ?=
 
-.PHONY: demo test
+.PHONY: demo test test-all
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,4 +29,8 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
+
+test-all: $(VENV)/.installed
+	$(BIN)/ruff check .
+	TENSORF_TEST_TIER=all $(BIN)/python -m pytest -q --durations=25

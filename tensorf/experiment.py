@@ -17,12 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 from tensorboardX import SummaryWriter
-from tqdm import tqdm
 
 from tensorf import alpha_mask, checkpoint, checks, cli, data, parallel, training
 from tensorf.cli import ConfigError, Interrupted, TrainingError, run_main
 from tensorf.config import PRESETS, DistributedConfig, TrainConfig, to_dict
-from tensorf.evaluate import evaluate_views
+from tensorf.evaluate import evaluate_views, summary
+from tensorf.progress import tqdm
 from tensorf.render import carry_capacity, fit_capacity
 
 LOG_FILE = "log.jsonl"
@@ -31,7 +31,7 @@ LOG_FILE = "log.jsonl"
 RESUMABLE = {
     "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
     "max_bad_steps", "distributed", "lr_grid", "lr_network", "eval_every", "eval_every_views",
-    "viewer", "viewer_host", "viewer_port", "compile_cache", "steps_per_call",
+    "eval_lpips", "viewer", "viewer_host", "viewer_port", "compile_cache", "steps_per_call",
 }  # fmt: skip
 LOCK_FILE = "lock"
 
@@ -575,6 +575,8 @@ class _Probe:
         tag = f"{self.cfg.eval_split}_during_training"
         self.writer.add_scalar(f"{tag}/psnr", metrics["psnr"], step)
         self.writer.add_scalar(f"{tag}/ssim", metrics["ssim"], step)
+        if "lpips" in metrics:
+            self.writer.add_scalar(f"{tag}/lpips", metrics["lpips"], step)
         for i, out in enumerate(previews):
             self.writer.add_image(f"{tag}/rgb_{i}", np.clip(out["rgb"], 0, 1), step,
                                   dataformats="HWC")  # fmt: skip
@@ -657,6 +659,8 @@ def finish(
     step = metrics["step"]
     writer.add_scalar(f"{cfg.eval_split}/psnr", metrics["psnr"], step)
     writer.add_scalar(f"{cfg.eval_split}/ssim", metrics["ssim"], step)
+    if "lpips" in metrics:
+        writer.add_scalar(f"{cfg.eval_split}/lpips", metrics["lpips"], step)
     for i, out in enumerate(previews):
         writer.add_image(f"{cfg.eval_split}/rgb_{i}", np.clip(out["rgb"], 0, 1), step,
                          dataformats="HWC")  # fmt: skip
@@ -675,7 +679,7 @@ def finish(
             f"train again, or --resume from an earlier checkpoint in {cfg.run_dir}"
         )
     print(
-        f"{cfg.eval_split}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over "
+        f"{cfg.eval_split}: {summary(metrics)} over "
         f"{metrics['n_views']} views; trained {train_seconds / 60:.1f} min to step {step}; "
         f"model {metrics['model_mb']:.1f} MB"
     )

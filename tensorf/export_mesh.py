@@ -14,9 +14,9 @@ import numpy as np
 import trimesh
 import tyro
 from skimage import measure
-from tqdm import tqdm
 
 from tensorf import checkpoint, cli, field
+from tensorf.progress import tqdm
 from tensorf.training import alpha_fn, voxel_step
 from tensorf.visualize import to_uint8
 

@@ -18,12 +18,12 @@ from typing import Literal
 
 import numpy as np
 import tyro
-from tqdm import tqdm
 
 from tensorf import checkpoint, cli
 from tensorf.cameras import orbit_poses, seen_arc, spiral_poses
 from tensorf.cli import ConfigError, check_writable
 from tensorf.config import CHUNK, TrainConfig
+from tensorf.progress import tqdm
 from tensorf.render import baked, render_image
 from tensorf.training import image_settings, ndc_for, settings_for
 from tensorf.visualize import (

@@ -17,7 +17,7 @@ from tensorf import alpha_mask, decomposition, field, ndc, parallel, tensor_vm
 from tensorf.alpha_mask import AlphaMask
 from tensorf.cameras import Intrinsics, camera_directions, camera_rays, pixel_rays
 from tensorf.config import ModelConfig, Precision, TrainConfig
-from tensorf.data import Views
+from tensorf.data.views import Views
 from tensorf.parallel import AXIS, REPLICATED, SHARDED
 from tensorf.render import RenderSettings, bucket, ray_aabb, render_rays
 

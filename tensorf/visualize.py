@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tensorf.cameras import Intrinsics, pixel_rays
-from tensorf.cli import OutputError
+from tensorf.errors import OutputError
 
 # Viridis at five stops (matplotlib's values): near is yellow, far is purple.
 _STOPS = np.linspace(0.0, 1.0, 5)

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from synthetic import sphere_config
+from synthetic import tiny_config
 
 from tensorf import data, experiment, parallel, training
 from tensorf.render import render_image
 
 assert len(jax.devices()) == 4, "run with XLA_FLAGS=--xla_force_host_platform_device_count=4"
 scene = Path(sys.argv[1])
-cfg = sphere_config(scene, scene / "unused")
+cfg = tiny_config(scene, scene / "unused")
 views = data.load_views(scene, "train")
 results = {}
 for n in (1, 4):

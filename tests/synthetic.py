@@ -155,6 +155,25 @@ def sphere_config(dataset: Path, run_dir: Path) -> TrainConfig:
     )
 
 
+
+def tiny_config(dataset: Path, run_dir: Path) -> TrainConfig:
+    """The contracts' run (resume, kill, signals, devices, processes): 60 steps of 128 rays
+    on a 16^3 -> 24^3 grid, with each kind of grid event (at 20: mask + shrink + upsample;
+    at 40: mask + ray filtering + shrink and regrid), a checkpoint every 20 steps and a
+    log line every 10. A few seconds of training; the compilations are most of its time."""
+    return dataclasses.replace(
+        sphere_config(dataset, run_dir),
+        n_iters=60,
+        batch_size=128,
+        grid_init=16,
+        grid_final=24,
+        upsample_steps=(20,),
+        mask_steps=(20, 40),
+        checkpoint_every=20,
+        log_every=10,
+        eval_max_views=2,
+    )
+
 # --- a forward-facing (LLFF-format) scene ------------------------------------------------
 
 # In the rig's own frame (cameras near its origin looking down -z): a sphere in front of

@@ -16,6 +16,7 @@ import trimesh
 from cli_helpers import assert_one_line_error, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiers import examples
 
 from tensorf import experiment
 from tensorf.cameras import Intrinsics, camera_directions, pixel_rays
@@ -401,7 +402,7 @@ _json = st.recursive(
 _number = st.floats() | st.integers(-(10**6), 10**6) | _json
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(top=st.dictionaries(st.sampled_from(["fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "p2",
                                             "camera_angle_x", "camera_model", "applied_transform",
                                             "train_filenames"]), _number, max_size=4),

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from synthetic import write_room_capture
 from test_viewer import assert_first_view_shows_the_scene
+from tiers import examples
 
 from tensorf import checkpoint, experiment
 from tensorf.config import PRESETS
@@ -24,7 +25,7 @@ coordinate = st.floats(-1e30, 1e30, allow_nan=False, allow_subnormal=False)
 
 
 @given(st.lists(st.tuples(coordinate, coordinate, coordinate), min_size=1, max_size=50))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 def test_all_of_space_lands_in_the_outer_box(points):
     out = np.asarray(contract(jnp.asarray(points, jnp.float32)))
     assert np.isfinite(out).all() and np.abs(out).max() <= 2.0

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from synthetic import sphere_ground_truth, surface_colour, write_sphere_scene
+from tiers import examples
 
 from tensorf.data import (
     DatasetError,
@@ -333,7 +334,7 @@ def fuzz_scene(small_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return Path(shutil.copytree(small_scene, tmp_path_factory.mktemp("fuzz") / "scene"))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(meta=_meta | _json)
 def test_fuzzed_transforms_load_or_raise_dataset_error(fuzz_scene: Path, meta: Any) -> None:
     """Whatever the JSON holds, the loader loads it or raises DatasetError, nothing else."""

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
-from synthetic import sphere_config
+from synthetic import tiny_config
 
 from tensorf import checkpoint, experiment
 from tensorf.config import PRESETS
@@ -34,7 +34,6 @@ METRIC_KEYS = {"psnr", "ssim", "split", "n_views", "step", "train_seconds"}
 # --- the sphere scene (fixtures in conftest.py) ------------------------------------------
 
 
-@pytest.mark.slow
 def test_sphere_training_quality(sphere_run):
     cfg, metrics = sphere_run
     print(f"sphere: PSNR {metrics['psnr']:.2f} SSIM {metrics['ssim']:.4f}")
@@ -55,19 +54,18 @@ def test_sphere_training_quality(sphere_run):
     assert round(float(np.prod(state.resolution)) ** (1 / 3)) >= 44  # upsampled (and shrunk)
 
 
-@pytest.mark.slow
-def test_resume_matches_uninterrupted_run(sphere_run, sphere_scene, tmp_path):
-    cfg_a, metrics_a = sphere_run
-    cfg_b = sphere_config(sphere_scene, tmp_path / "sphere_b")
+def test_resume_matches_uninterrupted_run(tiny_run, sphere_scene, tmp_path):
+    cfg_a, metrics_a = tiny_run
+    cfg_b = tiny_config(sphere_scene, tmp_path / "tiny_b")
     # No time at all: stops (and checkpoints) after the first step, before every grid event.
     first = experiment.train(dataclasses.replace(cfg_b, max_minutes=0.0, eval_max_views=1))
     assert first["step"] == 1
     metrics_b = experiment.train(dataclasses.replace(cfg_b, resume=True))
-    assert metrics_b["step"] == 300
+    assert metrics_b["step"] == cfg_a.n_iters
 
     state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run_dir), cfg_a)[0]
     state_b = checkpoint.restore_latest(checkpoint.manager(cfg_b.run_dir), cfg_b)[0]
-    assert int(state_a.step) == int(state_b.step) == 300
+    assert int(state_a.step) == int(state_b.step) == cfg_a.n_iters
     assert state_a.resolution == state_b.resolution
     # Bit for bit: parameters, Adam moments, aabb, mask, learning-rate restart, rng.
     leaves_a, leaves_b = jax.tree.leaves(state_a), jax.tree.leaves(state_b)
@@ -77,19 +75,18 @@ def test_resume_matches_uninterrupted_run(sphere_run, sphere_scene, tmp_path):
     assert metrics_b["psnr"] == pytest.approx(metrics_a["psnr"], abs=1e-3)
 
 
-@pytest.mark.slow
-def test_resume_from_mid_run_checkpoint(sphere_run, tmp_path):
+def test_resume_from_mid_run_checkpoint(tiny_run, tmp_path):
     """Resuming after both mask steps (the training rays are re-filtered on start-up) and
     the upsample continues exactly as the uninterrupted run."""
-    cfg_a, metrics_a = sphere_run
-    run_c = tmp_path / "sphere_c"
+    cfg_a, metrics_a = tiny_run
+    run_c = tmp_path / "tiny_c"
     (run_c / "checkpoints").mkdir(parents=True)
-    shutil.copytree(cfg_a.run_dir / "checkpoints" / "200", run_c / "checkpoints" / "200")
+    shutil.copytree(cfg_a.run_dir / "checkpoints" / "40", run_c / "checkpoints" / "40")
     # The saved config still names the original run_dir: a moved run can be resumed.
     shutil.copy(cfg_a.run_dir / checkpoint.CONFIG_FILE, run_c / checkpoint.CONFIG_FILE)
     cfg_c = dataclasses.replace(cfg_a, run_dir=run_c)
     metrics_c = experiment.train(dataclasses.replace(cfg_c, resume=True))
-    assert metrics_c["step"] == 300
+    assert metrics_c["step"] == cfg_a.n_iters
     state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run_dir), cfg_a)[0]
     state_c = checkpoint.restore_latest(checkpoint.manager(run_c), cfg_c)[0]
     for a, c in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_c), strict=True):

@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiers import examples
 
 from tensorf import cli, evaluate, experiment, export_mesh, orbit, viewer
 
-EXAMPLES = 60
+EXAMPLES = examples(60)
 
 
 class Accepted(Exception):
@@ -146,10 +147,10 @@ TOOLS = {
 
 
 @pytest.mark.parametrize("tool", sorted(TOOLS))
-def test_tool_options(sphere_run, monkeypatch, tool):
+def test_tool_options(tiny_run, monkeypatch, tool):
     main, name, options, (module, heavy), suffix = TOOLS[tool]
     monkeypatch.setattr(module, heavy, accept)
-    cfg, _ = sphere_run
+    cfg, _ = tiny_run
 
     @given(args=tool_argv(options))
     @settings(max_examples=EXAMPLES, deadline=None)
@@ -177,8 +178,8 @@ def corrupt(path: Path, rng: random.Random) -> None:
 
 
 @pytest.mark.parametrize("tool", ["render", "evaluate", "export", "viewer", "resume"])
-def test_corrupt_run_directories(sphere_run, monkeypatch, tmp_path, tool):
-    cfg, _ = sphere_run
+def test_corrupt_run_directories(tiny_run, monkeypatch, tmp_path, tool):
+    cfg, _ = tiny_run
     if tool == "resume":
         monkeypatch.setattr(experiment, "_train", accept)
     else:

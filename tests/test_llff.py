@@ -398,6 +398,7 @@ def test_spiral_circles_the_average_camera_looking_at_the_focus(scene: LLFFScene
     assert (poses[:, :3, 1] @ unit(c2w[:, :3, 1].sum(0)) > 0.9).all()
 
 
+@pytest.mark.slow
 def test_fern_quick_run(tmp_path):
     fern = data_dir() / "nerf_llff_data" / "fern"
     if not (fern / "poses_bounds.npy").is_file():

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 from jax._src.array import ArrayImpl
-from synthetic import sphere_config
+from synthetic import tiny_config
 from tensorboardX.proto import event_pb2
 
 from tensorf import checkpoint, data, experiment, training
@@ -26,10 +26,9 @@ from tensorf.evaluate import evaluate_views
 
 
 def loop_config(scene, run_dir, **overrides):
-    """80 steps with a mask update and an upsample at 20 and a second mask at 40."""
-    values = dict(n_iters=80, upsample_steps=(20,), mask_steps=(20, 40), checkpoint_every=30,
-                  log_every=10, eval_max_views=1)  # fmt: skip
-    return dataclasses.replace(sphere_config(scene, run_dir), **{**values, **overrides})
+    """The tiny run (events at 20 and 40) for 80 steps, a checkpoint every 30."""
+    values = dict(n_iters=80, checkpoint_every=30, eval_max_views=1)
+    return dataclasses.replace(tiny_config(scene, run_dir), **{**values, **overrides})
 
 
 class StepRecorder:
@@ -101,7 +100,13 @@ def planned(cfg) -> int:
     return checkpoint.restore_latest(checkpoint.manager(cfg.run_dir), cfg)[1]["n_iters"]
 
 
-@pytest.mark.parametrize("speed", [2.0, 0.5], ids=["twice-as-fast", "half-as-fast"])
+@pytest.mark.parametrize(
+    "speed",
+    [
+        pytest.param(2.0, id="twice-as-fast", marks=pytest.mark.slow),
+        pytest.param(0.5, id="half-as-fast"),
+    ],
+)
 def test_fill_budget_ends_at_the_budget_with_a_complete_schedule(
     sphere_scene, tmp_path, monkeypatch, speed
 ):
@@ -124,7 +129,6 @@ def test_fill_budget_ends_at_the_budget_with_a_complete_schedule(
     assert last["lr_grid"] == pytest.approx(cfg.lr_grid * decayed, rel=1e-5)
 
 
-@pytest.mark.slow
 def test_fill_budget_plan_survives_resume(sphere_scene, tmp_path, monkeypatch):
     """Interrupted after the plan, a resumed run keeps it and ends bit for bit where the
     uninterrupted one did."""
@@ -199,6 +203,7 @@ def test_evaluations_during_training_reach_tensorboard(sphere_scene, tmp_path):
         metrics, _ = evaluate_views(state, cfg, views, None)
         assert logged[f"{tag}/psnr"][step] == pytest.approx(metrics["psnr"], abs=1e-4)
         assert logged[f"{tag}/ssim"][step] == pytest.approx(metrics["ssim"], abs=1e-4)
+        assert logged[f"{tag}/lpips"][step] == pytest.approx(metrics["lpips"], abs=1e-4)
     assert logged[f"{tag}/psnr"][60] > logged[f"{tag}/psnr"][20]
 
 

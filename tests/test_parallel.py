@@ -16,7 +16,6 @@ from synthetic import write_sphere_scene
 from tensorf import checkpoint
 
 
-@pytest.mark.slow
 def test_four_devices_match_one(tmp_path):
     scene = write_sphere_scene(tmp_path / "scene", size=16, n_train=8, n_test=1)
     result = run_cli(str(REPO / "tests" / "parallel_check.py"), str(scene),
@@ -40,12 +39,12 @@ DRIVER = f"""
 import dataclasses, json, sys
 from pathlib import Path
 sys.path.insert(0, {str(REPO / "tests")!r})
-from synthetic import sphere_config
+from synthetic import tiny_config
 from tensorf import cli, experiment
 from tensorf.config import DistributedConfig
 scene, run_dir, port, pid = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 cfg = dataclasses.replace(
-    sphere_config(scene, run_dir),
+    tiny_config(scene, run_dir),
     distributed=DistributedConfig(f"localhost:{{port}}", num_processes=2, process_id=pid),
 )
 metrics = cli.run_main(lambda: experiment.train(cfg))
@@ -60,7 +59,7 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_train_one_run(sphere_scene, sphere_run, tmp_path):
+def test_two_processes_train_one_run(sphere_scene, tiny_run, tmp_path):
     """jax.distributed on localhost: two CPU processes, each with its half of the views,
     train one model; process 0 alone writes logs and metrics, and the result is as good
     as the one-process run."""
@@ -82,7 +81,7 @@ def test_two_processes_train_one_run(sphere_scene, sphere_run, tmp_path):
     for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
     finals = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
-    cfg, single = sphere_run
+    cfg, single = tiny_run
     # Every process rendered the same test views (rays split over both processes' devices).
     assert finals[0] == finals[1]
     assert finals[0]["step"] == cfg.n_iters

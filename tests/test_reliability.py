@@ -17,29 +17,33 @@ import jax
 import numpy as np
 import pytest
 from cli_helpers import REPO
-from synthetic import sphere_config
+from synthetic import tiny_config
 
 from tensorf import checkpoint, experiment, training
 from tensorf.cli import TrainingError
 
-# The same run as the `sphere_run` fixture, in a process of its own (argv: scene, run dir,
-# "resume" or "new"), through the same error handling as train_lego.py.
+# The same run as the `tiny_run` fixture, in a process of its own (argv: scene, run dir,
+# "resume" or "new", optionally another n_iters), through the same error handling as
+# train_lego.py.
 DRIVER = f"""
 import dataclasses, sys
 from pathlib import Path
 sys.path.insert(0, {str(REPO / "tests")!r})
 from cli_helpers import REPO
-from synthetic import sphere_config
+from synthetic import tiny_config
 from tensorf import cli, experiment
-cfg = sphere_config(Path(sys.argv[1]), Path(sys.argv[2]))
+cfg = tiny_config(Path(sys.argv[1]), Path(sys.argv[2]))
+if len(sys.argv) > 4:
+    cfg = dataclasses.replace(cfg, n_iters=int(sys.argv[4]))
 cli.run_main(lambda: experiment.train(dataclasses.replace(cfg, resume=sys.argv[3] == "resume")))
 """
 
 
-def start_run(scene: Path, run_dir: Path) -> subprocess.Popen:
+def start_run(scene: Path, run_dir: Path, n_iters: int | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    more = [] if n_iters is None else [str(n_iters)]
     return subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(scene), str(run_dir), "new"],
+        [sys.executable, "-c", DRIVER, str(scene), str(run_dir), "new", *more],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -72,31 +76,29 @@ def logged(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "rays_per_s"} for line in lines]
 
 
-@pytest.mark.slow
-def test_sigkill_at_a_random_moment_then_resume(sphere_run, sphere_scene, tmp_path):
+def test_sigkill_at_a_random_moment_then_resume(tiny_run, sphere_scene, tmp_path):
     """Killed without warning after its first checkpoint, a run resumed with --resume loses
     at most one checkpoint interval and ends bit for bit where the uninterrupted run did."""
-    cfg_a, metrics_a = sphere_run
-    cfg = sphere_config(sphere_scene, tmp_path / "killed")
+    cfg_a, metrics_a = tiny_run
+    cfg = tiny_config(sphere_scene, tmp_path / "killed")
     process = start_run(sphere_scene, cfg.run_dir)
     wait_for(lambda: saved_steps(cfg.run_dir), process)
-    time.sleep(random.uniform(0.0, 4.0))
+    time.sleep(random.uniform(0.0, 1.0))  # the tiny run trains for a few seconds
     process.kill()
     process.wait()
     last_logged = max([0] + [line["step"] for line in logged(cfg.run_dir)])
     assert max(saved_steps(cfg.run_dir)) >= last_logged - cfg.checkpoint_every
 
     metrics = experiment.train(dataclasses.replace(cfg, resume=True))
-    assert metrics["step"] == 300
+    assert metrics["step"] == cfg.n_iters
     assert metrics["psnr"] == pytest.approx(metrics_a["psnr"], abs=1e-6)
     assert_same_state(cfg_a, cfg)
     # The resumed log continues the killed one without repeating steps.
     steps = [line["step"] for line in logged(cfg.run_dir)]
-    assert steps == list(range(cfg.log_every, 301, cfg.log_every))
+    assert steps == list(range(cfg.log_every, cfg.n_iters + 1, cfg.log_every))
     assert logged(cfg.run_dir) == logged(cfg_a.run_dir)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_saves_a_checkpoint_before_exiting(sphere_scene, tmp_path, signum):
     run_dir = tmp_path / "signalled"
@@ -110,30 +112,29 @@ def test_signal_saves_a_checkpoint_before_exiting(sphere_scene, tmp_path, signum
     assert len(message) == 1 and signal.Signals(signum).name in message[0], stderr
     assert "--resume" in message[0]
     step = int(message[0].split(" at step ")[1].split(";")[0])
-    assert step >= 50 and max(saved_steps(run_dir)) == step
+    assert step >= 10 and max(saved_steps(run_dir)) == step
 
 
-@pytest.mark.slow
-def test_unreadable_latest_checkpoint_falls_back_to_the_previous(sphere_run, tmp_path, capfd):
-    cfg_a, metrics_a = sphere_run
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny_run, tmp_path, capfd):
+    cfg_a, metrics_a = tiny_run
     run_dir = tmp_path / "damaged"
     shutil.copytree(cfg_a.run_dir, run_dir)
-    for path in (run_dir / "checkpoints" / "300").rglob("*"):
+    for path in (run_dir / "checkpoints" / "60").rglob("*"):
         if path.is_file() and path.stat().st_size > 0:
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     cfg = dataclasses.replace(cfg_a, run_dir=run_dir, resume=True)
     metrics = experiment.train(cfg)
     err = capfd.readouterr().err
-    assert "warning: checkpoint" in err and "300 is unreadable" in err
-    assert (run_dir / "unreadable_checkpoints" / "300").is_dir()
-    # Steps 201..300 were trained again from checkpoint 200: the same result.
-    assert metrics["step"] == 300
+    assert "warning: checkpoint" in err and "60 is unreadable" in err
+    assert (run_dir / "unreadable_checkpoints" / "60").is_dir()
+    # Steps 41..60 were trained again from checkpoint 40: the same result.
+    assert metrics["step"] == 60
     assert metrics["psnr"] == pytest.approx(metrics_a["psnr"], abs=1e-6)
     assert_same_state(cfg_a, cfg)
 
 
-def test_no_readable_checkpoint_is_a_clear_error(sphere_run, tmp_path):
-    cfg_a, _ = sphere_run
+def test_no_readable_checkpoint_is_a_clear_error(tiny_run, tmp_path):
+    cfg_a, _ = tiny_run
     run_dir = tmp_path / "all_damaged"
     shutil.copytree(cfg_a.run_dir / "checkpoints", run_dir / "checkpoints")
     for path in (run_dir / "checkpoints").rglob("*"):
@@ -144,14 +145,10 @@ def test_no_readable_checkpoint_is_a_clear_error(sphere_run, tmp_path):
 
 
 def short_config(scene: Path, run_dir: Path):
-    """60 steps with a mask update and an upsample; a checkpoint every 10 steps, 2 kept."""
-    return dataclasses.replace(
-        sphere_config(scene, run_dir), n_iters=60, upsample_steps=(20,), mask_steps=(20, 40),
-        checkpoint_every=10, keep_checkpoints=2, log_every=10, eval_max_views=2,
-    )  # fmt: skip
+    """The tiny run with a checkpoint every 10 steps, 2 kept."""
+    return dataclasses.replace(tiny_config(scene, run_dir), checkpoint_every=10, keep_checkpoints=2)
 
 
-@pytest.mark.slow
 def test_same_seed_same_run_and_bounded_disk(sphere_scene, tmp_path):
     cfg_a = short_config(sphere_scene, tmp_path / "a")
     cfg_b = short_config(sphere_scene, tmp_path / "b")
@@ -160,7 +157,8 @@ def test_same_seed_same_run_and_bounded_disk(sphere_scene, tmp_path):
     assert logged(cfg_a.run_dir) == logged(cfg_b.run_dir)
     # Timings, and compilations (the second run finds the first one's in the jit cache).
     timing = {"train_seconds", "load_seconds", "seconds_per_image", "train_step_compiles",
-              "train_step_compile_seconds", "compile_cache_hits"}  # fmt: skip
+              "train_step_compile_seconds", "lpips_seconds_per_image",
+              "compile_cache_hits"}  # fmt: skip
     assert {k: v for k, v in metrics_a.items() if k not in timing} == {
         k: v for k, v in metrics_b.items() if k not in timing
     }

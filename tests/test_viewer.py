@@ -184,7 +184,6 @@ def check_screenshot(driver, camera) -> tuple[np.ndarray, np.ndarray]:
     return canvas, on_sphere
 
 
-@pytest.mark.slow
 @needs_browser
 def test_browser_shows_the_sphere_and_follows_the_camera(sphere_run, recorded):
     cfg, _ = sphere_run
@@ -229,7 +228,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 @needs_browser
 def test_training_with_a_browser_watching_ends_as_without(sphere_run, sphere_scene, tmp_path,
                                                            recorded):  # fmt: skip

@@ -11,14 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tensorf.data import blender, colmap, llff, transforms
-from tensorf.data.views import (
-    DOWNLOAD_HINT,
-    DatasetError,
-    SceneKind,
-    Views,
-    data_dir,
-    default_dataset_path,
-)
+from tensorf.data.location import data_dir, default_dataset_path
+from tensorf.data.views import DOWNLOAD_HINT, IMAGE_SUFFIXES, DatasetError, SceneKind, Views
 
 __all__ = [
     "DatasetError", "SceneKind", "Views", "available_splits", "data_dir",
@@ -50,6 +44,11 @@ def detect_format(dataset_path: Path | str) -> str:
     if blender.available_splits(root):
         return "blender"
     expected = " or ".join(f"{marker} ({name})" for name, marker in FORMATS.items())
+    photos = next((folder for folder in (root, root / "images") if _holds_photos(folder)), None)
+    if photos is not None:
+        raise DatasetError(f"{root}: photos without camera poses, it has none of "
+                           f"{expected}; pose them first with `tensorf-process {photos} OUT` and "
+                           "train on OUT")  # fmt: skip
     # A common slip is pointing at nerf_synthetic/ itself rather than at one scene.
     scenes = sorted(
         p.name for p in root.iterdir() if any((p / m).exists() for m in FORMATS.values())
@@ -60,6 +59,10 @@ def detect_format(dataset_path: Path | str) -> str:
         else DOWNLOAD_HINT
     )
     raise DatasetError(f"{root}: not a scene folder, it has none of {expected}; {hint}")
+
+
+def _holds_photos(folder: Path) -> bool:
+    return folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
 
 
 def available_splits(dataset_path: Path | str) -> list[str]:

@@ -6,7 +6,6 @@ Everything here is numpy only so that data loading never touches the accelerator
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +13,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from tensorf.cameras import Intrinsics
+from tensorf.errors import DatasetError
 
 # Reader messages can be long and multi-line; they are only a hint after our own text.
 _MAX_READER_MESSAGE = 160
@@ -25,19 +25,14 @@ DOWNLOAD_HINT = (
     "TENSORF_DATA_DIR to the folder that contains them"
 )
 
+# Photo files, by suffix (lower case): what tensorf-process poses and what marks a folder
+# of photos that still needs posing.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
 # "object": seen from all around, inside a bounded box; "forward-facing": photos that all
 # look the same way (LLFF), rendered through normalised device coordinates; "capture": a
 # phone or camera capture (transforms.json, COLMAP) whose background goes on for ever.
 SceneKind = Literal["object", "forward-facing", "capture"]
-
-
-class DatasetError(Exception):
-    """Bad input data. str(error) is ONE line naming the file and the problem and the fix."""
-
-    def __init__(self, message: str) -> None:
-        # Collapsing whitespace keeps the one-line promise even when the message embeds
-        # text from a third-party exception.
-        super().__init__(" ".join(message.split()))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on arrays is ambiguous
@@ -98,17 +93,6 @@ class Views:
     @property
     def width(self) -> int:
         return int(self.images.shape[2])
-
-
-def data_dir() -> Path:
-    """`$TENSORF_DATA_DIR` if set, else the `shared/data` folder beside the repository."""
-    env = os.environ.get("TENSORF_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
-def default_dataset_path() -> Path:
-    """The lego scene under `data_dir()`."""
-    return data_dir() / "nerf_synthetic" / "lego"
 
 
 def spread_indices(n: int, max_views: int | None) -> list[int]:

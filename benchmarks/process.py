@@ -1,0 +1,94 @@
+"""Posing a real capture from scratch: the fox's 50 photos through tensorf-process.
+
+Prints the registered count, minutes per stage, the mean reprojection error, and the
+cameras' error against the fox's own transforms.json (instant-ngp's COLMAP poses) after
+the similarity transform that best aligns our camera centres with theirs: rotation error
+(degrees), centre error (% of the cameras' median distance from their centroid), the
+focal length's relative difference, and the angle between our ray and theirs through the
+same pixel (every pixel at an eighth of the size, lens distortion undone). The rotation
+error includes what a different principal point turns the camera by (ours stays at the
+image centre, COLMAP's default; theirs was refined), which the ray angle does not. The
+CPU's load average before and after is printed too: the stage times are only comparable
+on an otherwise idle machine.
+
+python benchmarks/process.py [--dataset-path ../shared/data/nerf/fox] [--out runs/process_fox]
+                             [--reuse]   # compare an earlier run's poses, without posing again
+
+Not here yet: training unbounded-quick on our poses and on the given ones under the same
+budget and comparing PSNR on the same held-out photos.
+"""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from common import ROOT, header
+
+from tensorf import process
+from tensorf.cameras import camera_directions
+from tensorf.data import data_dir, load_views
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--dataset-path", default=str(data_dir() / "nerf" / "fox"))
+parser.add_argument("--out", default=str(ROOT / "runs" / "process_fox"))
+parser.add_argument("--reuse", action="store_true", help="compare OUT's poses, do not pose")
+args = parser.parse_args()
+
+
+def similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Umeyama's least-squares (scale, rotation, shift) taking points `source` `(n, 3)`
+    onto `target` `(n, 3)`."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    s, t = source - mu_s, target - mu_t
+    u, singular, vt = np.linalg.svd(t.T @ s / len(source))
+    flip = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rotation = u @ flip @ vt
+    scale = np.trace(np.diag(singular) @ flip) / (s**2).sum(1).mean()
+    return scale, rotation, mu_t - scale * rotation @ mu_s
+
+
+scene = Path(args.dataset_path)
+settings = process.ProcessArgs(source=scene / "images", out=Path(args.out), overwrite=True)
+header("tensorf-process on the fox's photos")
+print(f"# settings: {settings}")
+if not args.reuse:
+    print(f"# load average before: {os.getloadavg()}", flush=True)
+    start = time.perf_counter()
+    report = process.process(settings)
+    wall = time.perf_counter() - start
+    print(f"# load average after: {os.getloadavg()}")
+    for line in report.lines():
+        print(line)
+    minutes = ", ".join(f"{stage} {s / 60:.2f}" for stage, s in report.seconds.items())
+    print(f"minutes per stage: {minutes} (wall {wall / 60:.2f})")
+
+ours = load_views(settings.out, "all", downscale=8)
+given = load_views(scene, "all", downscale=8, drop_missing=True)
+by_name = {Path(name).name: i for i, name in enumerate(given.names)}
+shared = [(i, by_name[Path(name).name]) for i, name in enumerate(ours.names)
+          if Path(name).name in by_name]  # fmt: skip
+a = np.asarray(ours.c2w, np.float64)[[i for i, _ in shared]]
+b = np.asarray(given.c2w, np.float64)[[j for _, j in shared]]
+scale, rotation, shift = similarity(a[:, :3, 3], b[:, :3, 3])
+centres = scale * a[:, :3, 3] @ rotation.T + shift
+cosine = (np.einsum("nij,nij->n", rotation @ a[:, :3, :3], b[:, :3, :3]) - 1.0) / 2.0
+angles = np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+spread = np.median(np.linalg.norm(b[:, :3, 3] - b[:, :3, 3].mean(0), axis=-1))
+centre_error = np.linalg.norm(centres - b[:, :3, 3], axis=-1) / spread * 100
+# Both loaded at an eighth of the size: the focal lengths compare at the same scale.
+focal = ours.camera(0).fx / given.camera(0).fx - 1.0
+rays = []
+for (i, j), c2w_ours, c2w_given in zip(shared, a, b, strict=True):
+    mine = camera_directions(ours.camera(i)).reshape(-1, 3) @ (rotation @ c2w_ours[:3, :3]).T
+    theirs = camera_directions(given.camera(j)).reshape(-1, 3) @ c2w_given[:3, :3].T
+    mine /= np.linalg.norm(mine, axis=-1, keepdims=True)
+    theirs /= np.linalg.norm(theirs, axis=-1, keepdims=True)
+    rays.append(np.degrees(np.arccos(np.clip(np.sum(mine * theirs, -1), -1.0, 1.0))))
+rays = np.concatenate(rays)
+print(f"against the given poses ({len(shared)} photos in both): rotation error median "
+      f"{np.median(angles):.3f} deg, max {angles.max():.3f} deg; centre error median "
+      f"{np.median(centre_error):.2f}%, max {centre_error.max():.2f}% of the camera spread; "
+      f"focal length {focal * 100:+.2f}%; ray through the same pixel: median "
+      f"{np.median(rays):.3f} deg, 99th percentile {np.percentile(rays, 99):.3f} deg")  # fmt: skip
