@@ -87,7 +87,9 @@ def test_a_second_process_loads_the_step_from_the_persistent_cache(sphere_scene,
     assert warm["seconds"] < cold["seconds"] / 2
 
 
-def test_an_unusable_cache_folder_warns_once_and_trains_without(tmp_path, capsys):
+def test_an_unusable_cache_folder_warns_once_and_trains_without(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)  # the suite's own cache
+    before = jax.config.jax_compilation_cache_dir
     blocker = tmp_path / "a file"
     blocker.write_text("")
     try:
@@ -98,4 +100,4 @@ def test_an_unusable_cache_folder_warns_once_and_trains_without(tmp_path, capsys
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
         assert (tmp_path / "cache").is_dir()
     finally:
-        experiment.use_compile_cache(None)
+        jax.config.update("jax_compilation_cache_dir", before)
