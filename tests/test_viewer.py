@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from synthetic import sphere_config, surface_colour
 
-from tensorf import checkpoint, experiment, viewer
+from tensorf import checkpoint, experiment, training, viewer
 from tensorf.cameras import pixel_rays
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -230,21 +230,38 @@ def free_port() -> int:
 
 @needs_browser
 def test_training_with_a_browser_watching_ends_as_without(sphere_run, sphere_scene, tmp_path,
-                                                           recorded):  # fmt: skip
+                                                           recorded, monkeypatch):  # fmt: skip
     reference, reference_metrics = sphere_run
     cfg = dataclasses.replace(sphere_config(sphere_scene, tmp_path / "watched"), viewer=True,
                               viewer_port=free_port())  # fmt: skip
     seen = {}
+    # The run takes seconds in calls of up to 64 steps, less than a browser may take to
+    # start: from its third call on, each call waits up to 5 s here (outside the step) for
+    # the page to pause training, so the pause lands mid-run. What it computes is not
+    # touched.
+    paused = threading.Event()
+    real, calls = training.train_steps, []
+
+    def slowed(*args, **kwargs):
+        calls.append(len(calls))
+        if len(calls) >= 3:
+            paused.wait(timeout=5.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_steps", slowed)
 
     def watch() -> None:
         """Watch; pause; close the tab while paused; resume."""
         wait_for(lambda: recorded, 120, "the viewer to start")
-        v = recorded[0]
+        v, clicked = recorded[0], False
         try:
             with browser(v.url):
                 client = the_client(v)
                 wait_for(lambda: v.frames >= 2, 120, "frames of the field as it trains")
                 v.pause_button.value = True
+                clicked = True
+                wait_for(v._paused.is_set, 60, "the pause to reach the viewer")
+                paused.set()
                 wait_for(lambda: v.held_at is not None, 120, "training to stop")
                 # Paused, the viewer shows the state training stopped at.
                 wait_for(lambda: v._field.step == v.held_at and client.shown[1] == v._field.version
@@ -253,7 +270,9 @@ def test_training_with_a_browser_watching_ends_as_without(sphere_run, sphere_sce
                 time.sleep(1.0)
             time.sleep(0.5)
         finally:
-            v.pause_button.value = True  # resume, with no browser left
+            paused.set()
+            if clicked:
+                v.pause_button.value = True  # resume, with no browser left
 
     watcher = threading.Thread(target=watch)
     watcher.start()
