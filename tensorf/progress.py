@@ -17,6 +17,12 @@ class tqdm(_tqdm):  # lower case: a drop-in for tqdm.tqdm
 
     def __init__(self, *args, **kwargs) -> None:
         stream = kwargs.get("file") or sys.stderr
-        if not (hasattr(stream, "isatty") and stream.isatty()):
+        self._live = hasattr(stream, "isatty") and stream.isatty()
+        if not self._live:
             kwargs.setdefault("mininterval", LOG_INTERVAL)
         super().__init__(*args, **kwargs)
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
+        # tqdm redraws on every new postfix (each log step): in a log file, only with the
+        # next update that the interval lets through.
+        super().set_postfix(ordered_dict, refresh=refresh and self._live, **kwargs)

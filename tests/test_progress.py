@@ -17,7 +17,8 @@ def test_a_log_file_gets_a_line_every_ten_seconds_a_terminal_live_updates():
     with tqdm(total=1000, file=log) as to_log, tqdm(total=1000, file=terminal) as live:
         assert to_log.mininterval == LOG_INTERVAL == 10.0
         assert live.mininterval == 0.1  # tqdm's own default
-        for _ in range(1000):  # well within 10 s: the log sees the first and last state only
+        for i in range(1000):  # well within 10 s: the log sees the first and last state only
             to_log.update()
+            to_log.set_postfix(loss=i)  # as training does at every log step
     assert log.getvalue().count("\r") <= 3
     assert "1000/1000" in log.getvalue()
