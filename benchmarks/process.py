@@ -27,7 +27,7 @@ import numpy as np
 from common import ROOT, header
 
 from tensorf import process
-from tensorf.cameras import camera_directions
+from tensorf.cameras import camera_directions, similarity
 from tensorf.data import data_dir, load_views
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -35,18 +35,6 @@ parser.add_argument("--dataset-path", default=str(data_dir() / "nerf" / "fox"))
 parser.add_argument("--out", default=str(ROOT / "runs" / "process_fox"))
 parser.add_argument("--reuse", action="store_true", help="compare OUT's poses, do not pose")
 args = parser.parse_args()
-
-
-def similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Umeyama's least-squares (scale, rotation, shift) taking points `source` `(n, 3)`
-    onto `target` `(n, 3)`."""
-    mu_s, mu_t = source.mean(0), target.mean(0)
-    s, t = source - mu_s, target - mu_t
-    u, singular, vt = np.linalg.svd(t.T @ s / len(source))
-    flip = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    rotation = u @ flip @ vt
-    scale = np.trace(np.diag(singular) @ flip) / (s**2).sum(1).mean()
-    return scale, rotation, mu_t - scale * rotation @ mu_s
 
 
 scene = Path(args.dataset_path)

@@ -212,3 +212,15 @@ def spiral_poses(
         )  # fmt: skip
         poses.append(pose)
     return np.stack(poses)
+
+
+def similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Umeyama's least-squares (scale, (3, 3) rotation, (3,) shift) taking `source` points
+    `(n, 3)` onto `target` points `(n, 3)`: how posed cameras compare with known ones."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    s, t = source - mu_s, target - mu_t
+    u, singular, vt = np.linalg.svd(t.T @ s / len(source))
+    flip = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rotation = u @ flip @ vt
+    scale = np.trace(np.diag(singular) @ flip) / (s**2).sum(1).mean()
+    return scale, rotation, mu_t - scale * rotation @ mu_s

@@ -21,6 +21,7 @@ from PIL import Image
 from scipy import ndimage
 
 from tensorf import process, sfm
+from tensorf.cameras import similarity
 from tensorf.data import DatasetError, colmap, detect_format, load_views, transforms
 from tensorf.video_frames import sharp_frames
 
@@ -30,17 +31,17 @@ MAX_CENTRE_ERROR = 0.01 * CAMERA_DISTANCE
 MAX_FOCAL_ERROR = 0.02
 
 
-def similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Umeyama's least-squares (scale, (3, 3) rotation, (3,) shift) taking `source` points
-    `(n, 3)` onto `target` points `(n, 3)`."""
-    mu_s, mu_t = source.mean(0), target.mean(0)
-    s, t = source - mu_s, target - mu_t
-    u, singular, vt = np.linalg.svd(t.T @ s / len(source))
-    flip = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    rotation = u @ flip @ vt
-    scale = np.trace(np.diag(singular) @ flip) / (s**2).sum(1).mean()
-    return scale, rotation, mu_t - scale * rotation @ mu_s
 
+def test_similarity_recovers_a_known_transform():
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(20, 3))
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    rotation = q * np.sign(np.linalg.det(q))  # a proper rotation
+    scale, shift = 2.5, np.array([0.3, -1.0, 4.0])
+    found = similarity(points, scale * points @ rotation.T + shift)
+    assert found[0] == pytest.approx(scale)
+    np.testing.assert_allclose(found[1], rotation, atol=1e-12)
+    np.testing.assert_allclose(found[2], shift, atol=1e-12)
 
 def pose_errors(c2w: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per camera: rotation error (degrees) and centre error (scene units) of OpenGL
