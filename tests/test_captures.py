@@ -22,6 +22,7 @@ from tensorf import experiment
 from tensorf.cameras import Intrinsics, camera_directions, pixel_rays
 from tensorf.config import PRESETS
 from tensorf.data import DatasetError, data_dir, detect_format, load_views
+from tensorf.data import views as views_module
 from tensorf.data.placement import CAMERA_DISTANCE
 from tensorf.distortion import Distortion, camera_frame_directions, distort, undistort
 
@@ -427,3 +428,22 @@ def test_fuzzed_transforms_json_loads_or_raises_dataset_error(fuzz_capture, top,
 def fuzz_capture(rig, tmp_path_factory) -> dict:
     root = write_transforms(tmp_path_factory.mktemp("fuzz") / "ns", rig)
     return {"root": root, "text": (root / "transforms.json").read_text()}
+
+
+def test_memory_is_checked_for_the_images_as_kept(both_formats, monkeypatch):
+    """Photos are read one at a time and kept downscaled: a capture whose full-size photos
+    would not all fit in memory, but whose downscaled ones do, loads; one that does not fit
+    even downscaled is refused before anything is allocated."""
+    transforms, _ = both_formats
+    full = load_views(transforms, "all")
+    n, height, width = full.images.shape[:3]
+    per_pixel = views_module.BYTES_PER_PIXEL
+    # Room for every photo at a quarter of its area, and for the largest photo at full
+    # size (frames of other sizes are resized to the first's): not for all of them.
+    largest = max(np.prod(iio.improps(p).shape[:2]) for p in (transforms / "images").iterdir())
+    room = int(max(n * height * width // 4, largest)) * per_pixel
+    assert n * height * width * per_pixel > room
+    monkeypatch.setattr(views_module, "available_memory", lambda: room)
+    assert load_views(transforms, "all", downscale=2).images.shape[0] == n
+    with pytest.raises(DatasetError, match="GiB but"):
+        load_views(transforms, "all")

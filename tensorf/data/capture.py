@@ -117,8 +117,9 @@ def _read_images(frames: list[Frame], downscale: int) -> tuple[np.ndarray, list[
     first = frames[0].intrinsics
     size = (max(1, round(first.width / downscale)), max(1, round(first.height / downscale)))
     # The size is declared (transforms.json's w and h, COLMAP's camera): checked before
-    # anything of that size is allocated.
-    check_image_memory(len(frames), first.height, first.width, frames[0].path)
+    # anything of that size is allocated. Photos are read one at a time at full size and
+    # kept downscaled, so one full-size photo and all the downscaled ones must fit.
+    check_image_memory(1, first.height, first.width, frames[0].path)
     check_image_memory(len(frames), size[1], size[0], frames[0].path)
     images = np.empty((len(frames), size[1], size[0], 3), np.float32)
     cameras = []
