@@ -25,14 +25,15 @@ eases exactly as the positions do at smoothness 0. Every keyframe lies on the pa
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tensorf import outputs
 from tensorf.cameras import Intrinsics
+from tensorf.data import safe_json
 from tensorf.errors import ConfigError
 
 MAX_SIZE = 8192  # pixels per side, as --width / --height
@@ -279,10 +280,10 @@ def _is_number(x: Any) -> bool:
 
 def _read_object(path: Path) -> dict:
     try:
-        values = json.loads(Path(path).read_text(encoding="utf-8"))
+        values = safe_json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError too
         reason = " ".join(str(error).split())[:160]
         raise ConfigError(f"{path}: not readable JSON ({reason})") from None
     if not isinstance(values, dict):
@@ -408,7 +409,5 @@ def write(path: CameraPath, file: Path) -> Path:
     """Write `path` as a camera_path.json (its folder made if needed); returns `file`."""
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    temporary = file.with_name(f".{file.name}.partial")
-    temporary.write_text(json.dumps(to_dict(path), indent=1))
-    temporary.replace(file)  # a reader never sees half a file
+    outputs.write_json(file, to_dict(path), indent=1)  # a reader never sees half a file
     return file

@@ -9,9 +9,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 
+from tensorf import outputs
 from tensorf.cameras import Intrinsics
 from tensorf.config import CHUNK, TrainConfig
 from tensorf.progress import tqdm
@@ -42,7 +42,7 @@ class PngFrames:
                 old.unlink()
 
     def write(self, frame: np.ndarray) -> None:
-        iio.imwrite(self.folder / f"{self.count:05d}.png", frame)
+        outputs.write_image(self.folder / f"{self.count:05d}.png", frame)
         self.count += 1
 
     def __enter__(self) -> PngFrames:

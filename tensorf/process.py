@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import shutil
 import sys
 import time
@@ -24,7 +23,7 @@ import numpy as np
 import tyro
 from PIL import Image
 
-from tensorf import cli, sfm
+from tensorf import cli, outputs, sfm
 from tensorf.data import DatasetError
 from tensorf.data.views import IMAGE_SUFFIXES
 from tensorf.progress import tqdm
@@ -238,7 +237,7 @@ def process(args: ProcessArgs) -> Report:
     model = models[0]
     (args.out / "sparse" / "0").mkdir(parents=True)
     model.write(args.out / "sparse" / "0")
-    (args.out / "transforms.json").write_text(json.dumps(sfm.transforms_json(model), indent=2))
+    outputs.write_json(args.out / "transforms.json", sfm.transforms_json(model))
     seconds["total"] = time.perf_counter() - start
     return Report(
         total=len(names),
