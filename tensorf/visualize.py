@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import imageio.v2
@@ -74,6 +76,16 @@ def _closed() -> None:
     """What an encoder's close does once it has been tried."""
 
 
+@contextlib.contextmanager
+def _without_fork_warning() -> Iterator[None]:
+    """ffmpeg runs as a subprocess, started by the first frame and again to count the
+    frames: JAX warns about any fork, but ffmpeg execs at once and never touches JAX's
+    threads."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+        yield
+
+
 class VideoWriter:
     """Frames to MP4 (ffmpeg) or GIF, by the file's suffix, appended one at a time so that
     memory does not grow with the length of the video. The video is written under a
@@ -86,10 +98,7 @@ class VideoWriter:
         self._partial = outputs.partial_path(self.path)
         suffix = self.path.suffix.lower()
         self._pad_to_even = suffix == ".mp4"
-        with warnings.catch_warnings():
-            # ffmpeg is a subprocess; JAX warns about any fork, but ffmpeg execs at once
-            # and never touches JAX's threads.
-            warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+        with _without_fork_warning():
             if suffix == ".mp4":
                 # macro_block_size=1 keeps the exact frame size (ffmpeg would pad it to 16).
                 self._writer = imageio.v2.get_writer(self._partial, fps=fps,
@@ -106,8 +115,7 @@ class VideoWriter:
             pad = ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))
             frame = np.pad(frame, pad[: frame.ndim], mode="edge")
         try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+            with _without_fork_warning():
                 self._writer.append_data(frame)
         except Exception as error:  # ffmpeg fails as a broken pipe, GIFs as PIL errors
             raise self._failed(error) from error
@@ -148,8 +156,7 @@ class VideoWriter:
             with Image.open(partial) as gif:
                 count = gif.n_frames
         else:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+            with _without_fork_warning():
                 count = imageio_ffmpeg.count_frames_and_secs(str(partial))[0]
         if count != self.frames:
             return f"the video encoder wrote {count} of {self.frames} frames"
