@@ -56,7 +56,9 @@ class PathPanel:
             self.smoothness = gui.add_slider("Smoothness", min=0.0, max=1.0, step=0.05,
                                              initial_value=1.0)  # fmt: skip
             self.loop = gui.add_checkbox("Loop", False)
-            self.width = gui.add_number("Width (px)", size[0], min=16, max=camera_path.MAX_SIZE,
+            # A tiny training image (a downscaled test scene) is a valid default too.
+            width = min(max(int(size[0]), 1), camera_path.MAX_SIZE)
+            self.width = gui.add_number("Width (px)", width, min=1, max=camera_path.MAX_SIZE,
                                         step=1)  # fmt: skip
             play = gui.add_button("Play")
             self.name = gui.add_text("Name", "path")

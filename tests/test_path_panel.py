@@ -15,6 +15,7 @@ from tensorf import camera_path, checkpoint, viewer
 from tensorf.cameras import orbit_pose
 from tensorf.cli import ConfigError
 from tensorf.orbit import OrbitArgs, render_orbit
+from tensorf.path_panel import PathPanel
 
 SPHERE_RADIUS = 0.6  # write_sphere_scene's
 
@@ -54,6 +55,15 @@ def sphere_viewer(sphere_run, tmp_path):
     v.show(state, int(state.step))
     yield v
     v.close()
+
+
+def test_a_tiny_training_image_is_the_default_width(sphere_viewer, tmp_path):
+    """A 4-pixel-wide training image (a downscaled test scene) once failed viser's bounds
+    and took the viewer down with it (CI, 2026-12-04)."""
+    panel = PathPanel(sphere_viewer.server, tmp_path, (4, 3), sphere_viewer)
+    assert panel.width.value == 4
+    panel.width.value = 1
+    assert panel.width.value == 1
 
 
 def test_keyframes_are_added_moved_deleted_and_saved(sphere_viewer, tmp_path):
