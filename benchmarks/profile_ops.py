@@ -43,7 +43,9 @@ def train_call():
         state, metrics = training.train_step(state, batch, cfg, settings, mesh)
         peaks = {f"{k}_capacity": int(metrics[f"{k}_peak"]) for k in ("density", "appearance")}
         settings = render.fit_capacity(settings, peaks, shrink=True)
-    hlo = training.train_step.lower(state, batch, cfg, settings, mesh).compile().as_text()
+    hyper, spec = training.Hyper.of(cfg), training.StepSpec.of(cfg)
+    lowered = training.jit_train_step.lower(state, batch, hyper, spec, settings, mesh)
+    hlo = lowered.compile().as_text()
 
     def call():  # the step donates its state: each call takes the previous one's
         nonlocal state

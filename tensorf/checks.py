@@ -31,6 +31,7 @@ INTS = {
     "render.outer_samples": (1, 4096),
     "distributed.num_processes": (1, 10**5), "distributed.process_id": (0, 10**5),
     "eval_every": (0, 10**9), "eval_every_views": (1, 10**6), "viewer_port": (0, 65535),
+    "steps_per_call": (0, training.MAX_STEPS_PER_CALL),
 }  # fmt: skip
 # (lowest, highest) of each float option, which must also be finite; TINY stands for
 # "above zero".

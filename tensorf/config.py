@@ -115,6 +115,12 @@ class DistributedConfig:
     """This process, 0 .. num_processes - 1; process 0 writes logs, metrics and renders."""
 
 
+def default_compile_cache() -> Path:
+    """$XDG_CACHE_HOME/tensorf/jax, or ~/.cache/tensorf/jax."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "tensorf" / "jax"
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """A full training run: data, schedule, outputs."""
@@ -198,6 +204,11 @@ class TrainConfig:
     keeps it."""
     resume: bool = False
     """Continue from the latest checkpoint in run_dir."""
+    compile_cache: Path | None = dataclasses.field(default_factory=default_compile_cache)
+    """Folder of JAX's persistent compilation cache, so that a second run of a preset (or a
+    resumed one) loads its compiled steps instead of compiling them again; None: off.
+    JAX_COMPILATION_CACHE_DIR, when set, takes precedence. Only trusted users may write here:
+    a cached program runs as you."""
     distributed: DistributedConfig = DistributedConfig()
     checkpoint_every: int = 1000
     """Save a checkpoint every this many steps (and at the end)."""
@@ -205,6 +216,10 @@ class TrainConfig:
     """How many checkpoints to keep."""
     log_every: int = 100
     """TensorBoard scalars (and a line of run_dir/log.jsonl) every this many steps."""
+    steps_per_call: int = 0
+    """Most training steps one jitted call runs before the host looks at the run again
+    (0: 64, the most). A call also ends wherever the host has work: a log line, checkpoint,
+    grid event or evaluation. Fewer steps per call answer Ctrl-C and --max-minutes sooner."""
     max_bad_steps: int = 20
     """Stop after this many consecutive steps with a non-finite loss or gradient (each is
     skipped, never applied); the last good checkpoint stays in run_dir."""
@@ -419,7 +434,7 @@ def from_dict(cls: type, values: dict) -> Any:
             raise TypeError(f"'{f.name}' is {value!r}, which is not a {hint}")
         if dataclasses.is_dataclass(hint):
             value = from_dict(hint, value)
-        elif hint is Path:
+        elif isinstance(value, str) and Path in (hint, *typing.get_args(hint)):
             value = Path(value)
         elif isinstance(value, list):
             value = tuple(value)

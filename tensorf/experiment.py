@@ -32,7 +32,7 @@ LOG_FILE = "log.jsonl"
 RESUMABLE = {
     "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
     "max_bad_steps", "distributed", "lr_grid", "lr_network", "eval_every", "eval_every_views",
-    "eval_lpips", "viewer", "viewer_host", "viewer_port",
+    "eval_lpips", "viewer", "viewer_host", "viewer_port", "compile_cache", "steps_per_call",
 }  # fmt: skip
 LOCK_FILE = "lock"
 
@@ -113,6 +113,7 @@ def train(cfg: TrainConfig) -> dict:
                           "check --distributed.coordinator-address") from error  # fmt: skip
     checks.check_config(cfg)
     _check_run_dir(cfg)
+    use_compile_cache(cfg.compile_cache)
     shard = (jax.process_index(), jax.process_count())
     load_start = time.perf_counter()
     views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale, shard=shard,
@@ -149,6 +150,24 @@ def check_eval_views(cfg: TrainConfig) -> float:
     data.load_views(cfg.dataset_path, cfg.eval_split, downscale=cfg.downscale,
                     max_views=cfg.eval_max_views, drop_missing=cfg.drop_missing_images)  # fmt: skip
     return time.perf_counter() - start
+
+
+def use_compile_cache(folder: Path | None) -> None:
+    """Compiled programs go to (and come from) `folder`, unless JAX_COMPILATION_CACHE_DIR
+    chose another. JAX caches only the programs that took over a second to compile (its
+    default): the train step, the renderer, the alpha mask; on a CPU too."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            # The cache only saves time: a folder it cannot have (a read-only home) is no
+            # reason to refuse to train, and JAX would warn at every compilation.
+            print(f"warning: --compile-cache {folder}: {error.strerror or error}; compiling "
+                  "without the persistent cache", file=sys.stderr)  # fmt: skip
+            folder = None
+    jax.config.update("jax_compilation_cache_dir", None if folder is None else str(folder))
 
 
 def start_viewer(cfg: TrainConfig, views: data.Views):
@@ -238,19 +257,27 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
                dynamic_ncols=True, disable=not primary)  # fmt: skip
     meter = _Meter(run_cfg, pool, writer, log, bar, (step, start), buffers, viewer)
     meter.describe(state, settings)
-    unread = None  # the metrics of the step in flight
+    device_pool = pool.on(mesh, cfg.seed)
+    spec, hyper = training.StepSpec.of(cfg), training.Hyper.of(run_cfg)
+    per_call = cfg.steps_per_call or training.MAX_STEPS_PER_CALL
+    unread = None  # (last step, steps, metrics) of the call in flight
     with _StopOnSignals() as signals:
         while step < run_cfg.n_iters:
-            batch = training.next_batch(pool, run_cfg, step, mesh)
-            state, metrics = training.train_step(state, batch, run_cfg, settings, mesh)
-            step += 1
-            bar.update()
-            # Step `step` is queued behind the previous one, whose counts are read now: the
-            # devices never wait for the host. The buffers follow with that one step's lag.
+            every = (cfg.log_every, cfg.checkpoint_every, cfg.eval_every if probe.views else 0)
+            # Step 1 ends a call of its own: its counts size the buffers at once (the first
+            # ones are sized for the worst case), and a budget is first checked there.
+            events = {1, *cfg.mask_steps, *voxels, *plan.stops()}
+            n = next_stop(step, run_cfg.n_iters, per_call, every, events) - step
+            state, metrics = training.train_steps(state, device_pool, n, hyper, spec, settings,
+                                                  mesh)  # fmt: skip
+            step += n
+            bar.update(n)
+            # This call is queued behind the previous one, whose counts are read now: the
+            # devices never wait for the host. The buffers follow with that one call's lag.
             if unread is not None:
-                meter.read(step - 1, unread)
+                meter.read(*unread)
             settings = meter.fit(settings)
-            unread = metrics
+            unread = (step, n, metrics)
             event = step in cfg.mask_steps or step in voxels
             # Process 0 decides, so that every process stops at the same step.
             out_of_time, signum = parallel.from_primary(
@@ -258,14 +285,15 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
             )
             save = step % cfg.checkpoint_every == 0 or step == run_cfg.n_iters
             probe_due = probe.due(step, run_cfg.n_iters) and not (out_of_time or signum)
-            if event or save or out_of_time or signum or plan.due(step) or probe_due:
-                meter.read(step, unread)
-                unread = None
+            if event or save or out_of_time or signum or plan.due(step) or probe_due or step == 1:
+                meter.read(*unread)
+                settings, unread = meter.fit(settings), None
             if save:
                 meter.may_shrink = True
             if plan.due(step):
                 n_iters = plan.n_iters(step, clock() - start, probe.seconds, probe.per_step())
                 run_cfg = dataclasses.replace(run_cfg, n_iters=n_iters)
+                hyper = training.Hyper.of(run_cfg)
                 bar.total = run_cfg.n_iters
                 meter.plan(step, run_cfg.n_iters)
             plan.note(step, clock() - start - probe.seconds)
@@ -273,7 +301,7 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
                 state = parallel.local_copy(state)  # grid events run in each process
                 state, pool = grid_events(state, pool, cfg, step, voxels, meter, filter_rays)
                 meter.pool = pool  # logs count the rays of the filtered pool from now on
-                state = parallel.replicate(state, mesh)
+                state, device_pool = parallel.replicate(state, mesh), pool.on(mesh, cfg.seed)
                 fresh = training.settings_for(cfg, state, projection)
                 settings = carry_capacity(fresh, settings, meter.peaks)
                 meter.new_grid(state, settings)
@@ -308,7 +336,8 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
     train_seconds = clock() - start
     mngr.wait_until_finished()
     counts = {"train_step_compiles": COMPILES["count"] - compiles["count"],
-              "train_step_compile_seconds": COMPILES["seconds"] - compiles["seconds"]}  # fmt: skip
+              "train_step_compile_seconds": COMPILES["seconds"] - compiles["seconds"],
+              "compile_cache_hits": COMPILES["cache_hits"] - compiles["cache_hits"]}  # fmt: skip
     return finish(state, cfg, writer, train_seconds, load_seconds, counts)
 
 
@@ -316,9 +345,10 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
 CAPACITIES = ("density_capacity", "appearance_capacity")
 # The trainer's clock (a test swaps it for a fake one).
 clock = time.perf_counter
-# The train step's compilations in this process and their seconds (tracing, lowering, XLA),
-# from JAX's monitoring events.
-COMPILES = {"count": 0, "seconds": 0.0}
+# The train step's compilations in this process and their seconds (tracing, lowering, XLA,
+# or loading from the persistent cache), and the programs of any kind the persistent cache
+# held, from JAX's monitoring events.
+COMPILES = {"count": 0, "seconds": 0.0, "cache_hits": 0}
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                    "/jax/core/compile/jaxpr_to_mlir_module_duration",
                    "/jax/core/compile/backend_compile_duration")  # fmt: skip
@@ -330,7 +360,12 @@ def _count_compiles(event: str, seconds: float, **kwargs) -> None:
         COMPILES["count"] += event == _COMPILE_EVENTS[-1]
 
 
+def _count_cache_hits(event: str, **kwargs) -> None:
+    COMPILES["cache_hits"] += event == "/jax/compilation_cache/cache_hits"
+
+
 jax.monitoring.register_event_duration_secs_listener(_count_compiles)
+jax.monitoring.register_event_listener(_count_cache_hits)
 
 
 def budget_spent(cfg: TrainConfig, seconds: float) -> bool:
@@ -344,7 +379,7 @@ def read(tree):
 
 
 class _Meter:
-    """What the loop learns from each step's metrics, read a step late: buffer peaks,
+    """What the loop learns from each call's metrics, read a call late: buffer peaks,
     non-finite steps in a row, and the logged scalars (TensorBoard, log.jsonl, tqdm)."""
 
     def __init__(self, cfg, pool, writer, log, bar, start: tuple[int, float], saved,
@@ -362,24 +397,24 @@ class _Meter:
         self.resolution = self.samples_per_ray = 0.0
         self.capacities = [0, 0]  # the buffers of the last step dispatched
 
-    def read(self, step: int, metrics: dict) -> None:
-        logged = self.writer is not None and (
-            step % self.cfg.log_every == 0 or step == self.cfg.n_iters
-        )
-        keys = metrics if logged else ("finite", "density_peak", "appearance_peak")
-        m = read({k: metrics[k] for k in keys})
-        self.peaks = [int(m["density_peak"]), int(m["appearance_peak"])]
-        self.high = self.peaks if self.high is None else list(map(max, self.high, self.peaks))
-        self.bad_steps = 0 if bool(m["finite"]) else self.bad_steps + 1
-        if self.bad_steps >= self.cfg.max_bad_steps:
-            raise TrainingError(
-                f"{self.bad_steps} steps in a row up to step {step} had a non-finite loss or "
-                f"gradient, or parameters that blew up past {training.PARAMETER_LIMIT:g} "
-                f"(all skipped); the last good checkpoint is in {self.cfg.run_dir}; lower "
-                "--lr-grid / --lr-network and --resume (both may change on resume)"
-            )
-        if logged:
-            self._log(step, m)
+    def read(self, step: int, n: int, metrics: dict) -> None:
+        """The metrics of a call's `n` steps (see `training.train_steps`), the last `step`."""
+        m = read(metrics)
+        peaks = [int(m[k][:n].max()) for k in ("density_peak", "appearance_peak")]
+        self.peaks = peaks
+        self.high = peaks if self.high is None else list(map(max, self.high, peaks))
+        for i, finite in enumerate(m["finite"][:n]):
+            self.bad_steps = 0 if finite else self.bad_steps + 1
+            if self.bad_steps >= self.cfg.max_bad_steps:
+                raise TrainingError(
+                    f"{self.bad_steps} steps in a row up to step {step - n + 1 + i} had a "
+                    "non-finite loss or gradient, or parameters that blew up past "
+                    f"{training.PARAMETER_LIMIT:g} (all skipped); the last good checkpoint "
+                    f"is in {self.cfg.run_dir}; lower --lr-grid / --lr-network and --resume "
+                    "(both may change on resume)"
+                )
+        if self.writer is not None and (step % self.cfg.log_every == 0 or step == self.cfg.n_iters):
+            self._log(step, {k: v[n - 1] for k, v in m.items()})
 
     def fit(self, settings):
         """The buffers grown to the peaks read last (once), or at a shrink point fitted to
@@ -473,6 +508,15 @@ def grid_events(state, pool, cfg: TrainConfig, step: int, voxels: dict, meter: _
 PLAN_WARMUP, PLAN_STEPS, RESERVE = 20, 100, 0.02
 
 
+def next_stop(step: int, n_iters: int, most: int, every: tuple[int, ...], at: set[int]) -> int:
+    """Where the call of steps starting after `step` ends: at the first step after it that
+    is a multiple of one of `every` (0: none), one of `at`, or the last (`n_iters`), and
+    `most` steps later at the latest. A function of `step` alone, so that a resumed run
+    cuts its steps into the same calls as the uninterrupted one from its checkpoint on."""
+    stops = [n_iters, step + most, *((step // k + 1) * k for k in every if k)]
+    return min(stops + [s for s in at if s > step])
+
+
 class BudgetPlan:
     """--fill-budget: once the schedule's last grid event is past and the step rate steady,
     set the number of steps to what fits in the rest of --max-minutes. Only the length of
@@ -492,6 +536,14 @@ class BudgetPlan:
         return self.at is not None and self.warm is not None and step >= max(
             self.at, self.warm[0] + PLAN_WARMUP
         )
+
+    def stops(self) -> set[int]:
+        """The steps at which `note` and `due` must be asked (the loop's calls end there)."""
+        if self.at is None:
+            return set()
+        if self.warm is None:
+            return {self.at - PLAN_STEPS, self.at}
+        return {self.at, self.warm[0] + PLAN_WARMUP}
 
     def note(self, step: int, seconds: float) -> None:
         """`seconds`: of training alone (evaluations during it left out)."""

@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 from tensorf import alpha_mask, decomposition, field, ndc, parallel, tensor_vm
 from tensorf.alpha_mask import AlphaMask
 from tensorf.cameras import Intrinsics, camera_directions, camera_rays, pixel_rays
-from tensorf.config import Precision, TrainConfig
+from tensorf.config import ModelConfig, Precision, TrainConfig
 from tensorf.data.views import Views
 from tensorf.parallel import AXIS, REPLICATED, SHARDED
 from tensorf.render import RenderSettings, bucket, ray_aabb, render_rays
@@ -87,9 +87,11 @@ class Cameras:
 
 @dataclasses.dataclass(frozen=True)
 class RayPool:
-    """This process's training pixels, kept on the host: each step draws its share of the
-    batch here and sends only the pixel ids and colours to the devices, which generate the
-    rays themselves (with several processes, each draws from its own share of the views)."""
+    """This process's training pixels on the host, where ray filtering works on them. The
+    training loop puts them on the devices (`on`), which draw every batch themselves;
+    `sample` / `next_batch` draw one on the host for a single `train_step` (tests,
+    benchmarks). The devices generate the rays from pixel ids (with several processes,
+    each draws from its own share of the views)."""
 
     rgb: np.ndarray  # (views * H * W, 3) float32 targets
     index: np.ndarray  # (rays,) int32 pixel ids still used for training
@@ -102,6 +104,21 @@ class RayPool:
         rng = np.random.default_rng((seed, step, jax.process_index()))
         ids = self.index[rng.integers(0, len(self.index), n)]
         return ids, self.rgb[ids]
+
+    def on(self, mesh: Mesh, seed: int) -> DevicePool:
+        """The pool on every device of the mesh (see `DevicePool`). The colours and
+        cameras go once per mesh; the pixel ids, padded to a few sizes (`bucket`), each
+        time (after ray filtering)."""
+        if ("rgb", mesh) not in self.placed:
+            self.placed["rgb", mesh] = parallel.replicate_per_process(self.rgb, mesh)
+        index = np.zeros(bucket(len(self.index)), np.int32)
+        index[: len(self.index)] = self.index
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)  # not the state's stream
+        placed = parallel.replicate_per_process(
+            (index, np.array([len(self.index)], np.int32)), mesh
+        )
+        return DevicePool(self.placed["rgb", mesh], *placed, parallel.replicate(key, mesh),
+                          self.cameras_on(mesh))  # fmt: skip
 
     def cameras_on(self, mesh: Mesh) -> Cameras:
         """The cameras on every device of the mesh. With several processes each puts its
@@ -243,20 +260,68 @@ def image_settings(settings: RenderSettings, cfg: TrainConfig) -> RenderSettings
     return dataclasses.replace(settings, weight_threshold=cfg.render.image_threshold)
 
 
-def _learning_rates(cfg: TrainConfig, params: field.Params) -> field.Params:
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """What shapes the jitted step, and so is static to it: the batch, the model, and which
+    loss terms exist. Everything else a step needs is a traced `Hyper` value, so that a run
+    of another length, a resumed run with other learning rates, or a --fill-budget plan
+    compiles nothing new (the config's paths and logging options never reach the step)."""
+
+    batch_size: int
+    model: ModelConfig
+    random_background: bool
+    tv_density: bool
+    tv_appearance: bool
+    ortho: bool
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> StepSpec:
+        return cls(cfg.batch_size, cfg.model, cfg.render.background == "random",
+                   cfg.tv_density > 0, cfg.tv_appearance > 0, cfg.ortho_weight > 0)  # fmt: skip
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Hyper:
+    """The step's traced numbers: the run's length and its rates and weights."""
+
+    n_iters: jax.Array  # () int32: the learning rates and TV weights decay over it
+    lr_grid: jax.Array  # () float32
+    lr_network: jax.Array  # () float32
+    lr_decay_ratio: jax.Array  # () float32
+    tv_density: jax.Array  # () float32
+    tv_appearance: jax.Array  # () float32
+    ortho_weight: jax.Array  # () float32
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> Hyper:
+        rates = (cfg.lr_grid, cfg.lr_network, cfg.lr_decay_ratio, cfg.tv_density,
+                 cfg.tv_appearance, cfg.ortho_weight)  # fmt: skip
+        return cls(np.int32(cfg.n_iters), *map(np.float32, rates))
+
+
+def _learning_rates(hyper: Hyper, params: field.Params) -> field.Params:
     return {
         key: jax.tree.map(
-            lambda _, lr=cfg.lr_grid if key in field.GRID_KEYS else cfg.lr_network: lr, sub
+            lambda _, lr=hyper.lr_grid if key in field.GRID_KEYS else hyper.lr_network: lr, sub
         )
         for key, sub in params.items()
     }
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "settings", "mesh"), donate_argnums=0)
 def train_step(
+    state: TrainState, batch: Batch, cfg: TrainConfig, settings: RenderSettings, mesh: Mesh
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """`jit_train_step` with the spec and numbers of `cfg`."""
+    return jit_train_step(state, batch, Hyper.of(cfg), StepSpec.of(cfg), settings, mesh)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "settings", "mesh"), donate_argnums=0)
+def jit_train_step(
     state: TrainState,
     batch: Batch,
-    cfg: TrainConfig,
+    hyper: Hyper,
+    spec: StepSpec,
     settings: RenderSettings,
     mesh: Mesh,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -266,23 +331,33 @@ def train_step(
     The buffer sizes in `settings` are per device. Returned counts: `*_count` summed over
     devices (for logging), `*_peak` the largest on one device (for sizing the buffers).
     """
-    cameras, ids, target = batch
+    specs = (REPLICATED, SHARDED, SHARDED)
+    return _step(state, batch, specs, lambda batch: batch, hyper, spec, settings, mesh)
+
+
+def _step(
+    state: TrainState, source, source_specs, rows, hyper: Hyper, spec: StepSpec,
+    settings: RenderSettings, mesh: Mesh,
+) -> tuple[TrainState, dict[str, jax.Array]]:  # fmt: skip
+    """A step whose rays come from `source` (split over the devices by `source_specs`):
+    `rows(source)` gives each device its cameras, pixel ids and target colours."""
     rng, key_jitter = jax.random.split(state.rng)
-    jitter = jax.random.uniform(key_jitter, (cfg.batch_size,))
+    jitter = jax.random.uniform(key_jitter, (spec.batch_size,))
     background = jnp.float32(settings.background)
-    if cfg.render.background == "random":
+    if spec.random_background:
         # Drawn from the step's jitter key, so the jitter stream is the same as without.
         background = jax.random.bernoulli(jax.random.fold_in(key_jitter, 1)).astype(jnp.float32)
-    n_values = cfg.batch_size * 3
+    n_values = spec.batch_size * 3
 
-    def local(params, aabb, mask, cameras, ids, target, jitter, background):
+    def local(params, aabb, mask, source, jitter, background):
         """This device's rays: squared error and sample counts, summed over all devices."""
         # Explicitly what shard_map does implicitly (and transposes to a sum over the
         # devices): the custom gradient of `tensor_vm.weighted_rows` must see it.
         params = jax.lax.pcast(params, AXIS, to="varying")
+        cameras, ids, target = rows(source)
         origins, dirs = cameras.rays(ids)
         out = render_rays(
-            params, cfg.model, settings, aabb, mask, origins, dirs, jitter, background
+            params, spec.model, settings, aabb, mask, origins, dirs, jitter, background
         )
         sse = jnp.sum((out["rgb"] - target) ** 2)
         counts = jnp.stack([out["density_count"], out["appearance_count"]])
@@ -292,26 +367,26 @@ def train_step(
         return psum(sse), psum(counts), jax.lax.pmax(counts, AXIS), psum(dropped)
 
     sharded = jax.shard_map(
-        local, mesh=mesh, in_specs=(REPLICATED,) * 4 + (SHARDED,) * 3 + (REPLICATED,),
+        local, mesh=mesh, in_specs=(REPLICATED,) * 3 + (source_specs, SHARDED, REPLICATED),
         out_specs=REPLICATED,
     )  # fmt: skip
     # Official: the TV weights decay by the learning-rate factor every step, from the
     # first, and are not reset when the grid is upsampled.
-    tv_decay = cfg.lr_decay_ratio ** ((state.step + 1) / cfg.n_iters)
+    tv_decay = hyper.lr_decay_ratio ** ((state.step + 1) / hyper.n_iters)
 
     def loss_fn(params):
         # Differentiating through shard_map sums the replicated parameters' gradients
         # over the devices (the transpose of replicating them).
-        sse, *counts = sharded(
-            params, state.aabb, state.mask, cameras, ids, target, jitter, background
-        )
+        sse, *counts = sharded(params, state.aabb, state.mask, source, jitter, background)
         mse = sse / n_values
         loss = mse + state.l1_weight * field.density_l1(params)
-        for weight, key in ((cfg.tv_density, "density"), (cfg.tv_appearance, "appearance")):
-            if weight > 0:
+        terms = ((spec.tv_density, hyper.tv_density, "density"),
+                 (spec.tv_appearance, hyper.tv_appearance, "appearance"))  # fmt: skip
+        for on, weight, key in terms:
+            if on:
                 loss = loss + weight * tv_decay * field.grid_tv(params, key)
-        if cfg.ortho_weight > 0:
-            loss = loss + cfg.ortho_weight * field.orthogonality(params)
+        if spec.ortho:
+            loss = loss + hyper.ortho_weight * field.orthogonality(params)
         return state.loss_scale.scale(loss), (loss, mse, counts)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -319,12 +394,12 @@ def train_step(
     grads = state.loss_scale.unscale(grads)
     updates, opt_state = ADAM.update(grads, state.opt_state)
     # Exponential decay to lr_decay_ratio over n_iters, restarting at each upsample.
-    decay = cfg.lr_decay_ratio ** ((state.step - state.lr_reset_step) / cfg.n_iters)
+    decay = hyper.lr_decay_ratio ** ((state.step - state.lr_reset_step) / hyper.n_iters)
     params = jax.tree.map(
         lambda p, u, lr: p - lr * decay * u,
         state.params,
         updates,
-        _learning_rates(cfg, state.params),
+        _learning_rates(hyper, state.params),
     )
     # A non-finite loss or gradient, or parameters that blew up, skip the update: params
     # and Adam stay as they were. (Steps far too large can leave the loss finite for a
@@ -348,8 +423,8 @@ def train_step(
         "loss": loss,
         "mse": mse,
         "psnr": -10.0 * jnp.log10(mse),
-        "lr_grid": cfg.lr_grid * decay,
-        "lr_network": cfg.lr_network * decay,
+        "lr_grid": hyper.lr_grid * decay,
+        "lr_network": hyper.lr_network * decay,
         "loss_scale": state.loss_scale.loss_scale,
         "density_count": counts[0],
         "appearance_count": counts[1],
@@ -359,6 +434,82 @@ def train_step(
         "dropped_samples": new_state.dropped_samples,
     }
     return new_state, metrics
+
+
+# Steps one call of `train_steps` can run at most: the size of its per-step metrics, static
+# so that neither the run's schedule nor its logging compiles the call again.
+MAX_STEPS_PER_CALL = 64
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "settings", "mesh"), donate_argnums=0)
+def train_steps(
+    state: TrainState,
+    pool: DevicePool,
+    n: jax.Array,
+    hyper: Hyper,
+    spec: StepSpec,
+    settings: RenderSettings,
+    mesh: Mesh,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """`n` (<= MAX_STEPS_PER_CALL, traced) steps in one call, each drawing its batch on the
+    devices from `pool` (see `DevicePool.draw`): the host only dispatches. A non-finite
+    step is skipped inside, as by `jit_train_step`.
+
+    Returns the state and each metric of `jit_train_step` per step, (MAX_STEPS_PER_CALL,)
+    of which the first `n` are the steps taken. The loop over steps is a while loop of
+    one compiled body whatever `n` is, so a run computes the same however it is cut into
+    calls (which --resume relies on).
+    """
+    specs = (REPLICATED, REPLICATED)
+
+    def one(state):
+        source = (pool, state.step)
+        return _step(state, source, specs, functools.partial(_draw, mesh=mesh, spec=spec),
+                     hyper, spec, settings, mesh)  # fmt: skip
+
+    shapes = jax.eval_shape(one, state)[1]
+    rows = {k: jnp.zeros((MAX_STEPS_PER_CALL,), v.dtype) for k, v in shapes.items()}
+
+    def body(i, carry):
+        state, rows = carry
+        state, metrics = one(state)
+        return state, {k: rows[k].at[i].set(v) for k, v in metrics.items()}
+
+    return jax.lax.fori_loop(0, n, body, (state, rows))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DevicePool:
+    """This process's training pixels on the devices: each device holds its process's
+    colours and pixel ids whole and draws its own share of every batch (`_draw`), so a
+    step copies nothing from the host. Whole rather than split, so that a batch is the same
+    on 1 device as on 4; it costs 16 bytes per pixel per device (256 MB for the 400x400
+    lego). Colours stay float32: Blender's images composited on the background are not
+    multiples of 1/255, and uint8 would change the targets."""
+
+    rgb: jax.Array  # (pixels, 3) float32 target colour of every training pixel
+    index: jax.Array  # (rows,) int32 pixel ids still used for training, then padding
+    count: jax.Array  # (1,) int32 how many of `index` are used
+    key: jax.Array  # PRNG key of the batches (a step's is folded with its number)
+    cameras: Cameras
+
+
+def _draw(source: tuple[DevicePool, jax.Array], mesh: Mesh, spec: StepSpec):
+    """Inside shard_map: this device's cameras, pixel ids and colours of the step. Every
+    process draws batch / processes pixels from its own pool, from the key folded with the
+    step and the process, and each of its devices takes its slice (the mesh lists each
+    process's devices together, in process order), as `RayPool.sample` did on the host."""
+    pool, step = source
+    per_process = spec.batch_size // jax.process_count()
+    local_devices = mesh.size // jax.process_count()
+    process, slot = jnp.divmod(jax.lax.axis_index(AXIS), local_devices)
+    key = jax.random.fold_in(jax.random.fold_in(pool.key, step), process)
+    picks = jax.random.randint(key, (per_process,), 0, pool.count[0])
+    per_device = per_process // local_devices
+    mine = jax.lax.dynamic_slice(picks, (slot * per_device,), (per_device,))
+    ids = pool.index[mine]
+    return pool.cameras, ids, pool.rgb[ids]
 
 
 def _map_grids(state: TrainState, fn, moments: str) -> TrainState:

@@ -1,6 +1,7 @@
 """Run in a process of its own, with XLA_FLAGS splitting the CPU into 4 devices: trains a
-few steps and renders a view on 1 device and on 4, and prints how far apart they are as
-JSON (tests/test_parallel.py asserts on it).
+few steps (in two calls that draw their batches on the devices, as the training loop does)
+and renders a view on 1 device and on 4, and prints how far apart they are as JSON
+(tests/test_parallel.py asserts on it).
 
     python tests/parallel_check.py SCENE_DIR
 """
@@ -23,14 +24,14 @@ views = data.load_views(scene, "train")
 results = {}
 for n in (1, 4):
     mesh = parallel.data_mesh(jax.devices()[:n])
-    pool = experiment.make_pool(views)
+    pool = experiment.make_pool(views).on(mesh, cfg.seed)
     state = parallel.replicate(training.init_state(cfg), mesh)
     settings = training.settings_for(cfg, state)
+    hyper, spec = training.Hyper.of(cfg), training.StepSpec.of(cfg)
     losses = []
-    for step in range(5):
-        batch = training.next_batch(pool, cfg, step, mesh)
-        state, metrics = training.train_step(state, batch, cfg, settings, mesh)
-        losses.append(float(metrics["loss"]))
+    for k in (2, 3):  # as the training loop runs them: batches drawn on the devices
+        state, metrics = training.train_steps(state, pool, k, hyper, spec, settings, mesh)
+        losses += [float(x) for x in metrics["loss"][:k]]
     image, _ = render_image(
         state.params, cfg.model, settings, state.aabb, state.mask, views.c2w[0],
         views.intrinsics, chunk=256, mesh=mesh,

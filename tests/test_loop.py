@@ -32,27 +32,30 @@ def loop_config(scene, run_dir, **overrides):
 
 
 class StepRecorder:
-    """Wraps train_step: counts dispatched steps and remembers the arrays of the last two."""
+    """Wraps train_steps: counts the calls and the steps they ran, and remembers the arrays
+    of the last two calls."""
 
     def __init__(self, monkeypatch) -> None:
-        self.steps = 0
+        self.steps = self.calls = 0
         self.latest: set[int] = set()
         self.previous: set[int] = set()
-        self.real = training.train_step
-        monkeypatch.setattr(training, "train_step", self)
+        self.real = training.train_steps
+        monkeypatch.setattr(training, "train_steps", self)
 
-    def __call__(self, *args, **kwargs):
-        state, metrics = self.real(*args, **kwargs)
-        self.steps += 1
+    def __call__(self, state, pool, n, *args, **kwargs):
+        state, metrics = self.real(state, pool, n, *args, **kwargs)
+        self.steps += n
+        self.calls += 1
         self.previous, self.latest = self.latest, {id(x) for x in jax.tree.leaves((state, metrics))}
         return state, metrics
 
 
-def test_the_loop_never_waits_for_the_step_it_queued(sphere_scene, tmp_path, monkeypatch):
+def test_the_loop_never_waits_for_the_steps_it_queued(sphere_scene, tmp_path, monkeypatch):
     """Every device-to-host read is recorded. Between grid events and checkpoints (where
-    the state itself must come to the host) the loop may only read the step before the
-    one in flight; a read of the queued step, or of anything else (rays drawn on the host
-    and sent back, counts kept on the host), fails."""
+    the state itself must come to the host) the loop may only read the call before the
+    one in flight; a read of the queued call, or of anything else (rays drawn on the host
+    and sent back, counts kept on the host), fails. The steps run in calls that end where
+    the host has work (step 1, log lines every 10 steps, checkpoints, grid events)."""
     cfg = loop_config(sphere_scene, tmp_path / "run")
     recorder = StepRecorder(monkeypatch)
     reads = []  # (steps dispatched, "queued" | "previous" | "other")
@@ -68,13 +71,16 @@ def test_the_loop_never_waits_for_the_step_it_queued(sphere_scene, tmp_path, mon
     monkeypatch.setattr(ArrayImpl, "_value", property(recorded))
     experiment.train(cfg)
     assert recorder.steps == cfg.n_iters
-    # Where the state must reach the host: grid events, checkpoints, the end.
-    drains = {20, 40, cfg.n_iters, *range(cfg.checkpoint_every, cfg.n_iters, cfg.checkpoint_every)}
+    assert recorder.calls == 1 + cfg.n_iters // cfg.log_every  # step 1, then per log line
+    # Where the state must reach the host: grid events, checkpoints, the end; and step 1,
+    # whose counts size the buffers.
+    drains = {1, 20, 40, cfg.n_iters,
+              *range(cfg.checkpoint_every, cfg.n_iters, cfg.checkpoint_every)}  # fmt: skip
     waits = sorted({step for step, kind in reads if kind != "previous" and step not in drains})
     assert waits == []
-    # The counts of (nearly) every step are read, one step late.
+    # The counts of (nearly) every call are read, one call late.
     lagged = {step for step, kind in reads if kind == "previous"}
-    assert len(lagged) >= cfg.n_iters - len(drains) - 1
+    assert len(lagged) >= recorder.calls - len(drains) - 1
 
 
 class FakeClock:
@@ -146,7 +152,7 @@ def test_fill_budget_plan_survives_resume(sphere_scene, tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)
         return out
 
-    monkeypatch.setattr(training, "train_step", interrupting)
+    monkeypatch.setattr(training, "train_steps", interrupting)
     with pytest.raises(Interrupted):
         experiment.train(cfg_b)
     assert planned(cfg_b) == planned(cfg_a) > stop_at
@@ -211,3 +217,31 @@ def test_fill_budget_plans_for_evaluations_during_training():
     # steps of 100 + 5 ms.
     n_iters = plan.n_iters(at, 115.0, evaluating=5.0, eval_per_step=0.005)
     assert n_iters == at + int((600 * (1 - experiment.RESERVE) - 115) / 0.105)
+
+
+def test_calls_end_where_the_host_has_work():
+    """`next_stop`, worked by hand: log lines every 50, checkpoints every 500, grid events
+    at 120 and 200, at most 64 steps a call, 1000 in all."""
+    stops, step = [], 0
+    while step < 1000:
+        step = experiment.next_stop(step, 1000, 64, (50, 500, 0), {120, 200})
+        stops.append(step)
+    assert stops[:8] == [50, 100, 120, 150, 200, 250, 300, 350]
+    assert stops[-1] == 1000 and len(stops) == 21  # the 20 log lines and the event at 120
+    # Past the last event, without logging: the most a call may run, then the end.
+    assert experiment.next_stop(980, 1000, 64, (0,), {120}) == 1000
+    assert experiment.next_stop(900, 1000, 64, (0,), set()) == 964
+    # Resumed from its checkpoint at 500, a run cuts its calls as the uninterrupted one.
+    chain = [500]
+    while chain[-1] < 1000:
+        chain.append(experiment.next_stop(chain[-1], 1000, 64, (500,), set()))
+    assert chain == [500, 564, 628, 692, 756, 820, 884, 948, 1000]
+
+
+def test_the_budget_plan_asks_for_calls_to_end_where_it_measures():
+    cfg = dataclasses.replace(PRESETS["quick"][1], max_minutes=10.0)
+    plan = experiment.BudgetPlan(cfg, planned=False)
+    assert plan.stops() == {plan.at - experiment.PLAN_STEPS, plan.at}
+    plan.note(plan.at - experiment.PLAN_STEPS + 30, 100.0)  # resumed inside the window
+    assert plan.stops() == {plan.at, plan.at - experiment.PLAN_STEPS + 30 + experiment.PLAN_WARMUP}
+    assert experiment.BudgetPlan(cfg, planned=True).stops() == set()

@@ -157,7 +157,8 @@ def test_same_seed_same_run_and_bounded_disk(sphere_scene, tmp_path):
     assert logged(cfg_a.run_dir) == logged(cfg_b.run_dir)
     # Timings, and compilations (the second run finds the first one's in the jit cache).
     timing = {"train_seconds", "load_seconds", "seconds_per_image", "train_step_compiles",
-              "train_step_compile_seconds", "lpips_seconds_per_image"}  # fmt: skip
+              "train_step_compile_seconds", "lpips_seconds_per_image",
+              "compile_cache_hits"}  # fmt: skip
     assert {k: v for k, v in metrics_a.items() if k not in timing} == {
         k: v for k, v in metrics_b.items() if k not in timing
     }

@@ -298,7 +298,11 @@ def test_config_round_trip_non_defaults():
         adam_on_upsample="resample",
         model=ModelConfig(density_shift=-5.5),
         render=RenderConfig(unselected="black", near=0.5),
+        steps_per_call=8,
     )
+    back = from_dict(TrainConfig, json.loads(json.dumps(to_dict(cfg))))
+    assert back == cfg and isinstance(back.compile_cache, Path)
+    cfg = dataclasses.replace(cfg, compile_cache=None)  # off
     back = from_dict(TrainConfig, json.loads(json.dumps(to_dict(cfg))))
     assert back == cfg
     assert hash(back) == hash(cfg)  # configs are static jit arguments
@@ -329,6 +333,7 @@ def test_config_round_trip_non_defaults():
         {"model": ModelConfig(view_pe=100)},
         {"render": RenderConfig(near=3.0, far=2.0)},
         {"render": RenderConfig(contract=True)},  # the box is not the contracted one
+        {"steps_per_call": training.MAX_STEPS_PER_CALL + 1},
     ],
 )
 def test_check_config_rejects(overrides):
