@@ -235,11 +235,12 @@ def test_training_with_a_browser_watching_ends_as_without(sphere_run, sphere_sce
     cfg = dataclasses.replace(sphere_config(sphere_scene, tmp_path / "watched"), viewer=True,
                               viewer_port=free_port())  # fmt: skip
     seen = {}
-    # The run may take less time than a browser takes to start: from its third step on,
-    # each step waits up to 5 s here (outside the step) for the page to pause training, so
-    # the pause lands mid-run. What it computes is not touched.
+    # The run takes seconds in calls of up to 64 steps, less than a browser may take to
+    # start: from its third call on, each call waits up to 5 s here (outside the step) for
+    # the page to pause training, so the pause lands mid-run. What it computes is not
+    # touched.
     paused = threading.Event()
-    real, calls = training.train_step, []
+    real, calls = training.train_steps, []
 
     def slowed(*args, **kwargs):
         calls.append(len(calls))
@@ -247,7 +248,7 @@ def test_training_with_a_browser_watching_ends_as_without(sphere_run, sphere_sce
             paused.wait(timeout=5.0)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "train_step", slowed)
+    monkeypatch.setattr(training, "train_steps", slowed)
 
     def watch() -> None:
         """Watch; pause; close the tab while paused; resume."""
