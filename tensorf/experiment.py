@@ -290,13 +290,16 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
                 settings, unread = meter.fit(settings), None
             if save:
                 meter.may_shrink = True
+            # The step rate is measured without evaluations and compilations (a buffer
+            # refit in the window once cut a 15-minute plan to half the budget).
+            steady = clock() - start - probe.seconds - (COMPILES["seconds"] - compiles["seconds"])
             if plan.due(step):
-                n_iters = plan.n_iters(step, clock() - start, probe.seconds, probe.per_step())
+                n_iters = plan.n_iters(step, clock() - start, steady, probe.per_step())
                 run_cfg = dataclasses.replace(run_cfg, n_iters=n_iters)
                 hyper = training.Hyper.of(run_cfg)
                 bar.total = run_cfg.n_iters
                 meter.plan(step, run_cfg.n_iters)
-            plan.note(step, clock() - start - probe.seconds)
+            plan.note(step, steady)
             if event:
                 state = parallel.local_copy(state)  # grid events run in each process
                 state, pool = grid_events(state, pool, cfg, step, voxels, meter, filter_rays)
@@ -545,16 +548,17 @@ class BudgetPlan:
             return {self.at - PLAN_STEPS, self.at}
         return {self.at, self.warm[0] + PLAN_WARMUP}
 
-    def note(self, step: int, seconds: float) -> None:
-        """`seconds`: of training alone (evaluations during it left out)."""
+    def note(self, step: int, steady: float) -> None:
+        """`steady`: seconds of training steps alone (evaluations and compilations during
+        training left out)."""
         if self.at is not None and self.warm is None and step >= self.at - PLAN_STEPS:
-            self.warm = (step, seconds)
+            self.warm = (step, steady)
 
-    def n_iters(self, step: int, seconds: float, evaluating: float, eval_per_step: float) -> int:
+    def n_iters(self, step: int, seconds: float, steady: float, eval_per_step: float) -> int:
         """The planned length of the run, made at `step` after `seconds` of training, of
-        which `evaluating` went to evaluations during it (--eval-every), which will go on
-        costing `eval_per_step` seconds per step."""
-        rate = (seconds - evaluating - self.warm[1]) / (step - self.warm[0])  # seconds per step
+        which `steady` went to training steps alone (as `note`); evaluations during training
+        (--eval-every) will go on costing `eval_per_step` seconds per step."""
+        rate = (steady - self.warm[1]) / (step - self.warm[0])  # seconds per step
         left = self.cfg.max_minutes * 60.0 * (1.0 - RESERVE) - seconds
         n_iters = step + max(int(left / max(rate + eval_per_step, 1e-9)), 1)
         self.at, self.planned = None, True
