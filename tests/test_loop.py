@@ -246,3 +246,15 @@ def test_the_budget_plan_asks_for_calls_to_end_where_it_measures():
     plan.note(plan.at - experiment.PLAN_STEPS + 30, 100.0)  # resumed inside the window
     assert plan.stops() == {plan.at, plan.at - experiment.PLAN_STEPS + 30 + experiment.PLAN_WARMUP}
     assert experiment.BudgetPlan(cfg, planned=True).stops() == set()
+
+
+@pytest.mark.parametrize("preset", ["quick", "quick-cp", "llff-quick", "unbounded-quick"])
+def test_every_cpu_preset_fills_its_budget(preset):
+    """llff-quick once ended its 5000 steps in 9.9 of 15 minutes: every CPU preset plans
+    its length from the measured step rate once its last grid event is past."""
+    cfg = dataclasses.replace(PRESETS[preset][1], max_minutes=15.0)
+    plan = experiment.BudgetPlan(cfg, planned=False)
+    assert plan.at == max(cfg.mask_steps + cfg.upsample_steps) + experiment.PLAN_WARMUP + (
+        experiment.PLAN_STEPS
+    )
+    assert plan.at < cfg.n_iters
