@@ -84,6 +84,9 @@ unit = "CPU s" if args.cpu_time else "s"
 print(f"bare step: {bare:.1f} steps/{unit} ({bare * cfg.batch_size:.0f} rays/{unit})")
 print(f"loop: {loop:.1f} steps/{unit} ({loop * cfg.batch_size:.0f} rays/{unit}), "
       f"ratio {loop / bare:.2f}")  # fmt: skip
+# The compile seconds, stalled (the loop waited) and hidden (compiled ahead, see
+# tensorf/ahead.py), and their counts; not the per-step lists.
 compiled = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
-                     for k, v in metrics.items() if "compile" in k)  # fmt: skip
+                     for k, v in metrics.items()
+                     if "compile" in k and not isinstance(v, list))  # fmt: skip
 print(f"train: {wall:.1f} s from call to metrics; {compiled}")

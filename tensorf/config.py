@@ -209,6 +209,10 @@ class TrainConfig:
     resumed one) loads its compiled steps instead of compiling them again; None: off.
     JAX_COMPILATION_CACHE_DIR, when set, takes precedence. Only trusted users may write here:
     a cached program runs as you."""
+    compile_ahead: bool = True
+    """Compile the training step of the stage after each grid event (upsample, alpha mask)
+    on a background thread while the current stage trains, so that the event does not stall
+    on a compilation; the same numbers either way. One process only."""
     distributed: DistributedConfig = DistributedConfig()
     checkpoint_every: int = 1000
     """Save a checkpoint every this many steps (and at the end)."""

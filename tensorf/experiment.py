@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import tyro
 from tensorboardX import SummaryWriter
 
 from tensorf import alpha_mask, checkpoint, checks, cli, data, outputs, parallel, training
+from tensorf.ahead import Ahead
 from tensorf.cli import ConfigError, Interrupted, TrainingError, run_main
 from tensorf.config import PRESETS, DistributedConfig, TrainConfig, to_dict
 from tensorf.data import safe_json
@@ -33,6 +35,7 @@ RESUMABLE = {
     "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
     "max_bad_steps", "distributed", "lr_grid", "lr_network", "eval_every", "eval_every_views",
     "eval_lpips", "viewer", "viewer_host", "viewer_port", "compile_cache", "steps_per_call",
+    "compile_ahead",
 }  # fmt: skip
 LOCK_FILE = "lock"
 
@@ -261,15 +264,24 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
     spec, hyper = training.StepSpec.of(cfg), training.Hyper.of(run_cfg)
     per_call = cfg.steps_per_call or training.MAX_STEPS_PER_CALL
     unread = None  # (last step, steps, metrics) of the call in flight
-    with _StopOnSignals() as signals:
+    # The stage after each grid event is compiled ahead, from a copy of the state.
+    ahead = Ahead(spec, mesh, cfg.compile_ahead and jax.process_count() == 1)
+    grids = sorted({*cfg.mask_steps, *voxels})
+    with _StopOnSignals() as signals, ahead:
         while step < run_cfg.n_iters:
             every = (cfg.log_every, cfg.checkpoint_every, cfg.eval_every if probe.views else 0)
             # Step 1 ends a call of its own: its counts size the buffers at once (the first
             # ones are sized for the worst case), and a budget is first checked there.
             events = {1, *cfg.mask_steps, *voxels, *plan.stops()}
             n = next_stop(step, run_cfg.n_iters, per_call, every, events) - step
-            state, metrics = training.train_steps(state, device_pool, n, hyper, spec, settings,
-                                                  mesh)  # fmt: skip
+            grid = next((s for s in grids if step < s < run_cfg.n_iters), None)
+            if ahead.due(step, n, grid):
+                ahead.prepare(grid, functools.partial(
+                    next_stages, jax.tree.map(jnp.copy, state),  # the call below donates it
+                    pool, settings, meter.latest, hyper, cfg, grid, voxels, filter_rays,
+                    projection, mesh,
+                ))  # fmt: skip
+            state, metrics = ahead.train_steps(state, device_pool, n, hyper, settings, step)
             step += n
             bar.update(n)
             # This call is queued behind the previous one, whose counts are read now: the
@@ -292,7 +304,7 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
                 meter.may_shrink = True
             # The step rate is measured without evaluations and compilations (a buffer
             # refit in the window once cut a 15-minute plan to half the budget).
-            steady = clock() - start - probe.seconds - (COMPILES["seconds"] - compiles["seconds"])
+            steady = clock() - start - probe.seconds - ahead.stalled
             if plan.due(step):
                 n_iters = plan.n_iters(step, clock() - start, steady, probe.per_step())
                 run_cfg = dataclasses.replace(run_cfg, n_iters=n_iters)
@@ -301,11 +313,10 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
                 meter.plan(step, run_cfg.n_iters)
             plan.note(step, steady)
             if event:
-                state = parallel.local_copy(state)  # grid events run in each process
-                state, pool = grid_events(state, pool, cfg, step, voxels, meter, filter_rays)
+                state, pool, device_pool, fresh = after_events(
+                    state, pool, cfg, step, voxels, filter_rays, projection, mesh, meter.writer
+                )
                 meter.pool = pool  # logs count the rays of the filtered pool from now on
-                state, device_pool = parallel.replicate(state, mesh), pool.on(mesh, cfg.seed)
-                fresh = training.settings_for(cfg, state, projection)
                 settings = carry_capacity(fresh, settings, meter.peaks)
                 meter.new_grid(state, settings)
                 if primary:
@@ -340,7 +351,8 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
     mngr.wait_until_finished()
     counts = {"train_step_compiles": COMPILES["count"] - compiles["count"],
               "train_step_compile_seconds": COMPILES["seconds"] - compiles["seconds"],
-              "compile_cache_hits": COMPILES["cache_hits"] - compiles["cache_hits"]}  # fmt: skip
+              "compile_cache_hits": COMPILES["cache_hits"] - compiles["cache_hits"],
+              **ahead.report()}  # fmt: skip
     return finish(state, cfg, writer, train_seconds, load_seconds, counts)
 
 
@@ -390,6 +402,7 @@ class _Meter:
         self.cfg, self.pool, self.writer, self.log, self.bar = cfg, pool, writer, log, bar
         self.viewer = viewer
         self.peaks = saved.get("peaks")  # of the last step read, applied by `fit`
+        self.latest = self.peaks  # the same, kept after `fit` (the next grid's estimate)
         # The buffers grow as soon as a step needs more, but shrink only at a few points
         # (the first fit after the start or a grid event, and after each checkpoint step),
         # to the largest peaks since the last such point: each resize is a compilation.
@@ -404,7 +417,7 @@ class _Meter:
         """The metrics of a call's `n` steps (see `training.train_steps`), the last `step`."""
         m = read(metrics)
         peaks = [int(m[k][:n].max()) for k in ("density_peak", "appearance_peak")]
-        self.peaks = peaks
+        self.peaks = self.latest = peaks
         self.high = peaks if self.high is None else list(map(max, self.high, peaks))
         for i, finite in enumerate(m["finite"][:n]):
             self.bad_steps = 0 if finite else self.bad_steps + 1
@@ -481,7 +494,7 @@ class _Meter:
         self.last_log, self.last_log_step = now, step
 
 
-def grid_events(state, pool, cfg: TrainConfig, step: int, voxels: dict, meter: _Meter,
+def grid_events(state, pool, cfg: TrainConfig, step: int, voxels: dict, writer,
                 filter_rays: bool):  # fmt: skip
     """The schedule's alpha-mask updates (shrinking the box, filtering the training rays)
     and upsamples at `step`; returns the new state and pool."""
@@ -489,10 +502,10 @@ def grid_events(state, pool, cfg: TrainConfig, step: int, voxels: dict, meter: _
         first = step == cfg.mask_steps[0]
         follow = cfg.shrink == "every" and not first
         state, ok = training.update_mask(state, cfg, shrink=first or follow)
-        if not ok and meter.writer is not None:
+        if not ok and writer is not None:
             message = f"step {step}: alpha mask would be empty (density collapsed); kept"
             tqdm.write(message)
-            meter.writer.add_text("train/warnings", message, step)
+            writer.add_text("train/warnings", message, step)
         if first:
             state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.l1_rest))
         elif filter_rays:
@@ -503,6 +516,28 @@ def grid_events(state, pool, cfg: TrainConfig, step: int, voxels: dict, meter: _
     if step in voxels:
         state = training.upsample(state, cfg, voxels[step])
     return state, pool
+
+
+def after_events(state, pool, cfg: TrainConfig, step: int, voxels: dict, filter_rays: bool,
+                 projection, mesh, writer=None):  # fmt: skip
+    """The grid events at `step` applied to the replicated state: the new state (replicated),
+    host pool, device pool, and render settings (buffers sized for the worst case)."""
+    state = parallel.local_copy(state)  # grid events run in each process
+    state, pool = grid_events(state, pool, cfg, step, voxels, writer, filter_rays)
+    state, device_pool = parallel.replicate(state, mesh), pool.on(mesh, cfg.seed)
+    return state, pool, device_pool, training.settings_for(cfg, state, projection)
+
+
+def next_stages(state, pool, settings, peaks, hyper, cfg: TrainConfig, step: int,
+                voxels: dict, filter_rays: bool, projection, mesh) -> list:  # fmt: skip
+    """The stages (step arguments and settings) that follow the grid events at `step`, as
+    the loop will derive them, predicted from `state` (a copy, taken before): the one
+    right after the events (buffers for the worst case), and the one the buffers are fitted
+    to once the new grid's counts are read (estimated from `peaks`, the last read)."""
+    state, _, device_pool, fresh = after_events(state, pool, cfg, step, voxels, filter_rays,
+                                                projection, mesh)  # fmt: skip
+    args = (state, device_pool, hyper)
+    return [(args, fresh), (args, carry_capacity(fresh, settings, peaks))]
 
 
 # --fill-budget: the step rate is measured over PLAN_STEPS steps, starting PLAN_WARMUP steps

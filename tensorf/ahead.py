@@ -1,0 +1,244 @@
+"""Compile ahead: the training step of the grid stage to come is compiled on a background
+thread while the current stage trains, so that a grid event swaps in a ready executable
+instead of stalling the loop on a compilation (issue 30).
+
+The loop asks `due` at each call whether to predict; `prepare` takes a function that
+returns the stages to come (the arguments and render settings the loop will pass after
+the event, computed from a copy of the state as the loop will compute them), and the
+worker compiles each one not compiled yet (`jax.jit(...).lower(...).compile()`: the same
+program the jit call would compile, so results are the same bit for bit). `train_steps`
+runs a call with the executable of its stage when one was compiled ahead, and otherwise
+falls back to the jit call (a miss).
+
+Stall accounting: seconds the loop's thread spent compiling the train step, or waiting
+for the worker, are stalled; the worker's compile seconds the loop did not wait for are
+hidden.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+import jax
+from jax.sharding import Mesh
+
+from tensorf import training
+from tensorf.render import RenderSettings
+
+# Predict a grid event's stage once its estimated distance is under this many seconds of
+# training (enough for a compilation on a loaded 2-core CPU), and again just before it
+# from the freshest state (an alpha mask's box is read from the field).
+LEAD_SECONDS = 60.0
+WORKER = "tensorf-ahead"
+
+Args = tuple  # (state, device pool, hyper): the traced arguments of `training.train_steps`
+Stage = tuple[Args, RenderSettings]
+
+# Train-step compile seconds (tracing, lowering, compiling or loading from the persistent
+# cache) on the worker and on every other thread, from JAX's monitoring events.
+SECONDS = {"worker": 0.0, "loop": 0.0}
+_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+           "/jax/core/compile/jaxpr_to_mlir_module_duration",
+           "/jax/core/compile/backend_compile_duration")  # fmt: skip
+
+
+def _count(event: str, seconds: float, **kwargs) -> None:
+    if event in _EVENTS and "train_step" in str(kwargs.get("fun_name", "")):
+        SECONDS["worker" if threading.current_thread().name == WORKER else "loop"] += seconds
+
+
+jax.monitoring.register_event_duration_secs_listener(_count)
+
+
+def signature(args: Args, settings: RenderSettings) -> tuple:
+    """What selects a compiled step: the static settings and every argument's shape, dtype
+    and sharding (the number of steps, a Python int, is always the same kind)."""
+    leaves, tree = jax.tree.flatten(args)
+    avals = tuple((jax.typeof(x), getattr(x, "sharding", None)) for x in leaves)
+    return settings, tree, avals
+
+
+class Ahead:
+    """The loop's train-step runner, compiling the next stages on one worker thread (off:
+    every call is the plain jit call, and the stall accounting still holds)."""
+
+    def __init__(self, spec: training.StepSpec, mesh: Mesh, enabled: bool) -> None:
+        self.spec, self.mesh, self.enabled = spec, mesh, enabled
+        self.ready: dict[tuple, Future] = {}  # signature -> compiled train_steps
+        self.pending: list[threading.Event] = []  # predictions not yet turned into stages
+        self.current: tuple | None = None  # the signature of the last call
+        self.call = None  # and its executable (None: the jit call)
+        self.predicted: dict[int, int] = {}  # event step -> predictions made for it
+        self.waited = 0.0  # seconds the loop waited for the worker
+        self.stalls: list[tuple[int, float]] = []  # (step, stalled seconds) per stalling call
+        self.stages: list[tuple[int, bool]] = []  # (step, compiled ahead) of each new stage
+        self.rate: tuple[int, float] | None = None  # (step, time) of the first call
+        self.start = dict(SECONDS)
+        self.lock = threading.Lock()
+        self.job: _Job | None = None  # the prediction the worker is to run next
+        self.compiles: list[tuple[Future, Args, RenderSettings]] = []  # the last, first
+        self.wake = threading.Condition(self.lock)
+        self.closed = False
+        self.worker = None
+        if enabled:
+            self.worker = threading.Thread(target=self._work, name=WORKER, daemon=True)
+            self.worker.start()
+
+    def due(self, step: int, n: int, event: int | None) -> bool:
+        """Whether to predict the stage after the grid event at `event` (None: none left)
+        before the call of `n` steps from `step`: first once it is LEAD_SECONDS of
+        training away (at the rate of the calls so far), then before the call that ends
+        there."""
+        if not self.enabled or event is None:
+            return False
+        made = self.predicted.get(event, 0)
+        if step + n == event:
+            return made < 2
+        if made or self.rate is None or step <= self.rate[0]:
+            return False
+        per_step = (time.perf_counter() - self.rate[1]) / (step - self.rate[0])
+        return (event - step) * per_step <= LEAD_SECONDS
+
+    def prepare(self, event: int, predict: Callable[[], Sequence[Stage]]) -> None:
+        """Have the worker run `predict` (which must not touch what the loop will donate:
+        give it a copy of the state) and compile the stages it returns."""
+        self.predicted[event] = self.predicted.get(event, 0) + 1
+        registered = threading.Event()
+        self.pending.append(registered)
+        with self.lock:
+            # Only the newest prediction matters: an older one not started is dropped.
+            if self.job is not None:
+                self.job.registered.set()
+            self.job = _Job(predict, registered)
+            self.wake.notify()
+
+    def train_steps(self, state, pool, n: int, hyper, settings: RenderSettings, step: int):
+        """`training.train_steps` with the executable compiled ahead for this stage, if
+        any; `step`: where the call starts (for the record of stalls)."""
+        stalled = SECONDS["loop"] + self.waited
+        if self.rate is None:
+            self.rate = (step, time.perf_counter())
+        key = signature((state, pool, hyper), settings)
+        if key != self.current:
+            self.current, self.call = key, self._find(key)
+            self.stages.append((step, self.call is not None))
+        if self.call is None:
+            out = training.train_steps(state, pool, n, hyper, self.spec, settings, self.mesh)
+        else:
+            out = self.call(state, pool, n, hyper)
+        stalled = SECONDS["loop"] + self.waited - stalled
+        if stalled > 0:
+            self.stalls.append((step, stalled))
+        return out
+
+    def _find(self, key: tuple):
+        """The executable of a new stage: wait for the predictions in progress, then for
+        its compilation; None (the jit call) when none predicted it."""
+        if self.enabled:
+            start = time.perf_counter()
+            for registered in self.pending:
+                registered.wait()
+            self.pending = []
+            future = self.ready.get(key)
+            compiled = None
+            if future is not None:
+                try:
+                    compiled = future.result()
+                except Exception:  # noqa: BLE001 (the jit call reports it, if it recurs)
+                    compiled = None
+            self.waited += time.perf_counter() - start
+            return compiled
+        return None
+
+    def _work(self) -> None:
+        """Predictions first (the loop waits for their stages to be known), then the
+        compilations, those of the newest prediction (the likeliest to hit) first."""
+        while True:
+            with self.lock:
+                while self.job is None and not self.compiles and not self.closed:
+                    self.wake.wait()
+                if self.closed:
+                    return
+                job, self.job = self.job, None
+                if job is None:
+                    future, args, settings = self.compiles.pop()
+            if job is not None:
+                new = job.run(self)
+                with self.lock:
+                    self.compiles.extend(reversed(new))
+                continue
+            try:
+                future.set_result(self.compile(args, settings))
+            except Exception as error:  # noqa: BLE001 (the loop's jit call then reports it)
+                future.set_exception(error)
+
+    def compile(self, args: Args, settings: RenderSettings):
+        """`training.train_steps` compiled for these arguments and settings (the number of
+        steps, traced, is any)."""
+        state, pool, hyper = args
+        lowered = training.train_steps.lower(state, pool, 0, hyper, self.spec, settings,
+                                             self.mesh)  # fmt: skip
+        return lowered.compile()
+
+    def close(self) -> None:
+        """Stop the worker after what it is doing (a compilation is not interrupted)."""
+        with self.lock:
+            self.closed = True
+            if self.job is not None:
+                self.job.registered.set()
+            self.job = None
+            self.wake.notify()
+        if self.worker is not None:
+            self.worker.join()
+
+    def __enter__(self) -> Ahead:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def stalled(self) -> float:
+        """Seconds the loop has waited on train-step compilations so far."""
+        return SECONDS["loop"] - self.start["loop"] + self.waited
+
+    def report(self) -> dict:
+        """The figures for metrics.json: compile seconds stalled and hidden, hits, misses,
+        and the steps where a new stage started (compiled ahead or not) and where calls
+        stalled."""
+        worker = SECONDS["worker"] - self.start["worker"]
+        return {
+            "compile_seconds_stalled": self.stalled,
+            "compile_seconds_hidden": max(worker - self.waited, 0.0),
+            "compile_seconds_waited": self.waited,  # of the stalled: waiting for the worker
+            "compile_ahead_hits": [step for step, hit in self.stages if hit],
+            "compile_ahead_misses": [step for step, hit in self.stages if not hit],
+            "compile_stalls": [[step, round(s, 3)] for step, s in self.stalls],
+        }
+
+
+class _Job:
+    """One prediction: its stages are registered (so that the loop knows what is coming)
+    before any is compiled."""
+
+    def __init__(self, predict: Callable[[], Sequence[Stage]], registered: threading.Event):
+        self.predict, self.registered = predict, registered
+
+    def run(self, ahead: Ahead) -> list[tuple[Future, Args, RenderSettings]]:
+        """Register the predicted stages not compiled yet; returns them, to compile."""
+        stages = []
+        try:
+            if not self.registered.is_set():  # else superseded before it started
+                stages = [(signature(*stage), *stage) for stage in self.predict()]
+        except Exception:  # noqa: BLE001 (a failed prediction is a miss, not an error)
+            stages = []
+        new = []
+        for key, args, settings in stages:
+            if key not in ahead.ready:
+                ahead.ready[key] = Future()
+                new.append((ahead.ready[key], args, settings))
+        self.registered.set()
+        return new

@@ -1,0 +1,91 @@
+"""Compile ahead (`tensorf.ahead`): the stage after each grid event is predicted from a
+copy of the state and compiled on a background thread; the prediction is what the loop
+then uses, the numbers are the same as without it, and the compile seconds are split into
+stalled and hidden."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import jax
+import numpy as np
+import pytest
+from synthetic import tiny_config
+
+from tensorf import experiment, parallel, training
+from tensorf.ahead import Ahead, signature
+
+MESH = parallel.data_mesh()
+
+
+def logged(run_dir) -> list[dict]:
+    """log.jsonl without the wall-clock figures."""
+    lines = (run_dir / experiment.LOG_FILE).read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "rays_per_s"} for line in lines]
+
+
+def test_every_grid_event_swaps_in_the_stage_compiled_ahead(tiny_run):
+    """The tiny run's events (20: mask, shrink and upsample; 40: mask, ray filtering,
+    shrink and regrid) start stages whose shapes and settings were predicted exactly; only
+    the first stage and the first buffer fit (step 1's counts) were not."""
+    cfg, metrics = tiny_run
+    assert cfg.compile_ahead
+    assert {20, 40} <= set(metrics["compile_ahead_hits"])
+    assert metrics["compile_ahead_misses"][:2] == [0, 1]
+    assert not {20, 40} & set(metrics["compile_ahead_misses"])
+    stalled, hidden = metrics["compile_seconds_stalled"], metrics["compile_seconds_hidden"]
+    total = metrics["train_step_compile_seconds"]
+    assert stalled > 0 and hidden >= 0 and 0 < metrics["compile_seconds_waited"] <= stalled
+    # Every second of compilation either stalled the loop or was hidden; the loop's waits
+    # for the worker count as stalled, also while it was predicting rather than compiling.
+    assert total - 1e-6 <= stalled + hidden <= total + metrics["compile_seconds_waited"] + 1e-6
+    assert sum(s for _, s in metrics["compile_stalls"]) == pytest.approx(stalled, abs=0.01)
+
+
+def test_without_compile_ahead_the_same_run(tiny_run, sphere_scene, tmp_path):
+    """--no-compile-ahead: every stage compiles in the loop (all stalled, nothing hidden),
+    and the run logs exactly what the run with it logged."""
+    cfg_a, _ = tiny_run
+    cfg = dataclasses.replace(tiny_config(sphere_scene, tmp_path / "plain"), compile_ahead=False)
+    metrics = experiment.train(cfg)
+    assert logged(cfg.run_dir) == logged(cfg_a.run_dir)
+    assert metrics["compile_ahead_hits"] == [] and metrics["compile_seconds_hidden"] == 0.0
+    assert metrics["compile_ahead_misses"][0] == 0 and 20 in metrics["compile_ahead_misses"]
+    assert metrics["compile_seconds_stalled"] == pytest.approx(
+        metrics["train_step_compile_seconds"], abs=1e-9
+    )
+
+
+def test_predictions_are_due_ahead_of_an_event_and_just_before_it(sphere_scene, tmp_path):
+    cfg = tiny_config(sphere_scene, tmp_path / "unused")
+    with Ahead(training.StepSpec.of(cfg), MESH, enabled=True) as ahead:
+        assert not ahead.due(0, 10, None)  # no event left
+        assert not ahead.due(0, 10, 500)  # no rate measured yet
+        ahead.rate = (0, time.perf_counter() - 100.0)  # 100 steps took 100 s
+        assert not ahead.due(100, 10, 500)  # 400 s of training away
+        assert ahead.due(450, 10, 500)  # under a minute away
+        ahead.predicted[500] = 1
+        assert not ahead.due(460, 10, 500)  # predicted already
+        assert ahead.due(490, 10, 500)  # the call that ends at the event: once more
+        ahead.predicted[500] = 2
+        assert not ahead.due(490, 10, 500)
+    with Ahead(training.StepSpec.of(cfg), MESH, enabled=False) as ahead:
+        assert not ahead.due(490, 10, 500)
+
+
+def test_a_stage_is_its_settings_and_its_arguments_shapes(sphere_scene, tmp_path):
+    cfg = tiny_config(sphere_scene, tmp_path / "unused")
+    state = parallel.replicate(training.init_state(cfg), MESH)
+    settings = training.settings_for(cfg, state)
+    hyper = training.Hyper.of(cfg)
+    key = signature((state, hyper), settings)
+    other = training.init_state(dataclasses.replace(cfg, seed=1))
+    assert signature((parallel.replicate(other, MESH), training.Hyper.of(cfg)), settings) == key
+    bigger = dataclasses.replace(settings, density_capacity=2 * settings.density_capacity)
+    assert signature((state, hyper), bigger) != key
+    upsampled = training.upsample(parallel.local_copy(state), cfg, 20**3)
+    assert signature((parallel.replicate(upsampled, MESH), hyper), settings) != key
+    local = jax.tree.map(np.asarray, state)  # the same shapes, not placed on the mesh
+    assert signature((local, hyper), settings) != key
