@@ -75,7 +75,7 @@ class Ahead:
         self.waited = 0.0  # seconds the loop waited for the worker
         self.stalls: list[tuple[int, float]] = []  # (step, stalled seconds) per stalling call
         self.stages: list[tuple[int, bool]] = []  # (step, compiled ahead) of each new stage
-        self.rate: tuple[int, float] | None = None  # (step, time) of the first call
+        self.rate: tuple[int, float] | None = None  # (step, time) of this stage's first call
         self.start = dict(SECONDS)
         self.lock = threading.Lock()
         self.job: _Job | None = None  # the prediction the worker is to run next
@@ -90,8 +90,8 @@ class Ahead:
     def due(self, step: int, n: int, event: int | None) -> bool:
         """Whether to predict the stage after the grid event at `event` (None: none left)
         before the call of `n` steps from `step`: first once it is LEAD_SECONDS of
-        training away (at the rate of the calls so far), then before the call that ends
-        there."""
+        training away (at the rate of this stage's calls so far), then before the call
+        that ends there."""
         if not self.enabled or event is None:
             return False
         made = self.predicted.get(event, 0)
@@ -119,16 +119,17 @@ class Ahead:
         """`training.train_steps` with the executable compiled ahead for this stage, if
         any; `step`: where the call starts (for the record of stalls)."""
         stalled = SECONDS["loop"] + self.waited
-        if self.rate is None:
-            self.rate = (step, time.perf_counter())
         key = signature((state, pool, hyper), settings)
         if key != self.current:
             self.current, self.call = key, self._find(key)
             self.stages.append((step, self.call is not None))
+            self.rate = None
         if self.call is None:
             out = training.train_steps(state, pool, n, hyper, self.spec, settings, self.mesh)
         else:
             out = self.call(state, pool, n, hyper)
+        if self.rate is None:  # measured from after the compilation
+            self.rate = (step, time.perf_counter())
         stalled = SECONDS["loop"] + self.waited - stalled
         if stalled > 0:
             self.stalls.append((step, stalled))
