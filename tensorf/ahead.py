@@ -28,9 +28,10 @@ from jax.sharding import Mesh
 from tensorf import training
 from tensorf.render import RenderSettings
 
-# Predict a grid event's stage once its estimated distance is under this many seconds of
-# training (enough for a compilation on a loaded 2-core CPU), and again just before it
-# from the freshest state (an alpha mask's box is read from the field).
+# Predict an upsample's stage once its estimated distance is under this many seconds of
+# training (enough for a compilation on a loaded 2-core CPU), and every grid event's just
+# before it, from the freshest state (an alpha mask's box is read from the field: from
+# afar, it is a compilation wasted).
 LEAD_SECONDS = 60.0
 WORKER = "tensorf-ahead"
 
@@ -87,17 +88,17 @@ class Ahead:
             self.worker = threading.Thread(target=self._work, name=WORKER, daemon=True)
             self.worker.start()
 
-    def due(self, step: int, n: int, event: int | None) -> bool:
+    def due(self, step: int, n: int, event: int | None, early: bool) -> bool:
         """Whether to predict the stage after the grid event at `event` (None: none left)
-        before the call of `n` steps from `step`: first once it is LEAD_SECONDS of
-        training away (at the rate of this stage's calls so far), then before the call
-        that ends there."""
+        before the call of `n` steps from `step`: before the call that ends there, and
+        with `early` (a stage that a state far from the event predicts exactly) also once
+        it is LEAD_SECONDS of training away (at the rate of this stage's calls so far)."""
         if not self.enabled or event is None:
             return False
         made = self.predicted.get(event, 0)
         if step + n == event:
             return made < 2
-        if made or self.rate is None or step <= self.rate[0]:
+        if not early or made or self.rate is None or step <= self.rate[0]:
             return False
         per_step = (time.perf_counter() - self.rate[1]) / (step - self.rate[0])
         return (event - step) * per_step <= LEAD_SECONDS
@@ -198,8 +199,11 @@ class Ahead:
     def __enter__(self) -> Ahead:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, kind: type | None, *exc_info: object) -> None:
+        # Stopped at once (a second Ctrl-C): not after a compilation; the worker is a
+        # daemon thread.
+        if kind is not KeyboardInterrupt:
+            self.close()
 
     @property
     def stalled(self) -> float:

@@ -275,11 +275,11 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
             events = {1, *cfg.mask_steps, *voxels, *plan.stops()}
             n = next_stop(step, run_cfg.n_iters, per_call, every, events) - step
             grid = next((s for s in grids if step < s < run_cfg.n_iters), None)
-            if ahead.due(step, n, grid):
+            # An upsample alone is predicted exactly from afar; a mask is read from the field.
+            if ahead.due(step, n, grid, early=grid not in cfg.mask_steps):
                 ahead.prepare(grid, functools.partial(
-                    next_stages, jax.tree.map(jnp.copy, state),  # the call below donates it
-                    pool, settings, meter.latest, hyper, cfg, grid, voxels, filter_rays,
-                    projection, mesh,
+                    next_stage, jax.tree.map(jnp.copy, state),  # the call below donates it
+                    pool, hyper, cfg, grid, voxels, filter_rays, projection, mesh,
                 ))  # fmt: skip
             state, metrics = ahead.train_steps(state, device_pool, n, hyper, settings, step)
             step += n
@@ -402,7 +402,6 @@ class _Meter:
         self.cfg, self.pool, self.writer, self.log, self.bar = cfg, pool, writer, log, bar
         self.viewer = viewer
         self.peaks = saved.get("peaks")  # of the last step read, applied by `fit`
-        self.latest = self.peaks  # the same, kept after `fit` (the next grid's estimate)
         # The buffers grow as soon as a step needs more, but shrink only at a few points
         # (the first fit after the start or a grid event, and after each checkpoint step),
         # to the largest peaks since the last such point: each resize is a compilation.
@@ -417,7 +416,7 @@ class _Meter:
         """The metrics of a call's `n` steps (see `training.train_steps`), the last `step`."""
         m = read(metrics)
         peaks = [int(m[k][:n].max()) for k in ("density_peak", "appearance_peak")]
-        self.peaks = self.latest = peaks
+        self.peaks = peaks
         self.high = peaks if self.high is None else list(map(max, self.high, peaks))
         for i, finite in enumerate(m["finite"][:n]):
             self.bad_steps = 0 if finite else self.bad_steps + 1
@@ -528,16 +527,15 @@ def after_events(state, pool, cfg: TrainConfig, step: int, voxels: dict, filter_
     return state, pool, device_pool, training.settings_for(cfg, state, projection)
 
 
-def next_stages(state, pool, settings, peaks, hyper, cfg: TrainConfig, step: int,
-                voxels: dict, filter_rays: bool, projection, mesh) -> list:  # fmt: skip
-    """The stages (step arguments and settings) that follow the grid events at `step`, as
-    the loop will derive them, predicted from `state` (a copy, taken before): the one
-    right after the events (buffers for the worst case), and the one the buffers are fitted
-    to once the new grid's counts are read (estimated from `peaks`, the last read)."""
+def next_stage(state, pool, hyper, cfg: TrainConfig, step: int, voxels: dict,
+               filter_rays: bool, projection, mesh) -> list:  # fmt: skip
+    """The stage (step arguments and settings) that follows the grid events at `step`, as
+    the loop will derive it, predicted from `state` (a copy, taken before). The loop's
+    buffers are sized for the worst case there (`carry_capacity` is given no peaks, as the
+    read before the event has applied them)."""
     state, _, device_pool, fresh = after_events(state, pool, cfg, step, voxels, filter_rays,
                                                 projection, mesh)  # fmt: skip
-    args = (state, device_pool, hyper)
-    return [(args, fresh), (args, carry_capacity(fresh, settings, peaks))]
+    return [((state, device_pool, hyper), fresh)]
 
 
 # --fill-budget: the step rate is measured over PLAN_STEPS steps, starting PLAN_WARMUP steps

@@ -61,18 +61,20 @@ def test_without_compile_ahead_the_same_run(tiny_run, sphere_scene, tmp_path):
 def test_predictions_are_due_ahead_of_an_event_and_just_before_it(sphere_scene, tmp_path):
     cfg = tiny_config(sphere_scene, tmp_path / "unused")
     with Ahead(training.StepSpec.of(cfg), MESH, enabled=True) as ahead:
-        assert not ahead.due(0, 10, None)  # no event left
-        assert not ahead.due(0, 10, 500)  # no rate measured yet
+        assert not ahead.due(0, 10, None, early=True)  # no event left
+        assert not ahead.due(0, 10, 500, early=True)  # no rate measured yet
         ahead.rate = (0, time.perf_counter() - 100.0)  # 100 steps took 100 s
-        assert not ahead.due(100, 10, 500)  # 400 s of training away
-        assert ahead.due(450, 10, 500)  # under a minute away
+        assert not ahead.due(100, 10, 500, early=True)  # 400 s of training away
+        assert ahead.due(450, 10, 500, early=True)  # under a minute away
+        assert not ahead.due(450, 10, 500, early=False)  # an alpha mask: not from afar
+        assert ahead.due(490, 10, 500, early=False)  # but before the call that ends there
         ahead.predicted[500] = 1
-        assert not ahead.due(460, 10, 500)  # predicted already
-        assert ahead.due(490, 10, 500)  # the call that ends at the event: once more
+        assert not ahead.due(460, 10, 500, early=True)  # predicted already
+        assert ahead.due(490, 10, 500, early=True)  # the call that ends at the event: once more
         ahead.predicted[500] = 2
-        assert not ahead.due(490, 10, 500)
+        assert not ahead.due(490, 10, 500, early=True)
     with Ahead(training.StepSpec.of(cfg), MESH, enabled=False) as ahead:
-        assert not ahead.due(490, 10, 500)
+        assert not ahead.due(490, 10, 500, early=True)
 
 
 def test_a_stage_is_its_settings_and_its_arguments_shapes(sphere_scene, tmp_path):
