@@ -21,13 +21,15 @@ from typing import Literal
 import numpy as np
 import tyro
 
-from tensorf import camera_path, checkpoint, cli
-from tensorf.cameras import orbit_poses, seen_arc, spiral_poses
+from tensorf import cli
 from tensorf.cli import ConfigError, check_writable
 from tensorf.config import CHUNK, TrainConfig
-from tensorf.frames import render_frames
-from tensorf.training import ndc_for
-from tensorf.visualize import VIDEO_SUFFIXES
+from tensorf.geometry import camera_path
+from tensorf.geometry.cameras import orbit_poses, seen_arc, spiral_poses
+from tensorf.render.frames import render_frames
+from tensorf.render.sampling import ndc_for
+from tensorf.render.visualize import VIDEO_SUFFIXES
+from tensorf.train import checkpoint
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pytest
 from cli_helpers import REPO
 
 from tensorf import data, experiment
-from tensorf.config import DEMO_SCENE, PRESETS
+from tensorf.presets import DEMO_SCENE, PRESETS
 
 SCRIPTS = ("tensorf-train", "tensorf-eval", "tensorf-render", "tensorf-mesh", "tensorf-viewer")
 

@@ -18,62 +18,20 @@ the first (transmittance below the weight threshold) skip the second.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Callable
-from typing import Literal
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import jmp
 import numpy as np
-from jax.sharding import Mesh
 
-from tensorf import contraction, decomposition, field
-from tensorf.alpha_mask import AlphaMask, is_occupied
-from tensorf.cameras import Intrinsics, pixel_rays
-from tensorf.config import CHUNK, ModelConfig, Precision
-from tensorf.ndc import ndc_rays, world_distance
-from tensorf.parallel import AXIS, REPLICATED, SHARDED, data_mesh, fetch, split_rows
-
-
-@dataclasses.dataclass(frozen=True)
-class RenderSettings:
-    """Static (hashable) sampling settings: jit specialises on them."""
-
-    n_samples: int  # evenly spaced samples per ray through the aabb
-    step_size: float  # in world units, or in NDC ray parameter t
-    density_capacity: int  # occupied samples per batch that get a density evaluation
-    appearance_capacity: int  # samples per batch that get the shading MLP
-    appearance_samples: int  # top-k by weight per ray considered for shading
-    unselected: Literal["renormalize", "black"]
-    near: float
-    far: float
-    weight_threshold: float = 1e-4  # official rm_weight_mask_thre
-    precision: Precision = "f32"  # compute dtype of grid lookups and the MLP
-    ndc: tuple[float, float] | None = None  # NDC projection (`ndc.projection`), or world rays
-    background: float = 1.0  # colour where rays end on nothing (1 white, 0 black)
-    contract: bool = False  # unbounded: the aabb is contracted space (`tensorf.contraction`)
-    outer_samples: int = 0  # with `contract`: samples per ray beyond the inner box
-    # The box holding the alpha mask's occupied cells (xmin ymin zmin xmax ymax zmax, in
-    # lookup coordinates; None: unknown), and how many samples cover any ray's way through
-    # it (0: the whole ray). See `training.occupied_window`.
-    occupied: tuple[float, ...] | None = None
-    window: int = 0
-    # Two passes (`render_image`; 0: one): the first marches this many samples of every
-    # ray; the rays still visible after it that have samples left in the occupied box
-    # march the rest, packed into `rest_rays` rays with `rest_density_capacity` samples.
-    segment: int = 0
-    rest_rays: int = 0
-    rest_density_capacity: int = 0
-
-    @property
-    def samples_per_ray(self) -> int:
-        """Samples each ray marches (and the size of the dense per-ray arrays)."""
-        return self.window or self.n_samples + self.outer_samples
-
-
-DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16}
+from tensorf.config import ModelConfig, Precision
+from tensorf.field import field
+from tensorf.field.alpha_mask import AlphaMask, is_occupied
+from tensorf.geometry import contraction
+from tensorf.geometry.ndc import ndc_rays, world_distance
+from tensorf.render.sampling import DTYPES, RenderSettings
 
 
 def to_compute(tree, precision: Precision):
@@ -155,10 +113,77 @@ def render_rays(
     n_rays, n = origins.shape[0], settings.samples_per_ray
     params = to_compute(params, settings.precision)
     offset = jnp.zeros(n_rays) if jitter is None else jitter
-    o, d = origins, dirs
+    s = _samples(settings, aabb, origins, dirs, offset)
+    grid = n_rays * n  # samples in the (rays, samples) grid; a flat index past it is padding
+    depths = functools.partial(_optical_depths, params, cfg, settings, aabb, mask, s)
+    split = settings.segment or n
+    flat, tau, density_count = depths(slice(None), True, 0, split, settings.density_capacity)
+    # The optical depths go to the dense grid at once: XLA then fuses the density lookups
+    # into one loop (read twice, it splits them into eight slow gathers).
+    dense = jnp.zeros(grid).at[flat].add(tau, mode="drop").reshape(n_rays, n)
+    rest_count = rest_density_count = jnp.int32(0)
+    if settings.segment:
+        # Beyond a transmittance of weight_threshold every weight is below it: such samples
+        # are never shaded, and are left out of acc and depth (by less than the threshold).
+        visible = dense[:, :split].sum(-1) < -np.log(settings.weight_threshold)
+        ahead = visible & s.in_range[:, split]
+        if settings.occupied is not None:
+            ahead &= s.t[:, split] < s.t_out
+        rest, rest_ok, rest_count = compact(ahead, settings.rest_rays)
+        more, tau, rest_density_count = depths(rest, rest_ok[:, None], split, n,
+                                               settings.rest_density_capacity)  # fmt: skip
+        dense = dense.reshape(-1).at[more].add(tau, mode="drop").reshape(n_rays, n)
+        flat = jnp.concatenate([flat, more])
+    # Weights only where there is density (elsewhere they are 0), with the transmittance
+    # from the exclusive cumulative sum over the dense grid.
+    at = jnp.minimum(flat, grid - 1)
+    tau = dense.reshape(-1)[at]
+    before = (jnp.cumsum(dense, axis=-1) - dense).reshape(-1)[at]
+    weights = compositing_weights(tau, before)
+    weights = jnp.zeros(grid).at[flat].add(weights, mode="drop").reshape(n_rays, n)
+    acc = weights.sum(-1)
+    distance = world_distance(s.t, origins, dirs) if settings.ndc else s.t
+    depth = (weights * distance).sum(-1)
+    rgb, appearance_count = _shade(params, cfg, settings, aabb, s, dirs, weights, acc,
+                                   background)  # fmt: skip
+    return {
+        "rgb": rgb,
+        "depth": depth,
+        "acc": acc,
+        "density_count": density_count,
+        "appearance_count": appearance_count,
+        "rest_count": rest_count,
+        "rest_density_count": rest_density_count,
+    }
+
+
+class _Samples(NamedTuple):
+    """Where a batch of rays is sampled. The grid is looked up along `o` + t `d` (world or
+    NDC rays), in contracted coordinates when `contract`."""
+
+    o: jax.Array  # (rays, 3)
+    d: jax.Array  # (rays, 3)
+    t: jax.Array  # (rays, samples) distances of the samples along the rays
+    dt: jax.Array  # (rays * samples,) their lengths in world units (NDC: of the NDC ray)
+    in_range: jax.Array  # (rays, samples) bool: within the box and the ray's samples
+    t_out: jax.Array | None  # (rays,) where each ray leaves the occupied box (None: unknown)
+    contract: bool
+
+    def lookup(self, rays, t: jax.Array) -> jax.Array:
+        """Where the grid is looked up (world, NDC or contracted coordinates) at distances
+        t (rays, samples) along `rays` (indices or a slice) -> (rays, samples, 3)."""
+        points = self.o[rays, None] + self.d[rays, None] * t[..., None]
+        return contraction.contract(points) if self.contract else points
+
+
+def _samples(settings: RenderSettings, aabb: jax.Array, origins: jax.Array, dirs: jax.Array,
+             offset: jax.Array) -> _Samples:  # fmt: skip
+    """The samples of world rays (rays, 3), each offset by `offset` (rays,) of a step."""
+    n_rays, n = origins.shape[0], settings.samples_per_ray
+    o, d, t_out = origins, dirs, None
     if settings.contract:
-        t_in, t_out = ray_aabb(o, d, contraction.INNER, settings.near, settings.far)
-        t_exit = jnp.where(t_in < t_out, t_out, settings.near)
+        t_in, t_exit = ray_aabb(o, d, contraction.INNER, settings.near, settings.far)
+        t_exit = jnp.where(t_in < t_exit, t_exit, settings.near)
         t, dt = contraction.sample_distances(t_exit, offset, settings.n_samples,
                                              settings.outer_samples, settings.step_size,
                                              settings.near, settings.far)  # fmt: skip
@@ -182,60 +207,37 @@ def render_rays(
         t = t_min[:, None] + (k.astype(jnp.float32) + offset[:, None]) * settings.step_size
         dt = settings.step_size * length
         in_range = (t < t_max[:, None]) & (k < settings.n_samples)
-
-    def lookup(rays, t):
-        """Where the grid is looked up (world, NDC or contracted coordinates) at distances
-        t (rays, samples) along `rays` (indices or a slice) -> (rays, samples, 3)."""
-        points = o[rays, None] + d[rays, None] * t[..., None]
-        return contraction.contract(points) if settings.contract else points
-
-    grid = n_rays * n  # samples in the (rays, samples) grid; a flat index past it is padding
     dt = jnp.broadcast_to(dt, (n_rays, n)).reshape(-1)
+    return _Samples(o, d, t, dt, in_range, t_out, settings.contract)
 
-    def optical_depths(rays, ok_rays, start, stop, capacity):
-        """The samples start..stop of `rays` (indices, or a slice for all; `ok_rays` masks
-        padding) where the alpha mask is occupied, packed into `capacity`: their flat
-        indices in the grid, sigma * dt, and the number of samples that needed a slot."""
-        points = lookup(rays, t[rays, start:stop])
-        valid = in_range[rays, start:stop] & ok_rays & is_occupied(mask, points)
-        idx, ok, count = compact(valid, capacity)
-        xyz = to_compute(field.normalize(points.reshape(-1, 3)[idx], aabb), settings.precision)
-        sigma = jnp.where(ok, field.density(params, cfg, xyz), 0.0)
-        width = stop - start
-        row = idx // width if isinstance(rays, slice) else rays[idx // width]
-        flat = jnp.where(ok, row * n + start + idx % width, grid)
-        return flat, sigma * dt[jnp.minimum(flat, grid - 1)] * cfg.distance_scale, count
 
-    split = settings.segment or n
-    flat, tau, density_count = optical_depths(slice(None), True, 0, split,
-                                              settings.density_capacity)  # fmt: skip
-    # The optical depths go to the dense grid at once: XLA then fuses the density lookups
-    # into one loop (read twice, it splits them into eight slow gathers).
-    dense = jnp.zeros(grid).at[flat].add(tau, mode="drop").reshape(n_rays, n)
-    rest_count = rest_density_count = jnp.int32(0)
-    if settings.segment:
-        # Beyond a transmittance of weight_threshold every weight is below it: such samples
-        # are never shaded, and are left out of acc and depth (by less than the threshold).
-        visible = dense[:, :split].sum(-1) < -np.log(settings.weight_threshold)
-        ahead = visible & in_range[:, split]
-        if settings.occupied is not None:
-            ahead &= t[:, split] < t_out
-        rest, rest_ok, rest_count = compact(ahead, settings.rest_rays)
-        more, tau, rest_density_count = optical_depths(rest, rest_ok[:, None], split, n,
-                                                       settings.rest_density_capacity)  # fmt: skip
-        dense = dense.reshape(-1).at[more].add(tau, mode="drop").reshape(n_rays, n)
-        flat = jnp.concatenate([flat, more])
-    # Weights only where there is density (elsewhere they are 0), with the transmittance
-    # from the exclusive cumulative sum over the dense grid.
-    at = jnp.minimum(flat, grid - 1)
-    tau = dense.reshape(-1)[at]
-    before = (jnp.cumsum(dense, axis=-1) - dense).reshape(-1)[at]
-    weights = compositing_weights(tau, before)
-    weights = jnp.zeros(grid).at[flat].add(weights, mode="drop").reshape(n_rays, n)
-    acc = weights.sum(-1)
-    distance = world_distance(t, origins, dirs) if settings.ndc else t
-    depth = (weights * distance).sum(-1)
+def _optical_depths(
+    params: field.Params, cfg: ModelConfig, settings: RenderSettings, aabb: jax.Array,
+    mask: AlphaMask, s: _Samples, rays, ok_rays, start: int, stop: int, capacity: int,
+) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
+    """The samples start..stop of `rays` (indices, or a slice for all; `ok_rays` masks
+    padding) where the alpha mask is occupied, packed into `capacity`: their flat indices
+    in the (rays, samples) grid, sigma * dt, and the number of samples that needed a slot."""
+    n = settings.samples_per_ray
+    grid = s.t.shape[0] * n
+    points = s.lookup(rays, s.t[rays, start:stop])
+    valid = s.in_range[rays, start:stop] & ok_rays & is_occupied(mask, points)
+    idx, ok, count = compact(valid, capacity)
+    xyz = to_compute(field.normalize(points.reshape(-1, 3)[idx], aabb), settings.precision)
+    sigma = jnp.where(ok, field.density(params, cfg, xyz), 0.0)
+    width = stop - start
+    row = idx // width if isinstance(rays, slice) else rays[idx // width]
+    flat = jnp.where(ok, row * n + start + idx % width, grid)
+    return flat, sigma * s.dt[jnp.minimum(flat, grid - 1)] * cfg.distance_scale, count
 
+
+def _shade(params: field.Params, cfg: ModelConfig, settings: RenderSettings, aabb: jax.Array,
+           s: _Samples, dirs: jax.Array, weights: jax.Array, acc: jax.Array,
+           background: jax.Array | None) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+    """Colours (rays, 3) from each ray's top-k samples by weight (rays, samples) above the
+    weight threshold, packed into the appearance buffer, composited over the background;
+    and the number of samples that needed a slot there."""
+    n_rays, n = weights.shape
     k = min(settings.appearance_samples, n)
     top_w, top_idx = jax.lax.top_k(weights, k)  # (rays, k)
     app, app_ok, appearance_count = compact(
@@ -249,223 +251,9 @@ def render_rays(
         w = w * (acc / jnp.maximum(shaded, 1e-10))[ray]
     # Shading sees the world direction, for NDC rays too (the official code uses the
     # normalised NDC direction, which the projection bends away from the physical one).
-    points = lookup(ray, t[ray, sample][:, None])[:, 0]
+    points = s.lookup(ray, s.t[ray, sample][:, None])[:, 0]
     xyz, viewdirs = to_compute((field.normalize(points, aabb), dirs[ray]), settings.precision)
     rgb = field.radiance(params, cfg, xyz, viewdirs)  # (capacity, 3)
     background = settings.background if background is None else background
     rgb = jnp.zeros((n_rays, 3)).at[ray].add(w[:, None] * rgb) + (1.0 - acc)[:, None] * background
-    return {
-        "rgb": rgb,
-        "depth": depth,
-        "acc": acc,
-        "density_count": density_count,
-        "appearance_count": appearance_count,
-        "rest_count": rest_count,
-        "rest_density_count": rest_density_count,
-    }
-
-
-# The buffers of a render (RenderSettings fields) and the counts (of render_rays) they hold.
-BUFFERS = {
-    "density_capacity": "density_count",
-    "appearance_capacity": "appearance_count",
-    "rest_rays": "rest_count",
-    "rest_density_capacity": "rest_density_count",
-}
-
-
-@functools.partial(jax.jit, static_argnames=("cfg", "settings", "mesh"))
-def _render_chunk(params, aabb, mask, origins, dirs, cfg, settings, mesh):
-    """Rays split over the devices; returns rgb, depth, acc and the counts of BUFFERS
-    summed over devices and the largest on one device."""
-
-    def local(params, aabb, mask, origins, dirs):
-        out = render_rays(params, cfg, settings, aabb, mask, origins, dirs)
-        counts = jnp.stack([out[count] for count in BUFFERS.values()])
-        return (out["rgb"], out["depth"], out["acc"],
-                jax.lax.psum(counts, AXIS), jax.lax.pmax(counts, AXIS))  # fmt: skip
-
-    return jax.shard_map(
-        local, mesh=mesh, in_specs=(REPLICATED,) * 3 + (SHARDED,) * 2,
-        out_specs=(SHARDED,) * 3 + (REPLICATED,) * 2,
-    )(params, aabb, mask, origins, dirs)  # fmt: skip
-
-
-def bucket(n: int) -> int:
-    """Round a buffer size up to (1, 1.25, 1.5 or 1.75) * 2^i, at least 1024: four sizes per
-    octave waste at most 25% while bounding recompilations."""
-    size = 1024
-    while size * 2 < n:
-        size *= 2
-    return next(size * q // 4 for q in (4, 5, 6, 7, 8) if size * q // 4 >= n)
-
-
-def fit_capacity(settings: RenderSettings, peaks: dict[str, int], shrink: bool) -> RenderSettings:
-    """Buffers (named as in BUFFERS) with ~25% headroom over the counts a batch needed.
-    They grow whenever a count overflowed; with `shrink`, they also shrink once they
-    exceed 1.6x the count, a margin a freshly fitted buffer (1.25x, then up to 1.25x by
-    `bucket`) stays under."""
-
-    def fit(cap: int, count: int) -> int:
-        if count > cap or (shrink and 1.6 * count < cap):
-            return bucket(int(count * 1.25) + 1)
-        return cap
-
-    return dataclasses.replace(
-        settings, **{k: fit(getattr(settings, k), count) for k, count in peaks.items()}
-    )
-
-
-def carry_capacity(
-    settings: RenderSettings, before: RenderSettings, peaks: tuple[int, int] | None
-) -> RenderSettings:
-    """Buffers for a new grid (`settings`, sized for the worst case) from the peaks counted
-    just before it: the density count scaled by the change in samples per ray, with the
-    usual 25% headroom. Compiling the worst case and then the fitted size would cost two
-    compilations (and a very slow step) per grid event; this usually costs one."""
-    if peaks is None:
-        return settings
-    scale = settings.samples_per_ray / before.samples_per_ray
-    return dataclasses.replace(
-        settings,
-        density_capacity=min(settings.density_capacity, bucket(int(peaks[0] * scale * 1.25) + 1)),
-        appearance_capacity=min(settings.appearance_capacity, bucket(int(peaks[1] * 1.25) + 1)),
-    )
-
-
-# Renders sum the density grid into a dense volume once (`decomposition.bake`) up to this
-# many voxels (256 MB of float32); larger grids, such as LLFF's 640^3, keep their factors.
-BAKE_MAX_VOXELS = 2**26
-
-# The rays left over after the full chunks of an image go in chunks this many times
-# smaller: a chunk costs the same however many of its rays are padding.
-TAIL = 4
-
-
-def baked(params: field.Params) -> field.Params:
-    """The field with its density grid summed into a volume, for renders (see
-    BAKE_MAX_VOXELS); bake once before rendering many images of one field."""
-    density = params["density"]
-    if isinstance(density, decomposition.Baked) or np.prod(density.resolution) > BAKE_MAX_VOXELS:
-        return params
-    return {**params, "density": decomposition.bake(density)}
-
-
-def _scaled(settings: RenderSettings, factor: int) -> RenderSettings:
-    """Buffers for a chunk `factor` times smaller (shuffled rays: proportional counts)."""
-    return dataclasses.replace(
-        settings, **{k: bucket(-(-getattr(settings, k) // factor)) for k in BUFFERS}
-    )
-
-
-def render_image(
-    params: field.Params,
-    cfg: ModelConfig,
-    settings: RenderSettings,
-    aabb: jax.Array,
-    mask: AlphaMask,
-    c2w: np.ndarray,
-    intrinsics: Intrinsics,
-    chunk: int = CHUNK,
-    mesh: Mesh | None = None,
-    cancelled: Callable[[], bool] | None = None,
-) -> tuple[dict[str, np.ndarray] | None, RenderSettings]:
-    """Render a full view in fixed-size chunks of rays, each split over the devices of
-    `mesh` (default: all); a chunk whose buffers overflowed is rendered again with larger
-    ones, so the image is exact.
-
-    The rays are shuffled before chunking: every chunk then holds about the image's mean
-    number of occupied samples, so the buffers (whose size sets the cost) fit all chunks
-    tightly, instead of fitting the chunk through the middle of the object. The rays left
-    after the full chunks go in chunks TAIL times smaller, with buffers scaled to match.
-
-    Once the occupied box is known, rays march in two passes: the first covers 3/8 of the
-    samples, and only the rays still visible, with samples left in the box, march the
-    rest. What that skips weighs less than the weight threshold in all, so pixels change
-    by less than 2e-4 (an official-code departure that only makes renders faster).
-
-    Returns rgb (H, W, 3), depth (H, W) and acc (H, W) as numpy arrays with the mean
-    density evaluations and shaded samples per ray, and the settings with the buffer
-    sizes (per device, for a full chunk) that fitted: pass them on to the next image to
-    avoid retries. `cancelled` is asked before each chunk; once it says yes, the image is
-    None (the viewer's camera moved on).
-    """
-    mesh = mesh or data_mesh()
-    tail = -(-chunk // (TAIL * mesh.size)) * mesh.size
-    chunk = tail * TAIL
-    params = baked(params)
-    height, width = intrinsics.height, intrinsics.width
-    n = height * width
-    pixels = np.arange(n)
-    c2w = jnp.asarray(c2w, jnp.float32)[None]
-    rays = pixel_rays(c2w, pixels % width, pixels // width, intrinsics)
-    origins, dirs = (np.asarray(x) for x in rays)
-    # Rays that miss the occupied box end on the background: only the others are marched.
-    known = settings.occupied is not None
-    hit = np.asarray(_reaches_occupied(origins, dirs, settings)) if known else None
-    order = np.random.default_rng(0).permutation(pixels if hit is None else pixels[hit])
-    m = len(order)
-    full = m // chunk * chunk
-    starts = [(i, chunk) for i in range(0, full, chunk)]
-    starts += [(i, tail) for i in range(full, m, tail)]
-    pad = sum(size for _, size in starts) - m
-    origins = np.pad(origins[order], ((0, pad), (0, 0)))
-    dirs = np.pad(dirs[order], ((0, pad), (0, 0)), constant_values=1.0)
-
-    # Settings that no render has sized yet (training's) are fitted to the first chunk;
-    # after that, buffers only grow: the views of a scene need different sizes (the
-    # second pass's differ by up to 4x), and each size is a compilation.
-    fresh = settings.rest_rays == 0
-    if known and not settings.segment:
-        # The first pass ends where most rays have left the box; the rays that see
-        # further march on, unless they have ended on a surface.
-        settings = dataclasses.replace(settings, segment=settings.samples_per_ray * 3 // 8,
-                                       rest_rays=chunk // mesh.size,
-                                       rest_density_capacity=settings.density_capacity)  # fmt: skip
-
-    outs, total = [], np.zeros(2)
-    for i, size in starts:
-        if cancelled is not None and cancelled():
-            return None, settings
-        rays = split_rows(mesh, origins[i : i + size], dirs[i : i + size])
-        factor = chunk // size
-        while True:
-            used = settings if factor == 1 else _scaled(settings, factor)
-            *out, counts, peaks = _render_chunk(params, aabb, mask, *rays, cfg, used, mesh)
-            # What a full chunk would need, to size the buffers of both chunk sizes.
-            needs = {k: int(p) * factor for k, p in zip(BUFFERS, peaks, strict=True)}
-            overflow = any(p > getattr(used, k) for k, p in zip(BUFFERS, peaks, strict=True))
-            if i == 0 and fresh:
-                # Shuffled chunks vary little in occupancy: size the buffers for the rest
-                # of the image from the first chunk, with 5% headroom.
-                settings = dataclasses.replace(
-                    settings, **{k: bucket(int(p * 1.05) + 1) for k, p in needs.items()}
-                )
-            elif overflow:
-                settings = fit_capacity(settings, needs, shrink=False)
-            if not overflow:
-                break
-        outs.append(fetch(*out))
-        counts = np.asarray(counts)
-        total += counts[0] + counts[3], counts[1]
-    image = {
-        "rgb": np.full((n, 3), settings.background, np.float32),
-        "depth": np.zeros((n, 1), np.float32),
-        "acc": np.zeros((n, 1), np.float32),
-    }
-    for key, values in zip(image, zip(*outs, strict=True), strict=True) if outs else ():
-        image[key][order] = np.concatenate(values)[:m].reshape(m, -1)
-    image = {key: values.reshape(height, width, -1) for key, values in image.items()}
-    image["depth"], image["acc"] = image["depth"][..., 0], image["acc"][..., 0]
-    image["density_evals_per_ray"] = total[0] / n
-    image["shaded_samples_per_ray"] = total[1] / n
-    return image, settings
-
-
-@functools.partial(jax.jit, static_argnames="settings")
-def _reaches_occupied(origins: jax.Array, dirs: jax.Array, settings: RenderSettings) -> jax.Array:
-    """(rays,) whether each ray passes through settings.occupied between near and far."""
-    o, d = (origins, dirs) if settings.ndc is None else ndc_rays(origins, dirs, settings.ndc)
-    box = jnp.reshape(jnp.array(settings.occupied), (2, 3))
-    t_in, t_out = ray_aabb(o, d, box, settings.near, settings.far)
-    return t_in < t_out
+    return rgb, appearance_count

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import viser
 
-from tensorf import camera_path
-from tensorf.camera_path import CameraPath, Keyframe
 from tensorf.errors import ConfigError
-from tensorf.viser_cameras import c2w_from_viser, viser_wxyz
+from tensorf.geometry import camera_path
+from tensorf.geometry.camera_path import CameraPath, Keyframe
+from tensorf.viewer.viser_cameras import c2w_from_viser, viser_wxyz
 
 FOLDER = "camera_paths"  # in the run directory, as nerfstudio's viewer names it
 NAME = re.compile(r"[A-Za-z0-9._-]+")
