@@ -4,12 +4,17 @@ pinhole of a browser's camera, and a frame (RGB or depth) of a field rendered th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from tensorf.config import TrainConfig
 from tensorf.geometry.cameras import Intrinsics, average_pose, look_at, spiral_focus
+from tensorf.render.image import baked, render_image
+from tensorf.render.sampling import image_settings, render_settings
+from tensorf.render.visualize import colorize_depth, depth_range, to_uint8
 
 
 def frame_intrinsics(fov: float, aspect: float, longest: int) -> Intrinsics:
@@ -88,3 +93,31 @@ class Field:
     mask: object
     resolution: tuple[int, int, int]
     settings: object = None  # RenderSettings, fitted frame after frame
+
+
+def render_frame(cfg: TrainConfig, cameras: dict, field: Field, c2w: np.ndarray, k: Intrinsics,
+                 mode: str, ndc: tuple[float, float] | None, mesh: Mesh,
+                 cancelled: Callable[[], bool] | None = None) -> np.ndarray | None:  # fmt: skip
+    """A frame (H, W, 3) uint8 of `field` from camera `c2w` (4, 4) through `k`: RGB, or depth
+    colour-mapped over the scene's depth bounds (`cameras` as `checkpoint.load_cameras`
+    returns them); None once `cancelled()` (asked between chunks of rays). The field's
+    first frame fits its render settings and bakes its density grid, once."""
+    if field.settings is None:
+        density = field.params["density"]
+        settings = render_settings(cfg, np.asarray(field.aabb), density.resolution, ndc,
+                                   field.mask)  # fmt: skip
+        field.settings = image_settings(settings, cfg)
+        field.params = baked(field.params)  # once, not once per frame
+    out, field.settings = render_image(
+        field.params, cfg.model, field.settings, field.aabb, field.mask, c2w, k,
+        cfg.render.chunk, mesh, cancelled,
+    )  # fmt: skip
+    if out is None:
+        return None
+    if mode == "RGB":
+        return to_uint8(out["rgb"])
+    if cameras["depth_bounds"] is not None:
+        near, far = cameras["depth_bounds"]
+    else:
+        near, far = depth_range(c2w[None], np.asarray(field.aabb))
+    return colorize_depth(out["depth"], out["acc"], near, far)

@@ -35,12 +35,10 @@ from tensorf.config import CHUNK, TrainConfig
 from tensorf.geometry.camera_path import CameraPath
 from tensorf.geometry.cameras import Intrinsics
 from tensorf.render.frames import render_frames
-from tensorf.render.image import baked, render_image
-from tensorf.render.sampling import image_settings, ndc_for, render_settings
-from tensorf.render.visualize import colorize_depth, depth_range, to_uint8
+from tensorf.render.sampling import ndc_for
 from tensorf.train.train_state import TrainState
 from tensorf.viewer.path_panel import PathPanel
-from tensorf.viewer.rendering import Field, frame_intrinsics, home_view
+from tensorf.viewer.rendering import Field, frame_intrinsics, home_view, render_frame
 from tensorf.viewer.viser_cameras import c2w_from_viser, viser_wxyz
 
 PREVIEW = 128  # longest side of the frames rendered while the camera moves
@@ -353,24 +351,5 @@ class FieldViewer:
         """A frame (H, W, 3) uint8 of the field (default: the latest shown) from camera
         `c2w` (4, 4) through `k`, RGB or depth; None once `cancelled()` (asked between
         chunks of rays)."""
-        field = field or self._field
-        if field.settings is None:
-            density = field.params["density"]
-            settings = render_settings(self.cfg, np.asarray(field.aabb), density.resolution,
-                                       self.ndc, field.mask)  # fmt: skip
-            field.settings = image_settings(settings, self.cfg)
-            field.params = baked(field.params)  # once, not once per frame
-        out, field.settings = render_image(
-            field.params, self.cfg.model, field.settings, field.aabb, field.mask, c2w, k,
-            self.cfg.render.chunk, self.mesh, cancelled,
-        )  # fmt: skip
-        if out is None:
-            return None
-        if mode == "RGB":
-            return to_uint8(out["rgb"])
-        if self.cameras["depth_bounds"] is not None:
-            near, far = self.cameras["depth_bounds"]
-        else:
-            near, far = depth_range(c2w[None], np.asarray(field.aabb))
-        return colorize_depth(out["depth"], out["acc"], near, far)
-
+        return render_frame(self.cfg, self.cameras, field or self._field, c2w, k, mode,
+                            self.ndc, self.mesh, cancelled)  # fmt: skip
