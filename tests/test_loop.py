@@ -92,6 +92,7 @@ class FakeClock:
         self.recorder = StepRecorder(monkeypatch)
         self.seconds_per_step = seconds_per_step
         monkeypatch.setattr(timing, "clock", self)
+        monkeypatch.setattr(timing, "compiling", lambda: 0.0)  # no time passes in it
 
     def __call__(self) -> float:
         return self.recorder.steps * self.seconds_per_step

@@ -82,7 +82,7 @@ def test_wheel_installs_and_its_console_scripts_run(tmp_path):
                     str(wheel)], check=True, capture_output=True)  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run(
-        [bin_dir / "python", "-c", "import tensorf.config as c; print(c.__file__); "
+        [bin_dir / "python", "-c", "import tensorf.presets as c; print(c.__file__); "
          "print(c.DEMO_SCENE.joinpath('transforms_train.json').is_file())"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
