@@ -23,6 +23,9 @@ from tensorf.render.visualize import colorize_depth, depth_range, to_uint8
 from tensorf.train import timing
 from tensorf.train.train_state import TrainState, settings_for
 
+# Called with each view's index, render (rgb, depth, acc, depth_vis) and ground truth.
+ViewSink = Callable[[int, dict[str, np.ndarray], np.ndarray], None]
+
 
 def evaluate_views(
     state: TrainState,
@@ -99,10 +102,6 @@ def _lpips_net(cfg: TrainConfig, views: data.Views) -> str | None:
                   f"{views.width}x{views.height}", file=sys.stderr)  # fmt: skip
         return None
     return cfg.eval_lpips
-
-
-# Called with each view's index, render (rgb, depth, acc, depth_vis) and ground truth.
-ViewSink = Callable[[int, dict[str, np.ndarray], np.ndarray], None]
 
 
 class Probe:

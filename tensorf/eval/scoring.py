@@ -1,5 +1,5 @@
-"""Scoring a field on held-out views: PSNR, SSIM (dm-pix), LPIPS, the model's size, and the
-renders and previews of an evaluation."""
+"""Image metrics: PSNR, SSIM (dm-pix's, with a faster Gaussian window), the model's size,
+and the one-line summary of an evaluation's metrics. LPIPS is `eval.lpips`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ def _gaussian_valid(z: jax.Array) -> jax.Array:
     return z
 
 
+_ssim = jax.jit(functools.partial(dm_pix.ssim, filter_fn=_gaussian_valid))
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM with the standard 11x11 Gaussian window (sigma 1.5), as the official code."""
     return float(_ssim(jnp.asarray(a), jnp.asarray(b)))
@@ -44,6 +47,3 @@ def summary(metrics: dict) -> str:
     if "lpips" in metrics:
         line += f", LPIPS ({metrics['lpips_net']}) {metrics['lpips']:.4f}"
     return line
-
-
-_ssim = jax.jit(functools.partial(dm_pix.ssim, filter_fn=_gaussian_valid))

@@ -59,7 +59,7 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
             measures = step in plan.stops()
             if event or save or out_of_time or signum or measures or evaluate or step == 1:
                 settings = readings.drain(settings)  # the host needs the state now
-            sizer.may_shrink |= save
+            sizer.may_shrink |= save  # a checkpoint step is a shrink point
             # The step rate is measured without evaluations and compilations (a buffer
             # refit in the window once cut a 15-minute plan to half the budget).
             steady = (timing.clock() - began - probe.seconds
