@@ -70,11 +70,10 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
                 hyper = steps.Hyper.of(run_cfg)
                 monitor.plan(step, n_iters)
             plan.note(step, steady)
-            if event:  # grid events run in each process, on its own copy of the state
-                state, pool, ok = events.at_step(parallel.local_copy(state), pool, cfg, step,
-                                                 schedule.voxels, begun.filter_rays)  # fmt: skip
-                state, device_pool = parallel.replicate(state, mesh), pool.on(mesh, cfg.seed)
-                fresh = train_state.settings_for(cfg, state, projection)
+            if event:
+                state, pool, device_pool, fresh, ok = events.on_devices(
+                    state, pool, cfg, step, schedule.voxels, begun.filter_rays, projection, mesh
+                )
                 settings = sizer.new_grid(fresh, settings)
                 monitor.grid_event(step, state, settings, len(pool.index), ok)
             if evaluate:

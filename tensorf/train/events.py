@@ -9,14 +9,16 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from tensorf import parallel
 from tensorf.config import TrainConfig
 from tensorf.field import alpha_mask, decomposition, field, tensor_vm
 from tensorf.field.alpha_mask import AlphaMask
 from tensorf.render.march import ray_aabb
-from tensorf.render.sampling import voxel_step
-from tensorf.train.ray_pool import RayPool
-from tensorf.train.train_state import ADAM, TrainState
+from tensorf.render.sampling import RenderSettings, voxel_step
+from tensorf.train.ray_pool import DevicePool, RayPool
+from tensorf.train.train_state import ADAM, TrainState, settings_for
 
 
 def _map_grids(state: TrainState, fn, moments: str) -> TrainState:
@@ -137,6 +139,18 @@ def at_step(
     if step in voxels:
         state = upsample(state, cfg, voxels[step])
     return state, pool, ok
+
+
+def on_devices(
+    state: TrainState, pool: RayPool, cfg: TrainConfig, step: int, voxels: dict[int, int],
+    filter_rays: bool, projection: tuple[float, float] | None, mesh: Mesh,
+) -> tuple[TrainState, RayPool, DevicePool, RenderSettings, bool]:  # fmt: skip
+    """`at_step` for the state replicated over `mesh`: the events run in each process, on
+    its own copy. Returns the new state (replicated), host pool, device pool and render
+    settings (buffers sized for the worst case), and whether the alpha mask was kept."""
+    state, pool, ok = at_step(parallel.local_copy(state), pool, cfg, step, voxels, filter_rays)
+    state, device_pool = parallel.replicate(state, mesh), pool.on(mesh, cfg.seed)
+    return state, pool, device_pool, settings_for(cfg, state, projection), ok
 
 
 def filter_rays(mask: AlphaMask, pool: RayPool, cfg: TrainConfig, chunk: int = 65536) -> RayPool:
