@@ -212,3 +212,7 @@ def render_orbit(args: OrbitArgs) -> dict[str, Path]:
 def main() -> None:
     """The command line (`render_360.py`, `tensorf-render`)."""
     cli.run_main(lambda: render_orbit(tyro.cli(OrbitArgs)))
+
+
+if __name__ == "__main__":
+    main()
