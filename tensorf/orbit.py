@@ -5,7 +5,7 @@ Objects get a 360-degree orbit; captures an orbit around the scene centre at the
 mean height and distance (along the arc they cover and back, when they did not go all the
 way round: the rest was never seen); forward-facing captures the official spiral around
 the average camera (an orbit would show the back of the scene, which no photo saw). Any
-other path comes from a nerfstudio camera_path.json (`tensorf.camera_path`).
+other path comes from a nerfstudio camera_path.json (`tensorf.geometry.camera_path`).
 
 python render_360.py --run-dir R --out orbit.mp4 --frames 24
 python render_360.py --run-dir R --camera-path R/camera_paths/walk.json --out frames

@@ -103,7 +103,7 @@ PRESETS["quick-cp"] = (
                         l1_initial=1e-5, l1_rest=1e-5),  # fmt: skip
 )
 
-# Unbounded captures: all of space contracted into -2..2 (`tensorf.contraction`); rays
+# Unbounded captures: all of space contracted into -2..2 (`tensorf.geometry.contraction`); rays
 # start just in front of the cameras and end far beyond the scene. Real photos take the
 # LLFF regularisers (TV, no L1); the background is random, as for LLFF, so that no colour
 # is learned as "nothing", and renders are composited on black.

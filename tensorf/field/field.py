@@ -10,7 +10,7 @@ from tensorf.field import decomposition
 from tensorf.field.networks import ShadingMLP
 
 # {"density": grid, "appearance": grid, "basis": (appearance features, F), "mlp": flax
-# params}, the grids of the decomposition the config names (see tensorf.decomposition).
+# params}, the grids of the decomposition the config names (see tensorf.field.decomposition).
 Params = dict
 
 GRID_KEYS = ("density", "appearance")

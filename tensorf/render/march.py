@@ -1,9 +1,9 @@
 """Volume rendering with static shapes: ray sampling, empty-space skipping, compositing.
 
 Per ray we take `n_samples` evenly spaced samples through the aabb (for forward-facing
-scenes, evenly spaced in normalised device coordinates, see `tensorf.ndc`; for unbounded
+scenes, evenly spaced in normalised device coordinates, see `tensorf.geometry.ndc`; for unbounded
 captures, evenly inside the inner box and by disparity beyond it, looked up in contracted
-space, see `tensorf.contraction`). Only the samples that lie in the alpha mask are packed
+space, see `tensorf.geometry.contraction`). Only the samples that lie in the alpha mask are packed
 (batch-wide, cumulative-sum compaction) into a fixed-size buffer that gets density
 evaluations; compositing then runs on the dense (rays, samples) grid. The shading MLP
 runs only on each ray's top-k samples by weight that pass the official 1e-4 weight

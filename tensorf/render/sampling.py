@@ -34,11 +34,11 @@ class RenderSettings:
     precision: Precision = "f32"  # compute dtype of grid lookups and the MLP
     ndc: tuple[float, float] | None = None  # NDC projection (`ndc.projection`), or world rays
     background: float = 1.0  # colour where rays end on nothing (1 white, 0 black)
-    contract: bool = False  # unbounded: the aabb is contracted space (`tensorf.contraction`)
+    contract: bool = False  # unbounded: the aabb is contracted space (`geometry.contraction`)
     outer_samples: int = 0  # with `contract`: samples per ray beyond the inner box
     # The box holding the alpha mask's occupied cells (xmin ymin zmin xmax ymax zmax, in
     # lookup coordinates; None: unknown), and how many samples cover any ray's way through
-    # it (0: the whole ray). See `training.occupied_window`.
+    # it (0: the whole ray). See `occupied_window`.
     occupied: tuple[float, ...] | None = None
     window: int = 0
     # Two passes (`render_image`; 0: one): the first marches this many samples of every

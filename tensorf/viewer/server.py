@@ -5,7 +5,7 @@ python train.py quick ... --viewer         # the field while it trains
 
 The browser's camera drives the render: a small preview while it moves, then a sharp frame
 (abandoned as soon as the camera moves again) once it has stood still. The "Camera path"
-panel (`tensorf.path_panel`) records keyframes, plays, saves and renders paths through them.
+panel (`tensorf.viewer.path_panel`) records keyframes, plays, saves and renders paths through them.
 
 viser, not nerfview (which wraps viser for the same purpose): nerfview 0.1.3 imports torch in
 its render panel without declaring it (a 2 GB install for a JAX project), ends the whole
