@@ -48,17 +48,17 @@ def lock(run_dir: Path):
     """An exclusive lock on the run directory, held while the returned file is open. The
     kernel drops it when the process dies, so a killed trainer never blocks --resume."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115 (held open on purpose)
+    held = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115 (held open on purpose)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "unknown"
-        lock.close()
+        held.seek(0)
+        holder = held.read().strip() or "unknown"
+        held.close()
         message = (f"{run_dir} is in use by another trainer (pid {holder}); wait for it to "
                    "finish or stop it, or choose another --run-dir")  # fmt: skip
         raise ConfigError(message) from None
-    lock.truncate(0)
-    lock.write(str(os.getpid()))
-    lock.flush()
-    return lock
+    held.truncate(0)
+    held.write(str(os.getpid()))
+    held.flush()
+    return held

@@ -119,11 +119,12 @@ def shrink_to(state: TrainState, bounds: np.ndarray) -> TrainState:
 
 def at_step(
     state: TrainState, pool: RayPool, cfg: TrainConfig, step: int, voxels: dict[int, int],
-    filter_rays: bool,
+    filtering: bool,
 ) -> tuple[TrainState, RayPool, bool]:  # fmt: skip
-    """The schedule's alpha-mask updates (shrinking the box, filtering the training rays)
-    and upsamples at `step` (`voxels`: each upsample step's voxel count). Returns the new
-    state and pool, and False when an alpha mask would have been empty (and was kept)."""
+    """The schedule's alpha-mask updates (shrinking the box, filtering the training rays
+    when `filtering`) and upsamples at `step` (`voxels`: each upsample step's voxel count).
+    Returns the new state and pool, and False when an alpha mask would have been empty
+    (and was kept)."""
     ok = True
     if step in cfg.mask_steps:
         first = step == cfg.mask_steps[0]
@@ -131,7 +132,7 @@ def at_step(
         state, ok = update_mask(state, cfg, shrink=first or follow)
         if first:
             state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.l1_rest))
-        elif filter_rays:
+        elif filtering:
             pool = filter_rays(state.mask, pool, cfg)
         if ok and follow and step not in voxels:
             # Spend the voxels the schedule has reached on the smaller box.
@@ -143,12 +144,12 @@ def at_step(
 
 def on_devices(
     state: TrainState, pool: RayPool, cfg: TrainConfig, step: int, voxels: dict[int, int],
-    filter_rays: bool, projection: tuple[float, float] | None, mesh: Mesh,
+    filtering: bool, projection: tuple[float, float] | None, mesh: Mesh,
 ) -> tuple[TrainState, RayPool, DevicePool, RenderSettings, bool]:  # fmt: skip
     """`at_step` for the state replicated over `mesh`: the events run in each process, on
     its own copy. Returns the new state (replicated), host pool, device pool and render
     settings (buffers sized for the worst case), and whether the alpha mask was kept."""
-    state, pool, ok = at_step(parallel.local_copy(state), pool, cfg, step, voxels, filter_rays)
+    state, pool, ok = at_step(parallel.local_copy(state), pool, cfg, step, voxels, filtering)
     state, device_pool = parallel.replicate(state, mesh), pool.on(mesh, cfg.seed)
     return state, pool, device_pool, settings_for(cfg, state, projection), ok
 
