@@ -4,6 +4,7 @@ own, and the demo preset on the scene shipped inside it."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import site
 import subprocess
@@ -49,6 +50,16 @@ def test_pyproject_declares_every_third_party_import():
     third_party = imported - set(sys.stdlib_module_names) - {"tensorf", "__future__"}
     missing = {m for m in third_party if distribution.get(m, m).lower() not in declared}
     assert not missing, f"imported but not in pyproject.toml dependencies: {missing}"
+
+
+def test_console_scripts_point_at_functions_that_exist():
+    """Each console script's target (module:function) imports: a module that moves takes
+    its script along (an installed script of a stale target fails only when run)."""
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(SCRIPTS) | {"tensorf-process"} == set(scripts)
+    for target in scripts.values():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target
 
 
 def test_demo_scene_ships_with_the_package():
