@@ -14,15 +14,17 @@ import numpy as np
 import pytest
 from synthetic import tiny_config
 
-from tensorf import experiment, parallel, training
-from tensorf.ahead import Ahead, signature
+from tensorf import experiment, parallel
+from tensorf.loop import monitor
+from tensorf.loop.ahead import Ahead, signature
+from tensorf.train import events, steps, train_state
 
 MESH = parallel.data_mesh()
 
 
 def logged(run_dir) -> list[dict]:
     """log.jsonl without the wall-clock figures."""
-    lines = (run_dir / experiment.LOG_FILE).read_text().splitlines()
+    lines = (run_dir / monitor.LOG_FILE).read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if k != "rays_per_s"} for line in lines]
 
 
@@ -59,35 +61,39 @@ def test_without_compile_ahead_the_same_run(tiny_run, sphere_scene, tmp_path):
 
 
 def test_predictions_are_due_ahead_of_an_event_and_just_before_it(sphere_scene, tmp_path):
-    cfg = tiny_config(sphere_scene, tmp_path / "unused")
-    with Ahead(training.StepSpec.of(cfg), MESH, enabled=True) as ahead:
-        assert not ahead.due(0, 10, None, early=True)  # no event left
-        assert not ahead.due(0, 10, 500, early=True)  # no rate measured yet
+    """An upsample (500) a minute of training away, and every grid event (an alpha mask at
+    1000) before the call that ends at it, at most twice each."""
+    cfg = dataclasses.replace(tiny_config(sphere_scene, tmp_path / "unused"),
+                              upsample_steps=(500,), mask_steps=(1000,))  # fmt: skip
+    spec = steps.StepSpec.of(cfg)
+    with Ahead(spec, MESH, cfg, {500: 20**3}) as ahead:
+        assert ahead.due(0, 10, 400) is None  # no event before the end
+        assert ahead.due(0, 10, 2000) is None  # no rate measured yet
         ahead.rate = (0, time.perf_counter() - 100.0)  # 100 steps took 100 s
-        assert not ahead.due(100, 10, 500, early=True)  # 400 s of training away
-        assert ahead.due(450, 10, 500, early=True)  # under a minute away
-        assert not ahead.due(450, 10, 500, early=False)  # an alpha mask: not from afar
-        assert ahead.due(490, 10, 500, early=False)  # but before the call that ends there
+        assert ahead.due(100, 10, 2000) is None  # 400 s of training away
+        assert ahead.due(450, 10, 2000) == 500  # under a minute away
+        assert ahead.due(950, 10, 2000) is None  # an alpha mask: not from afar,
+        assert ahead.due(990, 10, 2000) == 1000  # but before the call that ends there
         ahead.predicted[500] = 1
-        assert not ahead.due(460, 10, 500, early=True)  # predicted already
-        assert ahead.due(490, 10, 500, early=True)  # the call that ends at the event: once more
+        assert ahead.due(460, 10, 2000) is None  # predicted already
+        assert ahead.due(490, 10, 2000) == 500  # the call that ends at the event: once more
         ahead.predicted[500] = 2
-        assert not ahead.due(490, 10, 500, early=True)
-    with Ahead(training.StepSpec.of(cfg), MESH, enabled=False) as ahead:
-        assert not ahead.due(490, 10, 500, early=True)
+        assert ahead.due(490, 10, 2000) is None
+    with Ahead(spec, MESH, dataclasses.replace(cfg, compile_ahead=False), {500: 20**3}) as ahead:
+        assert ahead.due(490, 10, 2000) is None
 
 
 def test_a_stage_is_its_settings_and_its_arguments_shapes(sphere_scene, tmp_path):
     cfg = tiny_config(sphere_scene, tmp_path / "unused")
-    state = parallel.replicate(training.init_state(cfg), MESH)
-    settings = training.settings_for(cfg, state)
-    hyper = training.Hyper.of(cfg)
+    state = parallel.replicate(train_state.init_state(cfg), MESH)
+    settings = train_state.settings_for(cfg, state)
+    hyper = steps.Hyper.of(cfg)
     key = signature((state, hyper), settings)
-    other = training.init_state(dataclasses.replace(cfg, seed=1))
-    assert signature((parallel.replicate(other, MESH), training.Hyper.of(cfg)), settings) == key
+    other = train_state.init_state(dataclasses.replace(cfg, seed=1))
+    assert signature((parallel.replicate(other, MESH), steps.Hyper.of(cfg)), settings) == key
     bigger = dataclasses.replace(settings, density_capacity=2 * settings.density_capacity)
     assert signature((state, hyper), bigger) != key
-    upsampled = training.upsample(parallel.local_copy(state), cfg, 20**3)
+    upsampled = events.upsample(parallel.local_copy(state), cfg, 20**3)
     assert signature((parallel.replicate(upsampled, MESH), hyper), settings) != key
     local = jax.tree.map(np.asarray, state)  # the same shapes, not placed on the mesh
     assert signature((local, hyper), settings) != key

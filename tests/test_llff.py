@@ -23,13 +23,15 @@ from synthetic import (
 )
 from test_viewer import assert_first_view_shows_the_scene
 
-from tensorf import checkpoint, experiment, training
-from tensorf.cameras import Intrinsics, pixel_rays, spiral_poses
+from tensorf import experiment
 from tensorf.cli import ConfigError
-from tensorf.config import PRESETS
 from tensorf.data import DatasetError, data_dir, detect_format, load_views
+from tensorf.geometry.cameras import Intrinsics, pixel_rays, spiral_poses
 from tensorf.orbit import OrbitArgs, render_orbit
-from tensorf.render import render_image
+from tensorf.presets import PRESETS
+from tensorf.render import sampling
+from tensorf.render.image import render_image
+from tensorf.train import checkpoint, train_state
 
 N = 10
 FULL = (48, 64)  # (height, width) of images/, the size poses_bounds.npy is made for
@@ -435,7 +437,7 @@ def test_fern_quick_run(tmp_path):
     # leaves in the middle.
     cfg_saved, state = checkpoint.load_run(cfg.run_dir)
     views = load_views(fern, "test", downscale=8, max_views=1)
-    settings = training.settings_for(cfg_saved, state, training.ndc_for(cfg, views.intrinsics))
+    settings = train_state.settings_for(cfg_saved, state, sampling.ndc_for(cfg, views.intrinsics))
     out, _ = render_image(state.params, cfg.model, settings, state.aabb, state.mask,
                           views.c2w[0], views.intrinsics)  # fmt: skip
     near, far = views.depth_bounds

@@ -10,48 +10,36 @@ program the jit call would compile, so results are the same bit for bit). `train
 runs a call with the executable of its stage when one was compiled ahead, and otherwise
 falls back to the jit call (a miss).
 
-Stall accounting: seconds the loop's thread spent compiling the train step, or waiting
-for the worker, are stalled; the worker's compile seconds the loop did not wait for are
-hidden.
+Stall accounting (`timing.compiles_since`): seconds the loop's thread spent compiling the
+train step, or waiting for the worker, are stalled; the worker's compile seconds the loop
+did not wait for are hidden.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from tensorf import training
-from tensorf.render import RenderSettings
+from tensorf.config import TrainConfig
+from tensorf.render.sampling import RenderSettings
+from tensorf.train import events, steps, timing
+from tensorf.train.ray_pool import RayPool
 
 # Predict an upsample's stage once its estimated distance is under this many seconds of
 # training (enough for a compilation on a loaded 2-core CPU), and every grid event's just
 # before it, from the freshest state (an alpha mask's box is read from the field: from
 # afar, it is a compilation wasted).
 LEAD_SECONDS = 60.0
-WORKER = "tensorf-ahead"
 
-Args = tuple  # (state, device pool, hyper): the traced arguments of `training.train_steps`
+Args = tuple  # (state, device pool, hyper): the traced arguments of `steps.train_steps`
 Stage = tuple[Args, RenderSettings]
-
-# Train-step compile seconds (tracing, lowering, compiling or loading from the persistent
-# cache) on the worker and on every other thread, from JAX's monitoring events.
-SECONDS = {"worker": 0.0, "loop": 0.0}
-_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
-           "/jax/core/compile/jaxpr_to_mlir_module_duration",
-           "/jax/core/compile/backend_compile_duration")  # fmt: skip
-
-
-def _count(event: str, seconds: float, **kwargs) -> None:
-    if event in _EVENTS and "train_step" in str(kwargs.get("fun_name", "")):
-        SECONDS["worker" if threading.current_thread().name == WORKER else "loop"] += seconds
-
-
-jax.monitoring.register_event_duration_secs_listener(_count)
 
 
 def signature(args: Args, settings: RenderSettings) -> tuple:
@@ -62,22 +50,39 @@ def signature(args: Args, settings: RenderSettings) -> tuple:
     return settings, tree, avals
 
 
+def next_stage(pool: RayPool, hyper: steps.Hyper, cfg: TrainConfig, step: int,
+               voxels: dict[int, int], filtering: bool, projection, mesh: Mesh,
+               state) -> list[Stage]:  # fmt: skip
+    """The stage that follows the grid events at `step`, derived as the loop derives it
+    (`events.on_devices`), from `state`: a copy of the replicated state taken before. The
+    loop's buffers are the worst case's there (`BufferSizer.new_grid` has no peaks left:
+    the read before the event applied them)."""
+    state, _, device_pool, fresh, _ = events.on_devices(state, pool, cfg, step, voxels,
+                                                        filtering, projection, mesh)  # fmt: skip
+    return [((state, device_pool, hyper), fresh)]
+
+
 class Ahead:
     """The loop's train-step runner, compiling the next stages on one worker thread (off:
     every call is the plain jit call, and the stall accounting still holds)."""
 
-    def __init__(self, spec: training.StepSpec, mesh: Mesh, enabled: bool) -> None:
-        self.spec, self.mesh, self.enabled = spec, mesh, enabled
+    def __init__(self, spec: steps.StepSpec, mesh: Mesh, cfg: TrainConfig,
+                 voxels: dict[int, int]) -> None:  # fmt: skip
+        """`voxels`: the upsample steps' voxel counts (`Schedule.voxels`)."""
+        self.spec, self.mesh = spec, mesh
+        # One process only: placing a predicted pool with several would take the others
+        # (`parallel.replicate_per_process`) on the worker thread.
+        self.enabled = enabled = cfg.compile_ahead and jax.process_count() == 1
+        self.grids = sorted({*cfg.mask_steps, *voxels})  # the grid events' steps
+        self.masks = set(cfg.mask_steps)
         self.ready: dict[tuple, Future] = {}  # signature -> compiled train_steps
         self.pending: list[threading.Event] = []  # predictions not yet turned into stages
         self.current: tuple | None = None  # the signature of the last call
         self.call = None  # and its executable (None: the jit call)
         self.predicted: dict[int, int] = {}  # event step -> predictions made for it
-        self.waited = 0.0  # seconds the loop waited for the worker
         self.stalls: list[tuple[int, float]] = []  # (step, stalled seconds) per stalling call
         self.stages: list[tuple[int, bool]] = []  # (step, compiled ahead) of each new stage
         self.rate: tuple[int, float] | None = None  # (step, time) of this stage's first call
-        self.start = dict(SECONDS)
         self.lock = threading.Lock()
         self.job: _Job | None = None  # the prediction the worker is to run next
         self.compiles: list[tuple[Future, Args, RenderSettings]] = []  # the last, first
@@ -85,28 +90,32 @@ class Ahead:
         self.closed = False
         self.worker = None
         if enabled:
-            self.worker = threading.Thread(target=self._work, name=WORKER, daemon=True)
+            self.worker = threading.Thread(target=self._work, name=timing.AHEAD_THREAD,
+                                           daemon=True)
             self.worker.start()
 
-    def due(self, step: int, n: int, event: int | None, early: bool) -> bool:
-        """Whether to predict the stage after the grid event at `event` (None: none left)
-        before the call of `n` steps from `step`: before the call that ends there, and
-        with `early` (a stage that a state far from the event predicts exactly) also once
-        it is LEAD_SECONDS of training away (at the rate of this stage's calls so far)."""
+    def due(self, step: int, n: int, end: int) -> int | None:
+        """The grid event (before `end`) whose stage to predict before the call of `n`
+        steps from `step`, if any: every event's before the call that ends there, and an
+        upsample's alone (which a state far from it predicts exactly) also once it is
+        LEAD_SECONDS of training away (at the rate of this stage's calls so far)."""
+        event = next((s for s in self.grids if step < s < end), None)
         if not self.enabled or event is None:
-            return False
+            return None
         made = self.predicted.get(event, 0)
         if step + n == event:
-            return made < 2
-        if not early or made or self.rate is None or step <= self.rate[0]:
-            return False
+            return event if made < 2 else None
+        if event in self.masks or made or self.rate is None or step <= self.rate[0]:
+            return None
         per_step = (time.perf_counter() - self.rate[1]) / (step - self.rate[0])
-        return (event - step) * per_step <= LEAD_SECONDS
+        return event if (event - step) * per_step <= LEAD_SECONDS else None
 
-    def prepare(self, event: int, predict: Callable[[], Sequence[Stage]]) -> None:
-        """Have the worker run `predict` (which must not touch what the loop will donate:
-        give it a copy of the state) and compile the stages it returns."""
+    def prepare(self, event: int, state, predict: Callable[..., Sequence[Stage]]) -> None:
+        """Have the worker run `predict` on a copy of `state` (the loop's next call donates
+        it) and compile the stages it returns."""
         self.predicted[event] = self.predicted.get(event, 0) + 1
+        copy = jax.tree.map(jnp.copy, state)
+        predict = functools.partial(predict, state=copy)
         registered = threading.Event()
         self.pending.append(registered)
         with self.lock:
@@ -117,21 +126,21 @@ class Ahead:
             self.wake.notify()
 
     def train_steps(self, state, pool, n: int, hyper, settings: RenderSettings, step: int):
-        """`training.train_steps` with the executable compiled ahead for this stage, if
-        any; `step`: where the call starts (for the record of stalls)."""
-        stalled = SECONDS["loop"] + self.waited
+        """`steps.train_steps` with the executable compiled ahead for this stage, if any;
+        `step`: where the call starts (for the record of stalls)."""
+        stalled = timing.compiling()
         key = signature((state, pool, hyper), settings)
         if key != self.current:
             self.current, self.call = key, self._find(key)
             self.stages.append((step, self.call is not None))
             self.rate = None
         if self.call is None:
-            out = training.train_steps(state, pool, n, hyper, self.spec, settings, self.mesh)
+            out = steps.train_steps(state, pool, n, hyper, self.spec, settings, self.mesh)
         else:
             out = self.call(state, pool, n, hyper)
         if self.rate is None:  # measured from after the compilation
             self.rate = (step, time.perf_counter())
-        stalled = SECONDS["loop"] + self.waited - stalled
+        stalled = timing.compiling() - stalled
         if stalled > 0:
             self.stalls.append((step, stalled))
         return out
@@ -151,7 +160,7 @@ class Ahead:
                     compiled = future.result()
                 except Exception:  # noqa: BLE001 (the jit call reports it, if it recurs)
                     compiled = None
-            self.waited += time.perf_counter() - start
+            timing.COMPILES["waited"] += time.perf_counter() - start
             return compiled
         return None
 
@@ -178,11 +187,11 @@ class Ahead:
                 future.set_exception(error)
 
     def compile(self, args: Args, settings: RenderSettings):
-        """`training.train_steps` compiled for these arguments and settings (the number of
+        """`steps.train_steps` compiled for these arguments and settings (the number of
         steps, traced, is any)."""
         state, pool, hyper = args
-        lowered = training.train_steps.lower(state, pool, 0, hyper, self.spec, settings,
-                                             self.mesh)  # fmt: skip
+        lowered = steps.train_steps.lower(state, pool, 0, hyper, self.spec, settings,
+                                          self.mesh)  # fmt: skip
         return lowered.compile()
 
     def close(self) -> None:
@@ -205,20 +214,11 @@ class Ahead:
         if kind is not KeyboardInterrupt:
             self.close()
 
-    @property
-    def stalled(self) -> float:
-        """Seconds the loop has waited on train-step compilations so far."""
-        return SECONDS["loop"] - self.start["loop"] + self.waited
-
     def report(self) -> dict:
-        """The figures for metrics.json: compile seconds stalled and hidden, hits, misses,
-        and the steps where a new stage started (compiled ahead or not) and where calls
-        stalled."""
-        worker = SECONDS["worker"] - self.start["worker"]
+        """For metrics.json: the steps where a new stage started, found compiled ahead or
+        not, and (step, seconds) of every call that stalled on a compilation (the seconds
+        stalled and hidden in all are `timing.compiles_since`'s)."""
         return {
-            "compile_seconds_stalled": self.stalled,
-            "compile_seconds_hidden": max(worker - self.waited, 0.0),
-            "compile_seconds_waited": self.waited,  # of the stalled: waiting for the worker
             "compile_ahead_hits": [step for step, hit in self.stages if hit],
             "compile_ahead_misses": [step for step, hit in self.stages if not hit],
             "compile_stalls": [[step, round(s, 3)] for step, s in self.stalls],
