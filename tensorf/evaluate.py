@@ -21,7 +21,7 @@ import numpy as np
 import tyro
 
 from tensorf import checkpoint, cli, data, outputs, parallel
-from tensorf.config import TrainConfig
+from tensorf.config import TrainConfig, override
 from tensorf.lpips import MIN_SIDE, lpips
 from tensorf.progress import tqdm
 from tensorf.render import baked, render_image
@@ -72,7 +72,7 @@ def evaluate_views(
 ) -> tuple[dict, list[dict[str, np.ndarray]]]:
     """Render every view, compare with its image; write PNGs to out_dir if given.
 
-    Returns the metrics (with LPIPS unless cfg.eval_lpips is off or the images are too small
+    Returns the metrics (with LPIPS unless cfg.eval.eval_lpips is off or the images are too small
     for its network) and the renders of the first three views (for TensorBoard), each with a
     colour-mapped depth image `depth_vis`.
     """
@@ -129,15 +129,15 @@ def evaluate_views(
 def _lpips_net(cfg: TrainConfig, views: data.Views) -> str | None:
     """The LPIPS network to use on these views, None for none (with a warning when the
     images are too small for it)."""
-    if cfg.eval_lpips == "off":
+    if cfg.eval.eval_lpips == "off":
         return None
-    if min(views.height, views.width) < MIN_SIDE[cfg.eval_lpips]:
+    if min(views.height, views.width) < MIN_SIDE[cfg.eval.eval_lpips]:
         if parallel.is_primary():
-            print(f"warning: no LPIPS: its {cfg.eval_lpips} network needs images of at least "
-                  f"{MIN_SIDE[cfg.eval_lpips]} pixels a side, these are "
+            print(f"warning: no LPIPS: its {cfg.eval.eval_lpips} network needs images of at least "
+                  f"{MIN_SIDE[cfg.eval.eval_lpips]} pixels a side, these are "
                   f"{views.width}x{views.height}", file=sys.stderr)  # fmt: skip
         return None
-    return cfg.eval_lpips
+    return cfg.eval.eval_lpips
 
 
 def summary(metrics: dict) -> str:
@@ -209,14 +209,14 @@ def evaluate_run(args: EvaluateArgs) -> dict:
                       ("--downscale", args.downscale, 1, 10**4, int),
                       ("--fps", args.fps, 1, 1000, int))  # fmt: skip
     cfg, state = checkpoint.load_run(args.run_dir)
-    cfg = dataclasses.replace(cfg, eval_lpips=args.lpips)
+    cfg = override(cfg, eval_lpips=args.lpips)
     cli.check_writable(args.run_dir / "renders", "--run-dir")
     views = data.load_views(
-        args.dataset_path or cfg.dataset_path,
+        args.dataset_path or cfg.data.dataset_path,
         args.split,
-        downscale=cfg.downscale if args.downscale is None else args.downscale,
+        downscale=cfg.data.downscale if args.downscale is None else args.downscale,
         max_views=args.max_views,
-        drop_missing=cfg.drop_missing_images,
+        drop_missing=cfg.data.drop_missing_images,
     )
     _check_scene(args, views)
     out_dir = args.run_dir / f"renders_{args.split}" if args.save_renders else None

@@ -20,20 +20,20 @@ from tensorboardX import SummaryWriter
 
 from tensorf import alpha_mask, checkpoint, checks, cli, data, outputs, parallel, training
 from tensorf.cli import ConfigError, Interrupted, TrainingError, run_main
-from tensorf.config import PRESETS, DistributedConfig, TrainConfig, to_dict
+from tensorf.config import (
+    PRESETS,
+    DistributedConfig,
+    TrainConfig,
+    flat_dict,
+    override,
+    resumable_options,
+)
 from tensorf.data import safe_json
 from tensorf.evaluate import evaluate_views, summary
 from tensorf.progress import tqdm
 from tensorf.render import carry_capacity, fit_capacity
 
 LOG_FILE = "log.jsonl"
-
-# Options that may differ between a run and its --resume.
-RESUMABLE = {
-    "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
-    "max_bad_steps", "distributed", "lr_grid", "lr_network", "eval_every", "eval_every_views",
-    "eval_lpips", "viewer", "viewer_host", "viewer_port", "compile_cache", "steps_per_call",
-}  # fmt: skip
 LOCK_FILE = "lock"
 
 
@@ -53,20 +53,21 @@ def check_distributed(cfg: DistributedConfig) -> None:
 
 def _check_run_dir(cfg: TrainConfig) -> None:
     """Refuse to overwrite a run; on --resume check the saved config against ours."""
-    cli.check_creatable(cfg.run_dir, "--run-dir")
-    has_run = (cfg.run_dir / checkpoint.CONFIG_FILE).exists()
-    if not cfg.resume:
+    cli.check_creatable(cfg.run.run_dir, "--run-dir")
+    has_run = (cfg.run.run_dir / checkpoint.CONFIG_FILE).exists()
+    if not cfg.run.resume:
         if has_run:
             raise ConfigError(
-                f"{cfg.run_dir} already holds a run; pass --resume to continue it "
+                f"{cfg.run.run_dir} already holds a run; pass --resume to continue it "
                 "or choose another --run-dir"
             )
         return
     if not has_run:
-        raise ConfigError(f"{cfg.run_dir}: nothing to resume; drop --resume to start a new run")
-    saved = checkpoint.load_config(cfg.run_dir)
-    ours, theirs = to_dict(cfg), to_dict(saved)
-    differ = sorted(k for k in ours if k not in RESUMABLE and ours[k] != theirs[k])
+        raise ConfigError(f"{cfg.run.run_dir}: nothing to resume; drop --resume to start a new run")
+    saved = checkpoint.load_config(cfg.run.run_dir)
+    # By the options' flat names (n_iters, not schedule.n_iters), as the flags are.
+    ours, theirs, free = flat_dict(cfg), flat_dict(saved), resumable_options()
+    differ = sorted(k for k in ours if k not in free and ours[k] != theirs.get(k))
     if differ:
         raise ConfigError(
             f"--resume with options that differ from the saved run: {', '.join(differ)}; "
@@ -87,12 +88,12 @@ def check_scene_kind(cfg: TrainConfig, views: data.Views) -> None:
     """Forward-facing captures need NDC rays, and objects world rays."""
     if views.kind == "forward-facing" and not cfg.render.ndc:
         raise ConfigError(
-            f"{cfg.dataset_path} is a forward-facing (LLFF) capture, which needs NDC rays: "
+            f"{cfg.data.dataset_path} is a forward-facing (LLFF) capture, which needs NDC rays: "
             "use a preset made for it (llff, llff-quick) or pass --render.ndc"
         )
     if views.kind != "forward-facing" and cfg.render.ndc:
         raise ConfigError(
-            f"{cfg.dataset_path} is {_KIND_NAMES[views.kind]}, which NDC cannot represent "
+            f"{cfg.data.dataset_path} is {_KIND_NAMES[views.kind]}, which NDC cannot represent "
             "(it needs cameras that all look the same way): drop --render.ndc or use a "
             "preset made for it"
         )
@@ -113,27 +114,28 @@ def train(cfg: TrainConfig) -> dict:
                           "check --distributed.coordinator-address") from error  # fmt: skip
     checks.check_config(cfg)
     _check_run_dir(cfg)
-    use_compile_cache(cfg.compile_cache)
+    use_compile_cache(cfg.run.compile_cache)
     shard = (jax.process_index(), jax.process_count())
     load_start = time.perf_counter()
-    views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale, shard=shard,
-                            drop_missing=cfg.drop_missing_images)  # fmt: skip
+    views = data.load_views(cfg.data.dataset_path, "train", downscale=cfg.data.downscale,
+                            shard=shard, drop_missing=cfg.data.drop_missing_images)  # fmt: skip
     check_scene_kind(cfg, views)
     checks.check_memory(cfg, views.images.nbytes)
     load_seconds = time.perf_counter() - load_start
     projection = training.ndc_for(cfg, views.intrinsics)
-    if cfg.eval_split not in data.available_splits(cfg.dataset_path):
-        raise ConfigError(f"--eval-split {cfg.eval_split}: {cfg.dataset_path} has the splits "
-                          f"{', '.join(data.available_splits(cfg.dataset_path))}")  # fmt: skip
+    if cfg.eval.eval_split not in data.available_splits(cfg.data.dataset_path):
+        splits = ", ".join(data.available_splits(cfg.data.dataset_path))
+        raise ConfigError(f"--eval-split {cfg.eval.eval_split}: {cfg.data.dataset_path} has the "
+                          f"splits {splits}")  # fmt: skip
     load_seconds += check_eval_views(cfg)
     parallel.sync("run dir checked")  # by every process, before process 0 writes to it
     # The viewer binds its address before the lock is taken, so a trainer never holds the
     # run while it waits on the network. Single-process only (checks.py).
-    viewer = start_viewer(cfg, views) if cfg.viewer else None
+    viewer = start_viewer(cfg, views) if cfg.live.viewer else None
     lock = None
     try:
         # Only process 0 writes to the run directory, so it alone holds the lock.
-        lock = _lock(cfg.run_dir) if parallel.is_primary() else None
+        lock = _lock(cfg.run.run_dir) if parallel.is_primary() else None
         return _train(cfg, views, load_seconds, projection, viewer)
     finally:
         if viewer is not None:
@@ -147,8 +149,9 @@ def check_eval_views(cfg: TrainConfig) -> float:
     image found after training would cost the whole run. They are read again at the end
     rather than held, which would keep their memory from training. Returns the seconds."""
     start = time.perf_counter()
-    data.load_views(cfg.dataset_path, cfg.eval_split, downscale=cfg.downscale,
-                    max_views=cfg.eval_max_views, drop_missing=cfg.drop_missing_images)  # fmt: skip
+    data.load_views(cfg.data.dataset_path, cfg.eval.eval_split, downscale=cfg.data.downscale,
+                    max_views=cfg.eval.eval_max_views,
+                    drop_missing=cfg.data.drop_missing_images)  # fmt: skip
     return time.perf_counter() - start
 
 
@@ -176,7 +179,7 @@ def start_viewer(cfg: TrainConfig, views: data.Views):
 
     cameras = {"intrinsics": views.intrinsics, "c2w": np.asarray(views.c2w, np.float64),
                "kind": views.kind, "depth_bounds": views.depth_bounds}  # fmt: skip
-    viewer = FieldViewer(cfg, cameras, cfg.viewer_host, cfg.viewer_port, training=True,
+    viewer = FieldViewer(cfg, cameras, cfg.live.viewer_host, cfg.live.viewer_port, training=True,
                          flags=("--viewer-host", "--viewer-port"))  # fmt: skip
     print(f"viewer: open {viewer.url} to watch training (pause it from the page)")
     return viewer
@@ -210,64 +213,65 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
     # a contracted box holds every ray whole.
     filter_rays = not (cfg.render.ndc or cfg.render.contract)
     if filter_rays:
-        initial_box = alpha_mask.everything(np.reshape(cfg.aabb, (2, 3)))
+        initial_box = alpha_mask.everything(np.reshape(cfg.schedule.aabb, (2, 3)))
         pool = training.filter_rays(initial_box, pool, cfg)
         if not len(pool.index):
             raise ConfigError(
-                f"no training ray reaches the box --aabb {' '.join(map(str, cfg.aabb))} between "
-                f"--render.near {cfg.render.near} and --render.far {cfg.render.far}: the scene "
-                "is elsewhere; fix those options (or use the preset made for this scene)"
+                f"no training ray reaches the box --aabb {' '.join(map(str, cfg.schedule.aabb))} "
+                f"between --render.near {cfg.render.near} and --render.far {cfg.render.far}: the "
+                "scene is elsewhere; fix those options (or use the preset made for this scene)"
             )
     # Written only once the data loaded, so a failed start leaves no run behind.
     if primary:
-        checkpoint.save_config(cfg.run_dir, cfg)
-        checkpoint.save_cameras(cfg.run_dir, views)
+        checkpoint.save_config(cfg.run.run_dir, cfg)
+        checkpoint.save_cameras(cfg.run.run_dir, views)
     mesh = parallel.data_mesh()
-    mngr = checkpoint.manager(cfg.run_dir, cfg.keep_checkpoints)
+    mngr = checkpoint.manager(cfg.run.run_dir, cfg.run.keep_checkpoints)
     buffers = {}
-    if cfg.resume and mngr.all_steps():
-        unreadable = cfg.run_dir / "unreadable_checkpoints"
+    if cfg.run.resume and mngr.all_steps():
+        unreadable = cfg.run.run_dir / "unreadable_checkpoints"
         state, buffers = checkpoint.restore_latest(mngr, cfg, set_aside=unreadable)
     else:
-        if cfg.resume and primary:
-            print(f"warning: --resume: {cfg.run_dir} has no checkpoint yet (the run stopped "
+        if cfg.run.resume and primary:
+            print(f"warning: --resume: {cfg.run.run_dir} has no checkpoint yet (the run stopped "
                   "before its first); starting from step 0", file=sys.stderr)  # fmt: skip
         state = training.init_state(cfg)
     step = int(state.step)
-    if filter_rays and any(s <= step for s in cfg.mask_steps[1:]):
+    if filter_rays and any(s <= step for s in cfg.schedule.mask_steps[1:]):
         pool = training.filter_rays(state.mask, pool, cfg)
     state = parallel.replicate(state, mesh)
 
     writer = log = None
     if primary:
         # purge_step drops what a killed run logged after its last checkpoint.
-        writer = SummaryWriter(str(cfg.run_dir / "tensorboard"), purge_step=step or None)
-        log = _JsonLog(cfg.run_dir / LOG_FILE, step)
-    voxels = dict(zip(cfg.upsample_steps, training.voxel_schedule(cfg), strict=True))
+        writer = SummaryWriter(str(cfg.run.run_dir / "tensorboard"), purge_step=step or None)
+        log = _JsonLog(cfg.run.run_dir / LOG_FILE, step)
+    voxels = dict(zip(cfg.schedule.upsample_steps, training.voxel_schedule(cfg), strict=True))
     capacities = {k: buffers[k] for k in CAPACITIES if k in buffers}
     settings = dataclasses.replace(training.settings_for(cfg, state, projection), **capacities)
     # A filled budget's plan (see `BudgetPlan`) is part of the run: saved, and kept on resume.
-    run_cfg = dataclasses.replace(cfg, n_iters=buffers.get("n_iters", cfg.n_iters))
+    run_cfg = override(cfg, n_iters=buffers.get("n_iters", cfg.schedule.n_iters))
     plan = BudgetPlan(cfg, planned="n_iters" in buffers)
     load_start = time.perf_counter()
     probe = _Probe(cfg, writer)
     load_seconds += time.perf_counter() - load_start
     start, compiles = clock(), COMPILES.copy()
-    bar = tqdm(total=run_cfg.n_iters, initial=step, desc="training", unit="step",
+    bar = tqdm(total=run_cfg.schedule.n_iters, initial=step, desc="training", unit="step",
                dynamic_ncols=True, disable=not primary)  # fmt: skip
     meter = _Meter(run_cfg, pool, writer, log, bar, (step, start), buffers, viewer)
     meter.describe(state, settings)
-    device_pool = pool.on(mesh, cfg.seed)
+    device_pool = pool.on(mesh, cfg.run.seed)
     spec, hyper = training.StepSpec.of(cfg), training.Hyper.of(run_cfg)
-    per_call = cfg.steps_per_call or training.MAX_STEPS_PER_CALL
+    per_call = cfg.run.steps_per_call or training.MAX_STEPS_PER_CALL
     unread = None  # (last step, steps, metrics) of the call in flight
     with _StopOnSignals() as signals:
-        while step < run_cfg.n_iters:
-            every = (cfg.log_every, cfg.checkpoint_every, cfg.eval_every if probe.views else 0)
+        while step < run_cfg.schedule.n_iters:
+            every = (cfg.run.log_every, cfg.run.checkpoint_every,
+                     cfg.eval.eval_every if probe.views else 0)
             # Step 1 ends a call of its own: its counts size the buffers at once (the first
             # ones are sized for the worst case), and a budget is first checked there.
-            events = {1, *cfg.mask_steps, *voxels, *plan.stops()}
-            n = next_stop(step, run_cfg.n_iters, per_call, every, events) - step
+            events = {1, *cfg.schedule.mask_steps, *voxels, *plan.stops()}
+            n = next_stop(step, run_cfg.schedule.n_iters, per_call, every, events) - step
             state, metrics = training.train_steps(state, device_pool, n, hyper, spec, settings,
                                                   mesh)  # fmt: skip
             step += n
@@ -278,13 +282,13 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
                 meter.read(*unread)
             settings = meter.fit(settings)
             unread = (step, n, metrics)
-            event = step in cfg.mask_steps or step in voxels
+            event = step in cfg.schedule.mask_steps or step in voxels
             # Process 0 decides, so that every process stops at the same step.
             out_of_time, signum = parallel.from_primary(
                 budget_spent(cfg, clock() - start), signals.signum or 0
             )
-            save = step % cfg.checkpoint_every == 0 or step == run_cfg.n_iters
-            probe_due = probe.due(step, run_cfg.n_iters) and not (out_of_time or signum)
+            save = step % cfg.run.checkpoint_every == 0 or step == run_cfg.schedule.n_iters
+            probe_due = probe.due(step, run_cfg.schedule.n_iters) and not (out_of_time or signum)
             if event or save or out_of_time or signum or plan.due(step) or probe_due or step == 1:
                 meter.read(*unread)
                 settings, unread = meter.fit(settings), None
@@ -295,16 +299,16 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
             steady = clock() - start - probe.seconds - (COMPILES["seconds"] - compiles["seconds"])
             if plan.due(step):
                 n_iters = plan.n_iters(step, clock() - start, steady, probe.per_step())
-                run_cfg = dataclasses.replace(run_cfg, n_iters=n_iters)
+                run_cfg = override(run_cfg, n_iters=n_iters)
                 hyper = training.Hyper.of(run_cfg)
-                bar.total = run_cfg.n_iters
-                meter.plan(step, run_cfg.n_iters)
+                bar.total = run_cfg.schedule.n_iters
+                meter.plan(step, run_cfg.schedule.n_iters)
             plan.note(step, steady)
             if event:
                 state = parallel.local_copy(state)  # grid events run in each process
                 state, pool = grid_events(state, pool, cfg, step, voxels, meter, filter_rays)
                 meter.pool = pool  # logs count the rays of the filtered pool from now on
-                state, device_pool = parallel.replicate(state, mesh), pool.on(mesh, cfg.seed)
+                state, device_pool = parallel.replicate(state, mesh), pool.on(mesh, cfg.run.seed)
                 fresh = training.settings_for(cfg, state, projection)
                 settings = carry_capacity(fresh, settings, meter.peaks)
                 meter.new_grid(state, settings)
@@ -321,12 +325,12 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
                 mngr.wait_until_finished()
                 raise Interrupted(
                     f"stopped by {signal.Signals(signum).name} at step {step}; "
-                    f"checkpoint saved, continue with --resume --run-dir {cfg.run_dir}",
+                    f"checkpoint saved, continue with --resume --run-dir {cfg.run.run_dir}",
                     signum,
                 )
             if out_of_time:
                 if primary:
-                    tqdm.write(f"--max-minutes {cfg.max_minutes} reached at step {step}")
+                    tqdm.write(f"--max-minutes {cfg.run.max_minutes} reached at step {step}")
                 break
             if viewer is not None:
                 # A pause from the page is left out of the time budget and the rays/s.
@@ -372,7 +376,7 @@ jax.monitoring.register_event_listener(_count_cache_hits)
 
 
 def budget_spent(cfg: TrainConfig, seconds: float) -> bool:
-    return cfg.max_minutes is not None and seconds > cfg.max_minutes * 60.0
+    return cfg.run.max_minutes is not None and seconds > cfg.run.max_minutes * 60.0
 
 
 def read(tree):
@@ -408,15 +412,16 @@ class _Meter:
         self.high = peaks if self.high is None else list(map(max, self.high, peaks))
         for i, finite in enumerate(m["finite"][:n]):
             self.bad_steps = 0 if finite else self.bad_steps + 1
-            if self.bad_steps >= self.cfg.max_bad_steps:
+            if self.bad_steps >= self.cfg.run.max_bad_steps:
                 raise TrainingError(
                     f"{self.bad_steps} steps in a row up to step {step - n + 1 + i} had a "
                     "non-finite loss or gradient, or parameters that blew up past "
                     f"{training.PARAMETER_LIMIT:g} (all skipped); the last good checkpoint "
-                    f"is in {self.cfg.run_dir}; lower --lr-grid / --lr-network and --resume "
+                    f"is in {self.cfg.run.run_dir}; lower --lr-grid / --lr-network and --resume "
                     "(both may change on resume)"
                 )
-        if self.writer is not None and (step % self.cfg.log_every == 0 or step == self.cfg.n_iters):
+        last = step == self.cfg.schedule.n_iters
+        if self.writer is not None and (step % self.cfg.run.log_every == 0 or last):
             self._log(step, {k: v[n - 1] for k, v in m.items()})
 
     def fit(self, settings):
@@ -445,7 +450,7 @@ class _Meter:
         self.may_shrink = True
 
     def plan(self, step: int, n_iters: int) -> None:
-        self.cfg = dataclasses.replace(self.cfg, n_iters=n_iters)
+        self.cfg = override(self.cfg, n_iters=n_iters)
         if self.writer is not None:
             message = f"step {step}: --fill-budget plans {n_iters} steps in all"
             tqdm.write(message)
@@ -455,12 +460,12 @@ class _Meter:
         saved = {k: getattr(settings, k) for k in CAPACITIES}
         saved.update(peaks=self.peaks, high=self.high, may_shrink=self.may_shrink)
         if plan.planned:
-            saved["n_iters"] = cfg.n_iters
+            saved["n_iters"] = cfg.schedule.n_iters
         return saved
 
     def _log(self, step: int, m: dict) -> None:
         now = clock()
-        batch = self.cfg.batch_size
+        batch = self.cfg.optimiser.batch_size
         m = {k: float(v) for k, v in m.items() if k != "finite"}
         m["rays_per_s"] = (step - self.last_log_step) * batch / max(now - self.last_log, 1e-9)
         m["resolution"] = self.resolution
@@ -477,7 +482,7 @@ class _Meter:
         self.bar.set_postfix(loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.2f}",
                              rays_s=f"{m['rays_per_s']:.0f}")  # fmt: skip
         if self.viewer is not None:
-            self.viewer.report(step, self.cfg.n_iters, m, self.grid)
+            self.viewer.report(step, self.cfg.schedule.n_iters, m, self.grid)
         self.last_log, self.last_log_step = now, step
 
 
@@ -485,16 +490,16 @@ def grid_events(state, pool, cfg: TrainConfig, step: int, voxels: dict, meter: _
                 filter_rays: bool):  # fmt: skip
     """The schedule's alpha-mask updates (shrinking the box, filtering the training rays)
     and upsamples at `step`; returns the new state and pool."""
-    if step in cfg.mask_steps:
-        first = step == cfg.mask_steps[0]
-        follow = cfg.shrink == "every" and not first
+    if step in cfg.schedule.mask_steps:
+        first = step == cfg.schedule.mask_steps[0]
+        follow = cfg.schedule.shrink == "every" and not first
         state, ok = training.update_mask(state, cfg, shrink=first or follow)
         if not ok and meter.writer is not None:
             message = f"step {step}: alpha mask would be empty (density collapsed); kept"
             tqdm.write(message)
             meter.writer.add_text("train/warnings", message, step)
         if first:
-            state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.l1_rest))
+            state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.optimiser.l1_rest))
         elif filter_rays:
             pool = training.filter_rays(state.mask, pool, cfg)
         if ok and follow and step not in voxels:
@@ -528,10 +533,10 @@ class BudgetPlan:
 
     def __init__(self, cfg: TrainConfig, planned: bool) -> None:
         self.cfg, self.planned = cfg, planned
-        last = max([0, *cfg.mask_steps, *cfg.upsample_steps])
+        last = max([0, *cfg.schedule.mask_steps, *cfg.schedule.upsample_steps])
         self.at = last + PLAN_WARMUP + PLAN_STEPS
-        active = cfg.fill_budget and cfg.max_minutes is not None and not planned
-        if not active or self.at >= cfg.n_iters:
+        active = cfg.run.fill_budget and cfg.run.max_minutes is not None and not planned
+        if not active or self.at >= cfg.schedule.n_iters:
             self.at = None
         self.warm: tuple[int, float] | None = None  # where measuring started (step, seconds)
 
@@ -559,7 +564,7 @@ class BudgetPlan:
         which `steady` went to training steps alone (as `note`); evaluations during training
         (--eval-every) will go on costing `eval_per_step` seconds per step."""
         rate = (steady - self.warm[1]) / (step - self.warm[0])  # seconds per step
-        left = self.cfg.max_minutes * 60.0 * (1.0 - RESERVE) - seconds
+        left = self.cfg.run.max_minutes * 60.0 * (1.0 - RESERVE) - seconds
         n_iters = step + max(int(left / max(rate + eval_per_step, 1e-9)), 1)
         self.at, self.planned = None, True
         return parallel.from_primary(n_iters)[0]
@@ -573,14 +578,14 @@ class _Probe:
         self.cfg, self.writer = cfg, writer
         self.seconds, self.count = 0.0, 0  # spent evaluating so far
         self.views = None
-        if cfg.eval_every and cfg.eval_every < cfg.n_iters:
+        if cfg.eval.eval_every and cfg.eval.eval_every < cfg.schedule.n_iters:
             self.views = data.load_views(
-                cfg.dataset_path, cfg.eval_split, downscale=cfg.downscale,
-                max_views=cfg.eval_every_views, drop_missing=cfg.drop_missing_images,
+                cfg.data.dataset_path, cfg.eval.eval_split, downscale=cfg.data.downscale,
+                max_views=cfg.eval.eval_every_views, drop_missing=cfg.data.drop_missing_images,
             )  # fmt: skip
 
     def due(self, step: int, n_iters: int) -> bool:
-        return self.views is not None and step % self.cfg.eval_every == 0 and step < n_iters
+        return self.views is not None and step % self.cfg.eval.eval_every == 0 and step < n_iters
 
     def run(self, state: training.TrainState, step: int) -> float:
         """Evaluate (every process renders its share) and log (process 0); returns the
@@ -592,7 +597,7 @@ class _Probe:
         self.count += 1
         if self.writer is None:
             return seconds
-        tag = f"{self.cfg.eval_split}_during_training"
+        tag = f"{self.cfg.eval.eval_split}_during_training"
         self.writer.add_scalar(f"{tag}/psnr", metrics["psnr"], step)
         self.writer.add_scalar(f"{tag}/ssim", metrics["ssim"], step)
         if "lpips" in metrics:
@@ -601,13 +606,13 @@ class _Probe:
             self.writer.add_image(f"{tag}/rgb_{i}", np.clip(out["rgb"], 0, 1), step,
                                   dataformats="HWC")  # fmt: skip
             self.writer.add_image(f"{tag}/depth_{i}", out["depth_vis"], step, dataformats="HWC")
-        tqdm.write(f"step {step}: {self.cfg.eval_split} PSNR {metrics['psnr']:.2f} dB over "
+        tqdm.write(f"step {step}: {self.cfg.eval.eval_split} PSNR {metrics['psnr']:.2f} dB over "
                    f"{metrics['n_views']} views ({seconds:.1f} s)")  # fmt: skip
         return seconds
 
     def per_step(self) -> float:
         """Seconds of evaluation per training step, as measured so far."""
-        return self.seconds / self.count / self.cfg.eval_every if self.count else 0.0
+        return self.seconds / self.count / self.cfg.eval.eval_every if self.count else 0.0
 
 
 class _StopOnSignals:
@@ -663,50 +668,50 @@ def finish(
     state: training.TrainState, cfg: TrainConfig, writer, train_seconds: float,
     load_seconds: float, counts: dict | None = None,
 ) -> dict:
-    """Evaluate on cfg.eval_split, log to TensorBoard, write metrics.json (with the
+    """Evaluate on cfg.eval.eval_split, log to TensorBoard, write metrics.json (with the
     seconds spent training and loading the training and evaluation images)."""
     load_start = time.perf_counter()
     views = data.load_views(
-        cfg.dataset_path, cfg.eval_split, downscale=cfg.downscale, max_views=cfg.eval_max_views,
-        drop_missing=cfg.drop_missing_images,
+        cfg.data.dataset_path, cfg.eval.eval_split, downscale=cfg.data.downscale,
+        max_views=cfg.eval.eval_max_views, drop_missing=cfg.data.drop_missing_images,
     )
     # Every process renders (the rays are split over all devices); process 0 writes.
     primary = parallel.is_primary()
-    out_dir = Path(cfg.run_dir) / "renders" if primary else None
+    out_dir = Path(cfg.run.run_dir) / "renders" if primary else None
     load_seconds += time.perf_counter() - load_start
     metrics, previews = evaluate_views(state, cfg, views, out_dir)
-    metrics = {"split": cfg.eval_split, "train_seconds": train_seconds,
+    metrics = {"split": cfg.eval.eval_split, "train_seconds": train_seconds,
                "load_seconds": load_seconds, **(counts or {}), **metrics}  # fmt: skip
     if not primary:
         return metrics
     step = metrics["step"]
-    writer.add_scalar(f"{cfg.eval_split}/psnr", metrics["psnr"], step)
-    writer.add_scalar(f"{cfg.eval_split}/ssim", metrics["ssim"], step)
+    writer.add_scalar(f"{cfg.eval.eval_split}/psnr", metrics["psnr"], step)
+    writer.add_scalar(f"{cfg.eval.eval_split}/ssim", metrics["ssim"], step)
     if "lpips" in metrics:
-        writer.add_scalar(f"{cfg.eval_split}/lpips", metrics["lpips"], step)
+        writer.add_scalar(f"{cfg.eval.eval_split}/lpips", metrics["lpips"], step)
     for i, out in enumerate(previews):
-        writer.add_image(f"{cfg.eval_split}/rgb_{i}", np.clip(out["rgb"], 0, 1), step,
+        writer.add_image(f"{cfg.eval.eval_split}/rgb_{i}", np.clip(out["rgb"], 0, 1), step,
                          dataformats="HWC")  # fmt: skip
-        writer.add_image(f"{cfg.eval_split}/depth_{i}", out["depth_vis"], step,
+        writer.add_image(f"{cfg.eval.eval_split}/depth_{i}", out["depth_vis"], step,
                          dataformats="HWC")  # fmt: skip
     writer.close()
     finite = all(np.isfinite(metrics[k]) for k in ("psnr", "ssim"))
     # Non-finite numbers are written as null: the file stays valid JSON.
     saved = {k: None if isinstance(v, float) and not np.isfinite(v) else v
              for k, v in metrics.items()}  # fmt: skip
-    outputs.write_json(Path(cfg.run_dir) / "metrics.json", saved)
+    outputs.write_json(Path(cfg.run.run_dir) / "metrics.json", saved)
     if not finite:
         raise TrainingError(
-            f"the {cfg.eval_split} metrics are not finite (PSNR {metrics['psnr']}, SSIM "
+            f"the {cfg.eval.eval_split} metrics are not finite (PSNR {metrics['psnr']}, SSIM "
             f"{metrics['ssim']}): the model diverged; lower --lr-grid / --lr-network and "
-            f"train again, or --resume from an earlier checkpoint in {cfg.run_dir}"
+            f"train again, or --resume from an earlier checkpoint in {cfg.run.run_dir}"
         )
     print(
-        f"{cfg.eval_split}: {summary(metrics)} over "
+        f"{cfg.eval.eval_split}: {summary(metrics)} over "
         f"{metrics['n_views']} views; trained {train_seconds / 60:.1f} min to step {step}; "
         f"model {metrics['model_mb']:.1f} MB"
     )
-    print(f"{cfg.run_dir}: metrics.json, renders/ (the {cfg.eval_split} views, RGB and depth), "
-          "log.jsonl and tensorboard/ (curves), checkpoints/ (for --resume, render_360.py, "
+    print(f"{cfg.run.run_dir}: metrics.json, renders/ (the {cfg.eval.eval_split} views, RGB and "
+          "depth), log.jsonl and tensorboard/ (curves), checkpoints/ (for --resume, render_360.py, "
           "tensorf.evaluate)")  # fmt: skip
     return metrics

@@ -115,7 +115,7 @@ def _check(args: OrbitArgs) -> camera_path.CameraPath | None:
 
 def orbit_centre_and_radius(cfg: TrainConfig, cameras: dict) -> tuple[np.ndarray, float]:
     """The scene centre (of the configured aabb) and the training cameras' mean distance."""
-    centre = np.reshape(cfg.aabb, (2, 3)).mean(0)
+    centre = np.reshape(cfg.schedule.aabb, (2, 3)).mean(0)
     return centre, float(np.linalg.norm(cameras["c2w"][:, :3, 3] - centre, axis=-1).mean())
 
 

@@ -136,14 +136,14 @@ def next_batch(pool: RayPool, cfg: TrainConfig, step: int, mesh: Mesh) -> Batch:
     """The batch of a step: the (replicated) cameras, and pixel ids and target colours split
     over the mesh, every process contributing its share of the rays. Host to device only:
     nothing here waits for the devices."""
-    ids, rgb = pool.sample(cfg.seed, step, cfg.batch_size // jax.process_count())
+    ids, rgb = pool.sample(cfg.run.seed, step, cfg.optimiser.batch_size // jax.process_count())
     return (pool.cameras_on(mesh), *parallel.shard_rows(mesh, ids, rgb))
 
 
 def init_state(cfg: TrainConfig) -> TrainState:
-    key, init_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
-    aabb = np.array(cfg.aabb, np.float32).reshape(2, 3)
-    resolution = tensor_vm.resolution_for_voxels(cfg.grid_init**3, aabb)
+    key, init_key = jax.random.split(jax.random.PRNGKey(cfg.run.seed))
+    aabb = np.array(cfg.schedule.aabb, np.float32).reshape(2, 3)
+    resolution = tensor_vm.resolution_for_voxels(cfg.schedule.grid_init**3, aabb)
     params = field.init_params(init_key, cfg.model, resolution)
     return TrainState(
         params=params,
@@ -152,7 +152,7 @@ def init_state(cfg: TrainConfig) -> TrainState:
         mask=alpha_mask.everything(aabb),
         step=jnp.int32(0),
         lr_reset_step=jnp.int32(0),
-        l1_weight=jnp.float32(cfg.l1_initial),
+        l1_weight=jnp.float32(cfg.optimiser.l1_initial),
         rng=key,
         skipped_steps=jnp.int32(0),
         dropped_samples=jnp.int32(0),
@@ -161,8 +161,8 @@ def init_state(cfg: TrainConfig) -> TrainState:
 
 
 def precision(cfg: TrainConfig) -> Precision:
-    if cfg.precision != "auto":
-        return cfg.precision
+    if cfg.run.precision != "auto":
+        return cfg.run.precision
     return "bf16" if jax.default_backend() == "gpu" else "f32"
 
 
@@ -215,9 +215,9 @@ def render_settings(
     return RenderSettings(
         n_samples=n_samples,
         step_size=step,
-        density_capacity=bucket(cfg.batch_size * (window or n_samples + outer)),
+        density_capacity=bucket(cfg.optimiser.batch_size * (window or n_samples + outer)),
         # Top-k takes at most every sample of a ray: a k beyond that sizes nothing.
-        appearance_capacity=bucket(cfg.batch_size * min(cfg.render.appearance_samples,
+        appearance_capacity=bucket(cfg.optimiser.batch_size * min(cfg.render.appearance_samples,
                                                          window or n_samples + outer)),
         appearance_samples=cfg.render.appearance_samples,
         unselected=cfg.render.unselected,
@@ -276,8 +276,9 @@ class StepSpec:
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> StepSpec:
-        return cls(cfg.batch_size, cfg.model, cfg.render.background == "random",
-                   cfg.tv_density > 0, cfg.tv_appearance > 0, cfg.ortho_weight > 0)  # fmt: skip
+        opt = cfg.optimiser
+        return cls(opt.batch_size, cfg.model, cfg.render.background == "random",
+                   opt.tv_density > 0, opt.tv_appearance > 0, opt.ortho_weight > 0)  # fmt: skip
 
 
 @jax.tree_util.register_dataclass
@@ -295,9 +296,10 @@ class Hyper:
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> Hyper:
-        rates = (cfg.lr_grid, cfg.lr_network, cfg.lr_decay_ratio, cfg.tv_density,
-                 cfg.tv_appearance, cfg.ortho_weight)  # fmt: skip
-        return cls(np.int32(cfg.n_iters), *map(np.float32, rates))
+        opt = cfg.optimiser
+        rates = (opt.lr_grid, opt.lr_network, opt.lr_decay_ratio, opt.tv_density,
+                 opt.tv_appearance, opt.ortho_weight)  # fmt: skip
+        return cls(np.int32(cfg.schedule.n_iters), *map(np.float32, rates))
 
 
 def _learning_rates(hyper: Hyper, params: field.Params) -> field.Params:
@@ -529,9 +531,11 @@ def _map_grids(state: TrainState, fn, moments: str) -> TrainState:
 
 def voxel_schedule(cfg: TrainConfig) -> list[int]:
     """Voxel counts after each upsample: log-linear from grid_init^3 to grid_final^3."""
+    schedule = cfg.schedule
     counts = np.exp(
         np.linspace(
-            np.log(cfg.grid_init**3), np.log(cfg.grid_final**3), len(cfg.upsample_steps) + 1
+            np.log(schedule.grid_init**3), np.log(schedule.grid_final**3),
+            len(schedule.upsample_steps) + 1,
         )
     )
     return [int(round(c)) for c in counts[1:]]
@@ -539,15 +543,16 @@ def voxel_schedule(cfg: TrainConfig) -> list[int]:
 
 def upsample(state: TrainState, cfg: TrainConfig, n_voxels: int) -> TrainState:
     resolution = tensor_vm.resolution_for_voxels(n_voxels, np.asarray(state.aabb))
-    moments = "reset" if cfg.adam_on_upsample == "reset" else "map"
+    moments = "reset" if cfg.optimiser.adam_on_upsample == "reset" else "map"
     state = _map_grids(state, lambda g: decomposition.resize(g, resolution), moments)
     return dataclasses.replace(state, lr_reset_step=state.step.copy())
 
 
 def scheduled_voxels(cfg: TrainConfig, step: int) -> int:
     """The voxel count the upsampling schedule has reached by `step`."""
-    counts = [cfg.grid_init**3] + [
-        n for s, n in zip(cfg.upsample_steps, voxel_schedule(cfg), strict=True) if s <= step
+    steps = cfg.schedule.upsample_steps
+    counts = [cfg.schedule.grid_init**3] + [
+        n for s, n in zip(steps, voxel_schedule(cfg), strict=True) if s <= step
     ]
     return counts[-1]
 
@@ -580,11 +585,11 @@ def update_mask(state: TrainState, cfg: TrainConfig, shrink: bool) -> tuple[Trai
     collapsed) the state keeps its previous mask, so training can go on.
     """
     resolution = state.resolution
-    if np.prod(resolution) >= cfg.mask_max_resolution**3 and state.mask.cells.size > 1:
+    if np.prod(resolution) >= cfg.schedule.mask_max_resolution**3 and state.mask.cells.size > 1:
         resolution = tuple(s + 1 for s in state.mask.cells.shape)
     step = voxel_step(cfg, np.asarray(state.aabb), state.resolution)
     mask, bounds = alpha_mask.compute_alpha_mask(
-        alpha_fn(state, cfg, step), np.asarray(state.aabb), resolution, cfg.mask_threshold
+        alpha_fn(state, cfg, step), np.asarray(state.aabb), resolution, cfg.schedule.mask_threshold
     )
     if not np.asarray(mask.cells).any():
         return state, False

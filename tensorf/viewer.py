@@ -87,7 +87,7 @@ def home_view(cfg: TrainConfig, cameras: dict) -> Home:
         position = average_pose(c2w)[:3, 3]
         target = spiral_focus(c2w, cameras["depth_bounds"])
     else:
-        box_centre = np.reshape(cfg.aabb, (2, 3)).mean(0)
+        box_centre = np.reshape(cfg.schedule.aabb, (2, 3)).mean(0)
         target = np.zeros(3) if cameras["kind"] == "capture" else box_centre
         offsets = c2w[:, :3, 3] - target
         distance = 1.2 * float(np.median(np.linalg.norm(offsets, axis=-1)))
@@ -230,7 +230,7 @@ class FieldViewer:
         self._scene()
         self._gui(training)
         train = cameras["intrinsics"]
-        self.paths = PathPanel(self.server, run_dir or cfg.run_dir, (train.width, train.height),
+        self.paths = PathPanel(self.server, run_dir or cfg.run.run_dir, (train.width, train.height),
                                self)  # fmt: skip
         self.server.on_client_connect(self._connect)
         self.server.on_client_disconnect(self._disconnect)

@@ -24,7 +24,7 @@ views = data.load_views(scene, "train")
 results = {}
 for n in (1, 4):
     mesh = parallel.data_mesh(jax.devices()[:n])
-    pool = experiment.make_pool(views).on(mesh, cfg.seed)
+    pool = experiment.make_pool(views).on(mesh, cfg.run.seed)
     state = parallel.replicate(training.init_state(cfg), mesh)
     settings = training.settings_for(cfg, state)
     hyper, spec = training.Hyper.of(cfg), training.StepSpec.of(cfg)

@@ -15,7 +15,7 @@ import pytest
 from synthetic import sphere_config
 
 from tensorf import data, experiment, parallel, training
-from tensorf.config import ModelConfig
+from tensorf.config import ModelConfig, override
 
 MESH = parallel.data_mesh()
 
@@ -25,7 +25,7 @@ def test_run_length_logging_paths_and_rates_compile_the_step_once(sphere_scene, 
     the second's numbers (its learning rates, decayed over its own length) are in effect."""
     model = ModelConfig(density_components=(2, 2, 2), appearance_components=(2, 2, 2),
                         appearance_dim=4, mlp_width=8)  # a spec no other test compiles
-    first = dataclasses.replace(sphere_config(sphere_scene, tmp_path / "a"), model=model,
+    first = override(sphere_config(sphere_scene, tmp_path / "a"), model=model,
                                 batch_size=128, grid_init=16)  # fmt: skip
     second = dataclasses.replace(first, run_dir=tmp_path / "b", n_iters=1234, log_every=7,
                                  checkpoint_every=11, lr_grid=0.5, lr_network=0.25,
@@ -57,7 +57,7 @@ experiment.use_compile_cache(folder)
 cfg = dataclasses.replace(sphere_config(Path(sys.argv[1]), Path("unused")), batch_size=128)
 mesh = parallel.data_mesh()
 state = parallel.replicate(training.init_state(cfg), mesh)
-pool = experiment.make_pool(data.load_views(cfg.dataset_path, "train"))
+pool = experiment.make_pool(data.load_views(cfg.data.dataset_path, "train"))
 batch = training.next_batch(pool, cfg, 0, mesh)
 _, metrics = training.train_step(state, batch, cfg, training.settings_for(cfg, state), mesh)
 jax.block_until_ready(metrics)

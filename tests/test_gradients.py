@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tensorf import alpha_mask, field, render, training
-from tensorf.config import ModelConfig, RenderConfig, TrainConfig
+from tensorf.config import ModelConfig, RenderConfig, TrainConfig, override
 
 AABB = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 RESOLUTION = (8, 9, 10)
@@ -45,7 +45,7 @@ def x64(monkeypatch):
 
 def settings_for(appearance_samples: int | None) -> render.RenderSettings:
     def make(k):
-        cfg = TrainConfig(
+        cfg = override(TrainConfig(),
             batch_size=N_RAYS,
             render=RenderConfig(near=0.0, far=10.0, step_ratio=0.6, appearance_samples=k),
         )

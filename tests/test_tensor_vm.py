@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tensorf import field, tensor_vm, training
-from tensorf.config import ModelConfig, TrainConfig
+from tensorf.config import ModelConfig, TrainConfig, override
 from tensorf.tensor_vm import LINE_AXES, PLANE_AXES, VMGrid
 
 # Jitted once per shape: op-by-op dispatch compiles every primitive separately, which is
@@ -197,7 +197,7 @@ def test_interpolation_matrix_rows_sum_to_one(old, new):
 
 
 def test_crop_and_shrink_keep_the_field_inside_the_new_box():
-    cfg = TrainConfig(
+    cfg = override(TrainConfig(),
         grid_init=16,
         model=ModelConfig(density_components=2, appearance_components=3, density_shift=0.0),
     )
