@@ -58,7 +58,7 @@ def train_call():
 def render_call():
     cfg, state = checkpoint.load_run(args.run_dir)
     views = data.load_views(cfg.data.dataset_path, "test", cfg.data.downscale, max_views=1)
-    settings = training.settings_for(cfg, state, training.ndc_for(cfg, views.intrinsics))
+    settings = training.settings_for(cfg, state, training.ndc_for(cfg.render, views.intrinsics))
     _, settings = render.render_image(state.params, cfg.model, settings, state.aabb,
                                       state.mask, views.c2w[0], views.camera(0))  # fmt: skip
     params = {**state.params, "density": decomposition.bake(state.params["density"])}

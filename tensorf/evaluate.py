@@ -21,7 +21,7 @@ import numpy as np
 import tyro
 
 from tensorf import checkpoint, cli, data, outputs, parallel
-from tensorf.config import TrainConfig, override
+from tensorf.config import EvalConfig, TrainConfig, override
 from tensorf.lpips import MIN_SIDE, lpips
 from tensorf.progress import tqdm
 from tensorf.render import baked, render_image
@@ -76,9 +76,10 @@ def evaluate_views(
     for its network) and the renders of the first three views (for TensorBoard), each with a
     colour-mapped depth image `depth_vis`.
     """
-    settings = image_settings(settings_for(cfg, state, ndc_for(cfg, views.intrinsics)), cfg)
+    fast = settings_for(cfg, state, ndc_for(cfg.render, views.intrinsics))
+    settings = image_settings(fast, cfg.render)
     near, far = views.depth_bounds or depth_range(views.c2w, np.asarray(state.aabb))
-    net = _lpips_net(cfg, views)
+    net = _lpips_net(cfg.eval, views)
     psnrs, ssims, lpipses, previews = [], [], [], []
     lpips_seconds = 0.0
     start = time.perf_counter()
@@ -126,18 +127,18 @@ def evaluate_views(
     return metrics, previews
 
 
-def _lpips_net(cfg: TrainConfig, views: data.Views) -> str | None:
+def _lpips_net(evaluation: EvalConfig, views: data.Views) -> str | None:
     """The LPIPS network to use on these views, None for none (with a warning when the
     images are too small for it)."""
-    if cfg.eval.eval_lpips == "off":
+    if evaluation.eval_lpips == "off":
         return None
-    if min(views.height, views.width) < MIN_SIDE[cfg.eval.eval_lpips]:
+    if min(views.height, views.width) < MIN_SIDE[evaluation.eval_lpips]:
         if parallel.is_primary():
-            print(f"warning: no LPIPS: its {cfg.eval.eval_lpips} network needs images of at least "
-                  f"{MIN_SIDE[cfg.eval.eval_lpips]} pixels a side, these are "
+            print(f"warning: no LPIPS: its {evaluation.eval_lpips} network needs images of at "
+                  f"least {MIN_SIDE[evaluation.eval_lpips]} pixels a side, these are "
                   f"{views.width}x{views.height}", file=sys.stderr)  # fmt: skip
         return None
-    return cfg.eval.eval_lpips
+    return evaluation.eval_lpips
 
 
 def summary(metrics: dict) -> str:

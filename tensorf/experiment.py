@@ -23,6 +23,7 @@ from tensorf.cli import ConfigError, Interrupted, TrainingError, run_main
 from tensorf.config import (
     PRESETS,
     DistributedConfig,
+    RunConfig,
     TrainConfig,
     flat_dict,
     override,
@@ -122,7 +123,7 @@ def train(cfg: TrainConfig) -> dict:
     check_scene_kind(cfg, views)
     checks.check_memory(cfg, views.images.nbytes)
     load_seconds = time.perf_counter() - load_start
-    projection = training.ndc_for(cfg, views.intrinsics)
+    projection = training.ndc_for(cfg.render, views.intrinsics)
     if cfg.eval.eval_split not in data.available_splits(cfg.data.dataset_path):
         splits = ", ".join(data.available_splits(cfg.data.dataset_path))
         raise ConfigError(f"--eval-split {cfg.eval.eval_split}: {cfg.data.dataset_path} has the "
@@ -246,7 +247,8 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
         # purge_step drops what a killed run logged after its last checkpoint.
         writer = SummaryWriter(str(cfg.run.run_dir / "tensorboard"), purge_step=step or None)
         log = _JsonLog(cfg.run.run_dir / LOG_FILE, step)
-    voxels = dict(zip(cfg.schedule.upsample_steps, training.voxel_schedule(cfg), strict=True))
+    schedule = training.voxel_schedule(cfg.schedule)
+    voxels = dict(zip(cfg.schedule.upsample_steps, schedule, strict=True))
     capacities = {k: buffers[k] for k in CAPACITIES if k in buffers}
     settings = dataclasses.replace(training.settings_for(cfg, state, projection), **capacities)
     # A filled budget's plan (see `BudgetPlan`) is part of the run: saved, and kept on resume.
@@ -285,7 +287,7 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
             event = step in cfg.schedule.mask_steps or step in voxels
             # Process 0 decides, so that every process stops at the same step.
             out_of_time, signum = parallel.from_primary(
-                budget_spent(cfg, clock() - start), signals.signum or 0
+                budget_spent(cfg.run, clock() - start), signals.signum or 0
             )
             save = step % cfg.run.checkpoint_every == 0 or step == run_cfg.schedule.n_iters
             probe_due = probe.due(step, run_cfg.schedule.n_iters) and not (out_of_time or signum)
@@ -375,8 +377,8 @@ jax.monitoring.register_event_duration_secs_listener(_count_compiles)
 jax.monitoring.register_event_listener(_count_cache_hits)
 
 
-def budget_spent(cfg: TrainConfig, seconds: float) -> bool:
-    return cfg.run.max_minutes is not None and seconds > cfg.run.max_minutes * 60.0
+def budget_spent(run: RunConfig, seconds: float) -> bool:
+    return run.max_minutes is not None and seconds > run.max_minutes * 60.0
 
 
 def read(tree):
@@ -504,9 +506,9 @@ def grid_events(state, pool, cfg: TrainConfig, step: int, voxels: dict, meter: _
             pool = training.filter_rays(state.mask, pool, cfg)
         if ok and follow and step not in voxels:
             # Spend the voxels the schedule has reached on the smaller box.
-            state = training.regrid(state, training.scheduled_voxels(cfg, step))
+            state = training.regrid(state, training.scheduled_voxels(cfg.schedule, step))
     if step in voxels:
-        state = training.upsample(state, cfg, voxels[step])
+        state = training.upsample(state, cfg.optimiser, voxels[step])
     return state, pool
 
 

@@ -197,8 +197,8 @@ def render_orbit(args: OrbitArgs) -> dict[str, Path]:
     start = time.perf_counter()
     # The NDC projection is the training cameras', whatever the frames' size.
     render_frames(cfg, state.params, state.aabb, state.mask, state.resolution,
-                  ndc_for(cfg, cameras["intrinsics"]), cameras["depth_bounds"], poses, intrinsics,
-                  paths, panels, fps, args.chunk)  # fmt: skip
+                  ndc_for(cfg.render, cameras["intrinsics"]), cameras["depth_bounds"], poses,
+                  intrinsics, paths, panels, fps, args.chunk)  # fmt: skip
     seconds = time.perf_counter() - start
     written = ", ".join(map(str, paths.values()))
     size = f"{intrinsics[0].width}x{intrinsics[0].height}"

@@ -16,7 +16,14 @@ from jax.sharding import Mesh
 from tensorf import alpha_mask, decomposition, field, ndc, parallel, tensor_vm
 from tensorf.alpha_mask import AlphaMask
 from tensorf.cameras import Intrinsics, camera_directions, camera_rays, pixel_rays
-from tensorf.config import ModelConfig, Precision, TrainConfig
+from tensorf.config import (
+    ModelConfig,
+    OptimiserConfig,
+    Precision,
+    RenderConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
 from tensorf.data.views import Views
 from tensorf.parallel import AXIS, REPLICATED, SHARDED
 from tensorf.render import RenderSettings, bucket, ray_aabb, render_rays
@@ -173,15 +180,15 @@ def initial_loss_scale(cfg: TrainConfig) -> jmp.LossScale:
     return jmp.NoOpLossScale()
 
 
-def ndc_for(cfg: TrainConfig, intrinsics: Intrinsics) -> tuple[float, float] | None:
+def ndc_for(render: RenderConfig, intrinsics: Intrinsics) -> tuple[float, float] | None:
     """The NDC projection of a scene's (training) cameras when the config samples in NDC."""
-    return ndc.projection(intrinsics) if cfg.render.ndc else None
+    return ndc.projection(intrinsics) if render.ndc else None
 
 
-def voxel_step(cfg: TrainConfig, aabb: np.ndarray, resolution) -> float:
+def voxel_step(render: RenderConfig, aabb: np.ndarray, resolution) -> float:
     """step_ratio times the mean voxel size (official stepSize)."""
     size = np.asarray(aabb, np.float64)[1] - np.asarray(aabb, np.float64)[0]
-    return float(np.mean(size / (np.array(resolution) - 1)) * cfg.render.step_ratio)
+    return float(np.mean(size / (np.array(resolution) - 1)) * render.step_ratio)
 
 
 def render_settings(
@@ -200,7 +207,7 @@ def render_settings(
         # Contracted, these are the inner samples: the (contracted) box's diagonal covers
         # the way through the inner box from a camera up to 2 sqrt(3) outside it.
         near, far = cfg.render.near, cfg.render.far
-        step = voxel_step(cfg, aabb, resolution)
+        step = voxel_step(cfg.render, aabb, resolution)
         n_samples = min(int(np.linalg.norm(size) / step) + 1, cfg.render.max_samples)
     else:
         # Evenly over t in [0, 1] (the near plane to infinity), as many samples as the
@@ -255,9 +262,9 @@ def settings_for(
     return render_settings(cfg, np.asarray(state.aabb), state.resolution, ndc, state.mask)
 
 
-def image_settings(settings: RenderSettings, cfg: TrainConfig) -> RenderSettings:
+def image_settings(settings: RenderSettings, render: RenderConfig) -> RenderSettings:
     """Settings for rendering images rather than training (--render.image-threshold)."""
-    return dataclasses.replace(settings, weight_threshold=cfg.render.image_threshold)
+    return dataclasses.replace(settings, weight_threshold=render.image_threshold)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -529,9 +536,8 @@ def _map_grids(state: TrainState, fn, moments: str) -> TrainState:
     return dataclasses.replace(state, params=params, opt_state=opt_state)
 
 
-def voxel_schedule(cfg: TrainConfig) -> list[int]:
+def voxel_schedule(schedule: ScheduleConfig) -> list[int]:
     """Voxel counts after each upsample: log-linear from grid_init^3 to grid_final^3."""
-    schedule = cfg.schedule
     counts = np.exp(
         np.linspace(
             np.log(schedule.grid_init**3), np.log(schedule.grid_final**3),
@@ -541,18 +547,18 @@ def voxel_schedule(cfg: TrainConfig) -> list[int]:
     return [int(round(c)) for c in counts[1:]]
 
 
-def upsample(state: TrainState, cfg: TrainConfig, n_voxels: int) -> TrainState:
+def upsample(state: TrainState, optimiser: OptimiserConfig, n_voxels: int) -> TrainState:
     resolution = tensor_vm.resolution_for_voxels(n_voxels, np.asarray(state.aabb))
-    moments = "reset" if cfg.optimiser.adam_on_upsample == "reset" else "map"
+    moments = "reset" if optimiser.adam_on_upsample == "reset" else "map"
     state = _map_grids(state, lambda g: decomposition.resize(g, resolution), moments)
     return dataclasses.replace(state, lr_reset_step=state.step.copy())
 
 
-def scheduled_voxels(cfg: TrainConfig, step: int) -> int:
+def scheduled_voxels(schedule: ScheduleConfig, step: int) -> int:
     """The voxel count the upsampling schedule has reached by `step`."""
-    steps = cfg.schedule.upsample_steps
-    counts = [cfg.schedule.grid_init**3] + [
-        n for s, n in zip(steps, voxel_schedule(cfg), strict=True) if s <= step
+    counts = [schedule.grid_init**3] + [
+        n for s, n in zip(schedule.upsample_steps, voxel_schedule(schedule), strict=True)
+        if s <= step
     ]
     return counts[-1]
 
@@ -587,7 +593,7 @@ def update_mask(state: TrainState, cfg: TrainConfig, shrink: bool) -> tuple[Trai
     resolution = state.resolution
     if np.prod(resolution) >= cfg.schedule.mask_max_resolution**3 and state.mask.cells.size > 1:
         resolution = tuple(s + 1 for s in state.mask.cells.shape)
-    step = voxel_step(cfg, np.asarray(state.aabb), state.resolution)
+    step = voxel_step(cfg.render, np.asarray(state.aabb), state.resolution)
     mask, bounds = alpha_mask.compute_alpha_mask(
         alpha_fn(state, cfg, step), np.asarray(state.aabb), resolution, cfg.schedule.mask_threshold
     )

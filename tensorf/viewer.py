@@ -212,7 +212,7 @@ class FieldViewer:
         """`run_dir` (default: the config's) is where camera paths are saved."""
         self.cfg, self.cameras, self.resolution = cfg, cameras, resolution
         self._training = training
-        self.ndc = ndc_for(cfg, cameras["intrinsics"])
+        self.ndc = ndc_for(cfg.render, cameras["intrinsics"])
         self.device = jax.local_devices()[0]
         # One device: the viewer's renders then hold no collectives that could interleave
         # with the training step's.
@@ -434,7 +434,7 @@ class FieldViewer:
             density = field.params["density"]
             settings = render_settings(self.cfg, np.asarray(field.aabb), density.resolution,
                                        self.ndc, field.mask)  # fmt: skip
-            field.settings = image_settings(settings, self.cfg)
+            field.settings = image_settings(settings, self.cfg.render)
             field.params = baked(field.params)  # once, not once per frame
         out, field.settings = render_image(
             field.params, self.cfg.model, field.settings, field.aabb, field.mask, c2w, k,

@@ -435,7 +435,8 @@ def test_fern_quick_run(tmp_path):
     # leaves in the middle.
     cfg_saved, state = checkpoint.load_run(cfg.run.run_dir)
     views = load_views(fern, "test", downscale=8, max_views=1)
-    settings = training.settings_for(cfg_saved, state, training.ndc_for(cfg, views.intrinsics))
+    projection = training.ndc_for(cfg.render, views.intrinsics)
+    settings = training.settings_for(cfg_saved, state, projection)
     out, _ = render_image(state.params, cfg.model, settings, state.aabb, state.mask,
                           views.c2w[0], views.intrinsics)  # fmt: skip
     near, far = views.depth_bounds

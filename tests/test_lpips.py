@@ -103,9 +103,9 @@ def test_evaluation_reports_lpips(sphere_run, tmp_path, capsys) -> None:
 
 def test_which_network_evaluation_uses(capsys) -> None:
     cfg = PRESETS["demo"][1]
-    assert _lpips_net(cfg, SimpleNamespace(width=40, height=30)) is None
+    assert _lpips_net(cfg.eval, SimpleNamespace(width=40, height=30)) is None
     assert "alex network needs images of at least 31 pixels a side" in capsys.readouterr().err
-    assert _lpips_net(override(cfg, eval_lpips="vgg"),
+    assert _lpips_net(override(cfg, eval_lpips="vgg").eval,
                       SimpleNamespace(width=40, height=30)) == "vgg"  # fmt: skip
     off = override(cfg, eval_lpips="off")
-    assert _lpips_net(off, SimpleNamespace(width=400, height=400)) is None
+    assert _lpips_net(off.eval, SimpleNamespace(width=400, height=400)) is None

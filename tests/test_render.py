@@ -370,7 +370,7 @@ def test_occupied_box_render_matches_the_full_march(sphere_scene, tmp_path):
         c, _ = render.render_image(*args[0], fast, *args[1], chunk=4 * pixels)
         np.testing.assert_allclose(c["rgb"], a["rgb"], atol=1e-6)
         # Images shade fewer samples (--render.image-threshold), at a small cost.
-        d, _ = render.render_image(*args[0], training.image_settings(fast, cfg), *args[1],
+        d, _ = render.render_image(*args[0], training.image_settings(fast, cfg.render), *args[1],
                                    chunk=512)  # fmt: skip
         assert d["shaded_samples_per_ray"] < a["shaded_samples_per_ray"]
         gt = views.images[i]

@@ -55,7 +55,7 @@ def small_config(**overrides) -> TrainConfig:
 
 def test_voxel_schedule_paper():
     cfg = PRESETS["paper"][1]
-    counts = training.voxel_schedule(cfg)
+    counts = training.voxel_schedule(cfg.schedule)
     assert len(counts) == len(cfg.schedule.upsample_steps) == 5
     assert [round(c ** (1 / 3)) for c in counts] == [152, 180, 213, 253, 300]
     assert counts[-1] == 300**3
@@ -66,7 +66,7 @@ def test_voxel_schedule_paper():
 
 def test_voxel_schedule_quick():
     cfg = PRESETS["quick"][1]
-    counts = training.voxel_schedule(cfg)
+    counts = training.voxel_schedule(cfg.schedule)
     assert len(counts) == len(cfg.schedule.upsample_steps)
     assert counts[-1] == cfg.schedule.grid_final**3
     assert all(a < b for a, b in zip([cfg.schedule.grid_init**3, *counts], counts, strict=False))
@@ -217,9 +217,9 @@ def test_later_shrink_keeps_occupied_space_and_regrid_spends_the_voxels(trained)
     sigma = [field.density(s.params, cfg.model, field.normalize(xyz, s.aabb))
              for s in (masked, regridded)]  # fmt: skip
     assert float(jnp.abs(sigma[0] - sigma[1]).mean()) < 0.1 * float(jnp.abs(sigma[0]).mean())
-    assert training.scheduled_voxels(cfg, 0) == cfg.schedule.grid_init**3
+    assert training.scheduled_voxels(cfg.schedule, 0) == cfg.schedule.grid_init**3
     last = cfg.schedule.upsample_steps[-1]
-    assert training.scheduled_voxels(cfg, last) == cfg.schedule.grid_final**3
+    assert training.scheduled_voxels(cfg.schedule, last) == cfg.schedule.grid_final**3
 
 
 def test_train_step_after_upsample_restarts_the_learning_rate(trained, sphere_pool):
@@ -227,7 +227,7 @@ def test_train_step_after_upsample_restarts_the_learning_rate(trained, sphere_po
     _, pool = sphere_pool
     # A copy: train_step donates its state and the fixture's state is shared.
     state = jax.tree.map(jnp.array, state)
-    state = training.upsample(state, cfg, 20**3)
+    state = training.upsample(state, cfg.optimiser, 20**3)
     assert state.resolution == (20, 20, 20)
     assert int(state.lr_reset_step) == int(state.step) == N_STEPS
     settings = training.settings_for(cfg, state)
@@ -257,7 +257,7 @@ def test_upsample_adam_modes(mode):
     cfg = small_config(adam_on_upsample=mode)
     state = with_moments(training.init_state(cfg), 0.3, 5)
     old_density = state.params["density"]
-    new = training.upsample(state, cfg, 20**3)
+    new = training.upsample(state, cfg.optimiser, 20**3)
     assert new.resolution == (20, 20, 20)
     assert int(new.lr_reset_step) == 7 and int(new.step) == 7
     # Corner values survive the aligned-corner resampling.
