@@ -46,9 +46,9 @@ log_every = max(args.steps // 10, 1)
 warmup = 2 * log_every
 # No grid events, one checkpoint (the last) and one view evaluated: the loop's own cost.
 cfg = override(cfg, n_iters=warmup + args.steps, upsample_steps=(), mask_steps=(),
-                          log_every=log_every, checkpoint_every=warmup + args.steps,
-                          eval_every=0, eval_max_views=1, fill_budget=False,
-                          max_minutes=None)  # fmt: skip
+               log_every=log_every, checkpoint_every=warmup + args.steps,
+               eval_every=0, eval_max_views=1, fill_budget=False,
+               max_minutes=None)  # fmt: skip
 mesh = parallel.data_mesh()
 tiny = " --tiny" if args.tiny else ""
 header(f"loop overhead: preset {args.preset}{tiny}, batch {cfg.optimiser.batch_size}, grid "
@@ -58,7 +58,7 @@ header(f"loop overhead: preset {args.preset}{tiny}, batch {cfg.optimiser.batch_s
 pool = make_pool(data.load_views(cfg.data.dataset_path, "train"))
 state = parallel.replicate(training.init_state(cfg), mesh)
 settings = training.settings_for(cfg, state)
-batch = training.next_batch(pool, cfg, 0, mesh)
+batch = training.next_batch(pool, cfg.run, cfg.optimiser, 0, mesh)
 for _ in range(3):  # compile, then let the buffers settle to their working size
     state, metrics = training.train_step(state, batch, cfg, settings, mesh)
     peaks = {f"{k}_capacity": int(metrics[f"{k}_peak"]) for k in ("density", "appearance")}

@@ -38,7 +38,7 @@ def train_call():
     pool = make_pool(data.load_views(cfg.data.dataset_path, "train"))
     state = parallel.replicate(training.init_state(cfg), mesh)
     settings = training.settings_for(cfg, state)
-    batch = training.next_batch(pool, cfg, 0, mesh)
+    batch = training.next_batch(pool, cfg.run, cfg.optimiser, 0, mesh)
     for _ in range(3):  # let the buffers settle to their working size
         state, metrics = training.train_step(state, batch, cfg, settings, mesh)
         peaks = {f"{k}_capacity": int(metrics[f"{k}_peak"]) for k in ("density", "appearance")}

@@ -33,7 +33,7 @@ from tensorf.render import fit_capacity, render_image  # noqa: E402
 
 cfg = override(PRESETS[args.preset][1], precision=args.precision)
 mesh = parallel.data_mesh(jax.devices()[: args.devices])
-precision = training.precision(cfg)
+precision = training.precision(cfg.run)
 header(f"throughput: preset {args.preset}, batch {cfg.optimiser.batch_size}, "
        f"grid {cfg.schedule.grid_init}^3, precision {precision}, "
        f"{mesh.size} device(s)")  # fmt: skip
@@ -43,7 +43,7 @@ settings = training.settings_for(cfg, state)
 
 
 def step(state, settings):
-    batch = training.next_batch(pool, cfg, int(state.step), mesh)
+    batch = training.next_batch(pool, cfg.run, cfg.optimiser, int(state.step), mesh)
     return training.train_step(state, batch, cfg, settings, mesh)
 
 

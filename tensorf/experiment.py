@@ -22,7 +22,10 @@ from tensorf import alpha_mask, checkpoint, checks, cli, data, outputs, parallel
 from tensorf.cli import ConfigError, Interrupted, TrainingError, run_main
 from tensorf.config import (
     PRESETS,
+    DataConfig,
     DistributedConfig,
+    EvalConfig,
+    RenderConfig,
     RunConfig,
     TrainConfig,
     flat_dict,
@@ -85,16 +88,16 @@ def make_pool(views: data.Views) -> training.RayPool:
 _KIND_NAMES = {"object": "an object scene", "capture": "a 360-degree capture"}
 
 
-def check_scene_kind(cfg: TrainConfig, views: data.Views) -> None:
+def check_scene_kind(scene: DataConfig, render: RenderConfig, views: data.Views) -> None:
     """Forward-facing captures need NDC rays, and objects world rays."""
-    if views.kind == "forward-facing" and not cfg.render.ndc:
+    if views.kind == "forward-facing" and not render.ndc:
         raise ConfigError(
-            f"{cfg.data.dataset_path} is a forward-facing (LLFF) capture, which needs NDC rays: "
+            f"{scene.dataset_path} is a forward-facing (LLFF) capture, which needs NDC rays: "
             "use a preset made for it (llff, llff-quick) or pass --render.ndc"
         )
-    if views.kind != "forward-facing" and cfg.render.ndc:
+    if views.kind != "forward-facing" and render.ndc:
         raise ConfigError(
-            f"{cfg.data.dataset_path} is {_KIND_NAMES[views.kind]}, which NDC cannot represent "
+            f"{scene.dataset_path} is {_KIND_NAMES[views.kind]}, which NDC cannot represent "
             "(it needs cameras that all look the same way): drop --render.ndc or use a "
             "preset made for it"
         )
@@ -120,7 +123,7 @@ def train(cfg: TrainConfig) -> dict:
     load_start = time.perf_counter()
     views = data.load_views(cfg.data.dataset_path, "train", downscale=cfg.data.downscale,
                             shard=shard, drop_missing=cfg.data.drop_missing_images)  # fmt: skip
-    check_scene_kind(cfg, views)
+    check_scene_kind(cfg.data, cfg.render, views)
     checks.check_memory(cfg, views.images.nbytes)
     load_seconds = time.perf_counter() - load_start
     projection = training.ndc_for(cfg.render, views.intrinsics)
@@ -128,7 +131,7 @@ def train(cfg: TrainConfig) -> dict:
         splits = ", ".join(data.available_splits(cfg.data.dataset_path))
         raise ConfigError(f"--eval-split {cfg.eval.eval_split}: {cfg.data.dataset_path} has the "
                           f"splits {splits}")  # fmt: skip
-    load_seconds += check_eval_views(cfg)
+    load_seconds += check_eval_views(cfg.data, cfg.eval)
     parallel.sync("run dir checked")  # by every process, before process 0 writes to it
     # The viewer binds its address before the lock is taken, so a trainer never holds the
     # run while it waits on the network. Single-process only (checks.py).
@@ -145,14 +148,14 @@ def train(cfg: TrainConfig) -> dict:
             lock.close()
 
 
-def check_eval_views(cfg: TrainConfig) -> float:
+def check_eval_views(scene: DataConfig, evaluation: EvalConfig) -> float:
     """Read the views the final evaluation will read, before the first step: a bad test
     image found after training would cost the whole run. They are read again at the end
     rather than held, which would keep their memory from training. Returns the seconds."""
     start = time.perf_counter()
-    data.load_views(cfg.data.dataset_path, cfg.eval.eval_split, downscale=cfg.data.downscale,
-                    max_views=cfg.eval.eval_max_views,
-                    drop_missing=cfg.data.drop_missing_images)  # fmt: skip
+    data.load_views(scene.dataset_path, evaluation.eval_split, downscale=scene.downscale,
+                    max_views=evaluation.eval_max_views,
+                    drop_missing=scene.drop_missing_images)  # fmt: skip
     return time.perf_counter() - start
 
 
@@ -215,7 +218,7 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
     filter_rays = not (cfg.render.ndc or cfg.render.contract)
     if filter_rays:
         initial_box = alpha_mask.everything(np.reshape(cfg.schedule.aabb, (2, 3)))
-        pool = training.filter_rays(initial_box, pool, cfg)
+        pool = training.filter_rays(initial_box, pool, cfg.render)
         if not len(pool.index):
             raise ConfigError(
                 f"no training ray reaches the box --aabb {' '.join(map(str, cfg.schedule.aabb))} "
@@ -239,7 +242,7 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
         state = training.init_state(cfg)
     step = int(state.step)
     if filter_rays and any(s <= step for s in cfg.schedule.mask_steps[1:]):
-        pool = training.filter_rays(state.mask, pool, cfg)
+        pool = training.filter_rays(state.mask, pool, cfg.render)
     state = parallel.replicate(state, mesh)
 
     writer = log = None
@@ -503,7 +506,7 @@ def grid_events(state, pool, cfg: TrainConfig, step: int, voxels: dict, meter: _
         if first:
             state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.optimiser.l1_rest))
         elif filter_rays:
-            pool = training.filter_rays(state.mask, pool, cfg)
+            pool = training.filter_rays(state.mask, pool, cfg.render)
         if ok and follow and step not in voxels:
             # Spend the voxels the schedule has reached on the smaller box.
             state = training.regrid(state, training.scheduled_voxels(cfg.schedule, step))

@@ -21,6 +21,7 @@ from tensorf.config import (
     OptimiserConfig,
     Precision,
     RenderConfig,
+    RunConfig,
     ScheduleConfig,
     TrainConfig,
 )
@@ -139,11 +140,12 @@ class RayPool:
 Batch = tuple[Cameras, jax.Array, jax.Array]  # cameras, pixel ids (rays,), colours (rays, 3)
 
 
-def next_batch(pool: RayPool, cfg: TrainConfig, step: int, mesh: Mesh) -> Batch:
+def next_batch(pool: RayPool, run: RunConfig, optimiser: OptimiserConfig, step: int,
+               mesh: Mesh) -> Batch:  # fmt: skip
     """The batch of a step: the (replicated) cameras, and pixel ids and target colours split
     over the mesh, every process contributing its share of the rays. Host to device only:
     nothing here waits for the devices."""
-    ids, rgb = pool.sample(cfg.run.seed, step, cfg.optimiser.batch_size // jax.process_count())
+    ids, rgb = pool.sample(run.seed, step, optimiser.batch_size // jax.process_count())
     return (pool.cameras_on(mesh), *parallel.shard_rows(mesh, ids, rgb))
 
 
@@ -163,19 +165,19 @@ def init_state(cfg: TrainConfig) -> TrainState:
         rng=key,
         skipped_steps=jnp.int32(0),
         dropped_samples=jnp.int32(0),
-        loss_scale=initial_loss_scale(cfg),
+        loss_scale=initial_loss_scale(cfg.run),
     )
 
 
-def precision(cfg: TrainConfig) -> Precision:
-    if cfg.run.precision != "auto":
-        return cfg.run.precision
+def precision(run: RunConfig) -> Precision:
+    if run.precision != "auto":
+        return run.precision
     return "bf16" if jax.default_backend() == "gpu" else "f32"
 
 
-def initial_loss_scale(cfg: TrainConfig) -> jmp.LossScale:
+def initial_loss_scale(run: RunConfig) -> jmp.LossScale:
     """f16 gradients underflow without loss scaling; bf16 and f32 have f32's range."""
-    if precision(cfg) == "f16":
+    if precision(run) == "f16":
         return jmp.DynamicLossScale(jnp.float32(2**15))
     return jmp.NoOpLossScale()
 
@@ -230,7 +232,7 @@ def render_settings(
         unselected=cfg.render.unselected,
         near=near,
         far=far,
-        precision=precision(cfg),
+        precision=precision(cfg.run),
         ndc=ndc,
         background=1.0 if cfg.render.background == "white" else 0.0,
         contract=cfg.render.contract,
@@ -619,7 +621,8 @@ def shrink_to(state: TrainState, bounds: np.ndarray) -> TrainState:
     return dataclasses.replace(state, aabb=jnp.asarray(new_aabb))
 
 
-def filter_rays(mask: AlphaMask, pool: RayPool, cfg: TrainConfig, chunk: int = 65536) -> RayPool:
+def filter_rays(mask: AlphaMask, pool: RayPool, render: RenderConfig,
+                chunk: int = 65536) -> RayPool:  # fmt: skip
     """Keep the training rays that pass through an occupied mask cell.
 
     The official code marches every ray through the full-resolution mask; here the mask is
@@ -635,7 +638,7 @@ def filter_rays(mask: AlphaMask, pool: RayPool, cfg: TrainConfig, chunk: int = 6
     @jax.jit
     def hits(ids):
         o, d = pool.cameras.rays(ids)
-        t_min, t_max = ray_aabb(o, d, coarse.aabb, cfg.render.near, cfg.render.far)
+        t_min, t_max = ray_aabb(o, d, coarse.aabb, render.near, render.far)
         t = t_min[:, None] + step * jnp.arange(n)
         pts = o[:, None] + d[:, None] * t[..., None]
         return ((t <= t_max[:, None]) & alpha_mask.is_occupied(coarse, pts)).any(-1)

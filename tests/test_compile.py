@@ -3,7 +3,6 @@ paths and rates never compile it again."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -26,16 +25,16 @@ def test_run_length_logging_paths_and_rates_compile_the_step_once(sphere_scene, 
     model = ModelConfig(density_components=(2, 2, 2), appearance_components=(2, 2, 2),
                         appearance_dim=4, mlp_width=8)  # a spec no other test compiles
     first = override(sphere_config(sphere_scene, tmp_path / "a"), model=model,
-                                batch_size=128, grid_init=16)  # fmt: skip
-    second = dataclasses.replace(first, run_dir=tmp_path / "b", n_iters=1234, log_every=7,
-                                 checkpoint_every=11, lr_grid=0.5, lr_network=0.25,
-                                 lr_decay_ratio=0.5, max_minutes=3.0, eval_every=0)  # fmt: skip
+                     batch_size=128, grid_init=16)  # fmt: skip
+    second = override(first, run_dir=tmp_path / "b", n_iters=1234, log_every=7,
+                      checkpoint_every=11, lr_grid=0.5, lr_network=0.25,
+                      lr_decay_ratio=0.5, max_minutes=3.0, eval_every=0)  # fmt: skip
     pool = experiment.make_pool(data.load_views(sphere_scene, "train"))
     state = parallel.replicate(training.init_state(first), MESH)
     settings = training.settings_for(first, state)
     before = experiment.COMPILES["count"]
     for cfg in (first, second, first):
-        batch = training.next_batch(pool, cfg, int(state.step), MESH)
+        batch = training.next_batch(pool, cfg.run, cfg.optimiser, int(state.step), MESH)
         state, metrics = training.train_step(state, batch, cfg, settings, MESH)
         jax.block_until_ready(metrics)
         if cfg is second:
@@ -52,13 +51,14 @@ from pathlib import Path
 import jax
 from synthetic import sphere_config
 from tensorf import data, experiment, parallel, training
+from tensorf.config import override
 folder = None if sys.argv[2] == "off" else Path(sys.argv[2])
 experiment.use_compile_cache(folder)
-cfg = dataclasses.replace(sphere_config(Path(sys.argv[1]), Path("unused")), batch_size=128)
+cfg = override(sphere_config(Path(sys.argv[1]), Path("unused")), batch_size=128)
 mesh = parallel.data_mesh()
 state = parallel.replicate(training.init_state(cfg), mesh)
 pool = experiment.make_pool(data.load_views(cfg.data.dataset_path, "train"))
-batch = training.next_batch(pool, cfg, 0, mesh)
+batch = training.next_batch(pool, cfg.run, cfg.optimiser, 0, mesh)
 _, metrics = training.train_step(state, batch, cfg, training.settings_for(cfg, state), mesh)
 jax.block_until_ready(metrics)
 print(json.dumps(experiment.COMPILES))

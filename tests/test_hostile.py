@@ -118,7 +118,7 @@ def test_exploding_parameters_stop_training(sphere_scene, tmp_path, monkeypatch)
     are skipped like non-finite ones, and the advice (a lower rate, --resume) works. (The
     limit is lowered so that the largest learning rate the checks allow crosses it.)"""
     cfg = override(short_config(sphere_scene, tmp_path / "big"), upsample_steps=(),
-                              mask_steps=(), eval_max_views=1)  # fmt: skip
+                   mask_steps=(), eval_max_views=1)  # fmt: skip
     experiment.train(override(cfg, max_minutes=0.0))
     monkeypatch.setattr(training, "PARAMETER_LIMIT", 100.0)
     jax.clear_caches()  # train_step must be traced again with the lower limit
@@ -135,7 +135,7 @@ def test_exploding_parameters_stop_training(sphere_scene, tmp_path, monkeypatch)
 
 def test_non_finite_metrics_never_exit_0(sphere_scene, tmp_path, monkeypatch):
     cfg = override(short_config(sphere_scene, tmp_path / "m"), n_iters=2,
-                              upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
+                   upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
     real = experiment.evaluate_views
 
     def nan_metrics(*args, **kwargs):
@@ -200,7 +200,7 @@ def test_second_interrupt_stops_at_once_without_a_traceback(capsys):
 
 def test_resume_without_a_checkpoint_says_so(sphere_scene, tmp_path, capsys):
     cfg = override(short_config(sphere_scene, tmp_path / "r"), n_iters=2,
-                              upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
+                   upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
     checkpoint.save_config(cfg.run.run_dir, cfg)  # a run killed before its first checkpoint
     experiment.train(override(cfg, resume=True))
     assert "no checkpoint" in capsys.readouterr().err

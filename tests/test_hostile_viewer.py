@@ -71,7 +71,7 @@ def test_the_trainer_does_not_hold_the_lock_while_binding(sphere_run, tmp_path, 
 
     monkeypatch.setattr(viewer, "free_port", free_port)
     resumed = override(cfg, run_dir=run, resume=True, viewer=True,
-                                  viewer_host="203.0.113.7")  # fmt: skip
+                       viewer_host="203.0.113.7")  # fmt: skip
     message = one_line_exit(lambda: experiment.train(resumed), capsys)
     assert "--viewer-host 203.0.113.7: cannot listen there" in message
     assert free_while_binding == [True]

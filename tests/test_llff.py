@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
@@ -26,7 +25,7 @@ from test_viewer import assert_first_view_shows_the_scene
 from tensorf import checkpoint, experiment, training
 from tensorf.cameras import Intrinsics, pixel_rays, spiral_poses
 from tensorf.cli import ConfigError
-from tensorf.config import PRESETS
+from tensorf.config import PRESETS, override
 from tensorf.data import DatasetError, data_dir, detect_format, load_views
 from tensorf.orbit import OrbitArgs, render_orbit
 from tensorf.render import render_image
@@ -404,7 +403,7 @@ def test_fern_quick_run(tmp_path):
     if not (fern / "poses_bounds.npy").is_file():
         pytest.skip(f"fern data not found at {fern}")
     preset = PRESETS["llff-quick"][1]
-    cfg = dataclasses.replace(
+    cfg = override(
         preset,
         dataset_path=fern,
         run_dir=tmp_path / "fern",

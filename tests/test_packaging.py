@@ -118,7 +118,7 @@ DEMO_PSNR_FLOOR = 28.0  # measured 29.51 dB (2026-12-01)
 @pytest.mark.slow
 def test_demo_preset_on_the_shipped_scene(tmp_path):
     cfg = override(PRESETS["demo"][1], dataset_path=DEMO_SCENE,
-                              run_dir=tmp_path / "demo")  # fmt: skip
+                   run_dir=tmp_path / "demo")  # fmt: skip
     metrics = experiment.train(cfg)
     assert metrics["n_views"] == 8 and metrics["step"] == cfg.schedule.n_iters
     assert metrics["psnr"] >= DEMO_PSNR_FLOOR

@@ -168,7 +168,7 @@ def test_same_seed_same_run_and_bounded_disk(sphere_scene, tmp_path):
     assert saved_steps(cfg_a.run.run_dir) == [50, 60]
     # A different seed gives a different run.
     cfg_c = override(short_config(sphere_scene, tmp_path / "c"), seed=1, n_iters=20,
-                                upsample_steps=(), mask_steps=())  # fmt: skip
+                     upsample_steps=(), mask_steps=())  # fmt: skip
     experiment.train(cfg_c)
     assert logged(cfg_c.run.run_dir)[0]["loss"] != logged(cfg_a.run.run_dir)[0]["loss"]
 

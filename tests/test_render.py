@@ -344,7 +344,7 @@ def test_occupied_box_render_matches_the_full_march(sphere_scene, tmp_path):
     background, the others march only through it) renders the same image as marching
     every ray through the whole aabb, background pixels included."""
     cfg = override(sphere_config(sphere_scene, tmp_path / "run"), n_iters=150,
-                              upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
+                   upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
     experiment.train(cfg)
     state = checkpoint.restore_latest(checkpoint.manager(cfg.run.run_dir), cfg)[0]
     # A high threshold: after 150 steps the empty space is not yet quite transparent.

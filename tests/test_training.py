@@ -76,7 +76,7 @@ def test_voxel_schedule_quick():
 
 
 def train_step(state, pool, cfg, settings):
-    batch = training.next_batch(pool, cfg, int(state.step), MESH)
+    batch = training.next_batch(pool, cfg.run, cfg.optimiser, int(state.step), MESH)
     return training.train_step(state, batch, cfg, settings, MESH)
 
 
@@ -149,7 +149,7 @@ def test_reduced_precision_tracks_f32(trained, sphere_pool, precision, tolerance
     low_cfg = override(cfg, precision=precision)
     settings = training.settings_for(cfg, state)
     assert training.settings_for(low_cfg, state).precision == precision
-    low_state = dataclasses.replace(state, loss_scale=training.initial_loss_scale(low_cfg))
+    low_state = dataclasses.replace(state, loss_scale=training.initial_loss_scale(low_cfg.run))
     ref, ref_metrics = train_step(jax.tree.map(jnp.array, state), pool, cfg, settings)
     low_settings = dataclasses.replace(settings, precision=precision)
     low, low_metrics = train_step(jax.tree.map(jnp.array, low_state), pool, low_cfg, low_settings)

@@ -233,7 +233,7 @@ def test_training_with_a_browser_watching_ends_as_without(sphere_run, sphere_sce
                                                            recorded, monkeypatch):  # fmt: skip
     reference, reference_metrics = sphere_run
     cfg = override(sphere_config(sphere_scene, tmp_path / "watched"), viewer=True,
-                              viewer_port=free_port())  # fmt: skip
+                   viewer_port=free_port())  # fmt: skip
     seen = {}
     # The run takes seconds in calls of up to 64 steps, less than a browser may take to
     # start: from its third call on, each call waits up to 5 s here (outside the step) for
