@@ -294,14 +294,18 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
             )
             save = step % cfg.run.checkpoint_every == 0 or step == run_cfg.schedule.n_iters
             probe_due = probe.due(step, run_cfg.schedule.n_iters) and not (out_of_time or signum)
-            if event or save or out_of_time or signum or plan.due(step) or probe_due or step == 1:
+            # The plan's measurements wait for the devices too: a clock read while a call
+            # is still in flight counted its steps in the window (lego quick planned 20%
+            # too few steps).
+            measures = step in plan.stops()
+            if event or save or out_of_time or signum or measures or probe_due or step == 1:
                 meter.read(*unread)
                 settings, unread = meter.fit(settings), None
             if save:
                 meter.may_shrink = True
             # The step rate is measured without evaluations and compilations (a buffer
             # refit in the window once cut a 15-minute plan to half the budget).
-            steady = clock() - start - probe.seconds - (COMPILES["seconds"] - compiles["seconds"])
+            steady = clock() - start - probe.seconds - (compiling() - compiles["seconds"])
             if plan.due(step):
                 n_iters = plan.n_iters(step, clock() - start, steady, probe.per_step())
                 run_cfg = override(run_cfg, n_iters=n_iters)
@@ -357,6 +361,13 @@ def _train(cfg: TrainConfig, views: data.Views, load_seconds: float, projection,
 CAPACITIES = ("density_capacity", "appearance_capacity")
 # The trainer's clock (a test swaps it for a fake one).
 clock = time.perf_counter
+
+
+def compiling() -> float:
+    """Seconds spent compiling the train step so far (tests fake it with `clock`)."""
+    return COMPILES["seconds"]
+
+
 # The train step's compilations in this process and their seconds (tracing, lowering, XLA,
 # or loading from the persistent cache), and the programs of any kind the persistent cache
 # held, from JAX's monitoring events.

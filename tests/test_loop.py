@@ -90,6 +90,7 @@ class FakeClock:
         self.recorder = StepRecorder(monkeypatch)
         self.seconds_per_step = seconds_per_step
         monkeypatch.setattr(experiment, "clock", self)
+        monkeypatch.setattr(experiment, "compiling", lambda: 0.0)  # no time passes in it
 
     def __call__(self) -> float:
         return self.recorder.steps * self.seconds_per_step
