@@ -31,7 +31,6 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import tyro
 from tyro.conf import OmitArgPrefixes
 
 from tensorf.data.location import data_dir, default_dataset_path
@@ -327,7 +326,7 @@ def _option_groups() -> dict[str, str]:
     not --schedule.n-iters), by name: the name of its group."""
     groups = {}
     for name, hint in typing.get_type_hints(TrainConfig, include_extras=True).items():
-        if tyro.conf.OmitArgPrefixes in getattr(hint, "__metadata__", ()):
+        if OmitArgPrefixes in getattr(hint, "__metadata__", ()):
             groups.update({f.name: name for f in dataclasses.fields(typing.get_args(hint)[0])})
     return groups
 
