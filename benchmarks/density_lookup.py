@@ -11,7 +11,7 @@ import time
 import jax
 from common import header
 
-from tensorf import tensor_vm
+from tensorf.field import tensor_vm
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--repeats", type=int, default=5)

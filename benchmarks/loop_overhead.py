@@ -21,10 +21,13 @@ from pathlib import Path
 import jax
 from common import header
 
-from tensorf import data, experiment, parallel, training
-from tensorf.config import DEMO_SCENE, PRESETS, ModelConfig, override
-from tensorf.experiment import make_pool
-from tensorf.render import fit_capacity
+from tensorf import data, experiment, parallel
+from tensorf.config import ModelConfig, override
+from tensorf.loop import monitor
+from tensorf.presets import DEMO_SCENE, PRESETS
+from tensorf.render.sampling import fit_capacity
+from tensorf.train import ray_pool, steps, timing, train_state
+from tensorf.train.ray_pool import make_pool
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--preset", default="paper")
@@ -33,7 +36,7 @@ parser.add_argument("--steps", type=int, default=200, help="steps timed (after w
 parser.add_argument("--cpu-time", action="store_true", help="per CPU second (see above)")
 args = parser.parse_args()
 clock = time.process_time if args.cpu_time else time.perf_counter
-experiment.clock = clock  # the loop's rays/s in log.jsonl
+timing.clock = clock  # the loop's rays/s in log.jsonl
 
 cfg = PRESETS[args.preset][1]
 if args.tiny:
@@ -56,18 +59,18 @@ header(f"loop overhead: preset {args.preset}{tiny}, batch {cfg.optimiser.batch_s
 
 # The bare step: one batch, put on the device once, stepped on without reading anything.
 pool = make_pool(data.load_views(cfg.data.dataset_path, "train"))
-state = parallel.replicate(training.init_state(cfg), mesh)
-settings = training.settings_for(cfg, state)
-batch = training.next_batch(pool, cfg.run, cfg.optimiser, 0, mesh)
+state = parallel.replicate(train_state.init_state(cfg), mesh)
+settings = train_state.settings_for(cfg, state)
+batch = ray_pool.next_batch(pool, cfg.run, cfg.optimiser, 0, mesh)
 for _ in range(3):  # compile, then let the buffers settle to their working size
-    state, metrics = training.train_step(state, batch, cfg, settings, mesh)
+    state, metrics = steps.train_step(state, batch, cfg, settings, mesh)
     peaks = {f"{k}_capacity": int(metrics[f"{k}_peak"]) for k in ("density", "appearance")}
     settings = fit_capacity(settings, peaks, shrink=True)
-state, metrics = training.train_step(state, batch, cfg, settings, mesh)
+state, metrics = steps.train_step(state, batch, cfg, settings, mesh)
 jax.block_until_ready(metrics)
 start = clock()
 for _ in range(args.steps):
-    state, metrics = training.train_step(state, batch, cfg, settings, mesh)
+    state, metrics = steps.train_step(state, batch, cfg, settings, mesh)
 jax.block_until_ready(metrics)
 bare = args.steps / (clock() - start)
 
@@ -76,7 +79,7 @@ with tempfile.TemporaryDirectory() as tmp:
     launch = time.perf_counter()
     metrics = experiment.train(run_cfg)
     wall = time.perf_counter() - launch
-    lines = [json.loads(line) for line in (run_cfg.run.run_dir / experiment.LOG_FILE).open()]
+    lines = [json.loads(line) for line in (run_cfg.run.run_dir / monitor.LOG_FILE).open()]
 seconds = sum(log_every * cfg.optimiser.batch_size / line["rays_per_s"] for line in lines[2:])
 loop = (lines[-1]["step"] - lines[1]["step"]) / seconds
 

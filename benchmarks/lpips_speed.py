@@ -10,7 +10,7 @@ import time
 import numpy as np
 from common import header
 
-from tensorf.lpips import lpips
+from tensorf.eval.lpips import lpips
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--repeats", type=int, default=5)

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 from common import header
 
-from tensorf import field, tensor_vm
-from tensorf.config import PRESETS
+from tensorf.field import field, tensor_vm
+from tensorf.presets import PRESETS
 
 header("model size per preset at its final grid (no shrinking)")
 for name, (_, cfg) in PRESETS.items():

@@ -29,7 +29,7 @@ import imageio.v3 as iio
 from common import ROOT, commit, header, machine
 
 from tensorf import cli, data
-from tensorf.config import PRESETS
+from tensorf.presets import PRESETS
 
 LLFF_COUNTERPART = {"paper": "llff", "quick": "llff-quick"}
 

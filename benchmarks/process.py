@@ -33,8 +33,8 @@ import numpy as np
 from common import ROOT, header
 
 from tensorf import process
-from tensorf.cameras import camera_directions, similarity
 from tensorf.data import data_dir, load_views
+from tensorf.geometry.cameras import camera_directions, similarity
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset-path", default=str(data_dir() / "nerf" / "fox"))

@@ -19,10 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 from common import header
 
-from tensorf import checkpoint, data, decomposition, parallel, render, training
-from tensorf.cameras import pixel_rays
-from tensorf.config import PRESETS
-from tensorf.experiment import make_pool
+from tensorf import data, parallel
+from tensorf.field import decomposition
+from tensorf.geometry.cameras import pixel_rays
+from tensorf.presets import PRESETS
+from tensorf.render import image, sampling
+from tensorf.train import checkpoint, ray_pool, steps, train_state
+from tensorf.train.ray_pool import make_pool
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--preset", default="paper", help="train step of this preset")
@@ -36,20 +39,20 @@ mesh = parallel.data_mesh()
 def train_call():
     cfg = PRESETS[args.preset][1]
     pool = make_pool(data.load_views(cfg.data.dataset_path, "train"))
-    state = parallel.replicate(training.init_state(cfg), mesh)
-    settings = training.settings_for(cfg, state)
-    batch = training.next_batch(pool, cfg.run, cfg.optimiser, 0, mesh)
+    state = parallel.replicate(train_state.init_state(cfg), mesh)
+    settings = train_state.settings_for(cfg, state)
+    batch = ray_pool.next_batch(pool, cfg.run, cfg.optimiser, 0, mesh)
     for _ in range(3):  # let the buffers settle to their working size
-        state, metrics = training.train_step(state, batch, cfg, settings, mesh)
+        state, metrics = steps.train_step(state, batch, cfg, settings, mesh)
         peaks = {f"{k}_capacity": int(metrics[f"{k}_peak"]) for k in ("density", "appearance")}
-        settings = render.fit_capacity(settings, peaks, shrink=True)
-    hyper, spec = training.Hyper.of(cfg), training.StepSpec.of(cfg)
-    lowered = training.jit_train_step.lower(state, batch, hyper, spec, settings, mesh)
+        settings = sampling.fit_capacity(settings, peaks, shrink=True)
+    hyper, spec = steps.Hyper.of(cfg), steps.StepSpec.of(cfg)
+    lowered = steps.jit_train_step.lower(state, batch, hyper, spec, settings, mesh)
     hlo = lowered.compile().as_text()
 
     def call():  # the step donates its state: each call takes the previous one's
         nonlocal state
-        state, metrics = training.train_step(state, batch, cfg, settings, mesh)
+        state, metrics = steps.train_step(state, batch, cfg, settings, mesh)
         jax.block_until_ready(metrics)
 
     return f"train step, preset {args.preset}", call, hlo
@@ -58,8 +61,8 @@ def train_call():
 def render_call():
     cfg, state = checkpoint.load_run(args.run_dir)
     views = data.load_views(cfg.data.dataset_path, "test", cfg.data.downscale, max_views=1)
-    settings = training.settings_for(cfg, state, training.ndc_for(cfg.render, views.intrinsics))
-    _, settings = render.render_image(state.params, cfg.model, settings, state.aabb,
+    settings = train_state.settings_for(cfg, state, sampling.ndc_for(cfg.render, views.intrinsics))
+    _, settings = image.render_image(state.params, cfg.model, settings, state.aabb,
                                       state.mask, views.c2w[0], views.camera(0))  # fmt: skip
     params = {**state.params, "density": decomposition.bake(state.params["density"])}
     intr = views.camera(0)
@@ -68,13 +71,13 @@ def render_call():
     rays = pixel_rays(c2w, pixels % intr.width, pixels // intr.width, intr)
     origins, dirs = (np.asarray(x) for x in rays)
     # As render_image does: the rays through the occupied box, shuffled.
-    hit = np.asarray(render._reaches_occupied(origins, dirs, settings))
+    hit = np.asarray(image._reaches_occupied(origins, dirs, settings))
     order = np.random.default_rng(0).permutation(pixels[hit])[: cfg.render.chunk]
     chunk = parallel.split_rows(mesh, origins[order], dirs[order])
     call_args = (params, state.aabb, state.mask, *chunk, cfg.model, settings, mesh)
-    hlo = render._render_chunk.lower(*call_args).compile().as_text()
+    hlo = image._render_chunk.lower(*call_args).compile().as_text()
     title = f"render chunk of {len(order)} rays, {args.run_dir}"
-    return title, lambda: jax.block_until_ready(render._render_chunk(*call_args)), hlo
+    return title, lambda: jax.block_until_ready(image._render_chunk(*call_args)), hlo
 
 
 title, call, hlo = render_call() if args.run_dir else train_call()

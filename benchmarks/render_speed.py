@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 from common import header
 
-from tensorf import checkpoint, data
-from tensorf.evaluate import psnr
-from tensorf.render import render_image
-from tensorf.training import image_settings, ndc_for, settings_for
+from tensorf import data
+from tensorf.eval.scoring import psnr
+from tensorf.render.image import render_image
+from tensorf.render.sampling import image_settings, ndc_for
+from tensorf.train import checkpoint
+from tensorf.train.train_state import settings_for
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--run-dir", type=Path, required=True)

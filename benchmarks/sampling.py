@@ -13,9 +13,11 @@ import dataclasses
 import numpy as np
 from common import header
 
-from tensorf import alpha_mask, checkpoint, data, training
-from tensorf.evaluate import psnr
-from tensorf.render import render_image
+from tensorf import data
+from tensorf.eval.scoring import psnr
+from tensorf.field import alpha_mask
+from tensorf.render.image import render_image
+from tensorf.train import checkpoint, train_state
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--run-dir", required=True)
@@ -25,7 +27,7 @@ args = parser.parse_args()
 cfg = checkpoint.load_config(args.run_dir)
 state = checkpoint.restore_latest(checkpoint.manager(args.run_dir), cfg)[0]
 views = data.load_views(cfg.data.dataset_path, "test", cfg.data.downscale, max_views=args.views)
-base = training.settings_for(cfg, state)
+base = train_state.settings_for(cfg, state)
 header(f"sampling: {args.run_dir}, step {int(state.step)}, {views.n_views} test views")
 print(f"# grid {state.resolution}, {base.n_samples} samples/ray, k = {base.appearance_samples}")
 

@@ -26,25 +26,29 @@ if args.cpu_devices:  # must be set before JAX starts
 import jax  # noqa: E402
 from common import header  # noqa: E402
 
-from tensorf import checkpoint, data, parallel, training  # noqa: E402
-from tensorf.config import PRESETS, override  # noqa: E402
-from tensorf.experiment import make_pool  # noqa: E402
-from tensorf.render import fit_capacity, render_image  # noqa: E402
+from tensorf import data, parallel  # noqa: E402
+from tensorf.config import override  # noqa: E402
+from tensorf.presets import PRESETS  # noqa: E402
+from tensorf.render import sampling  # noqa: E402
+from tensorf.render.image import render_image  # noqa: E402
+from tensorf.render.sampling import fit_capacity  # noqa: E402
+from tensorf.train import checkpoint, ray_pool, steps, train_state  # noqa: E402
+from tensorf.train.ray_pool import make_pool  # noqa: E402
 
 cfg = override(PRESETS[args.preset][1], precision=args.precision)
 mesh = parallel.data_mesh(jax.devices()[: args.devices])
-precision = training.precision(cfg.run)
+precision = sampling.precision(cfg.run)
 header(f"throughput: preset {args.preset}, batch {cfg.optimiser.batch_size}, "
        f"grid {cfg.schedule.grid_init}^3, precision {precision}, "
        f"{mesh.size} device(s)")  # fmt: skip
 pool = make_pool(data.load_views(cfg.data.dataset_path, "train"))
-state = parallel.replicate(training.init_state(cfg), mesh)
-settings = training.settings_for(cfg, state)
+state = parallel.replicate(train_state.init_state(cfg), mesh)
+settings = train_state.settings_for(cfg, state)
 
 
 def step(state, settings):
-    batch = training.next_batch(pool, cfg.run, cfg.optimiser, int(state.step), mesh)
-    return training.train_step(state, batch, cfg, settings, mesh)
+    batch = ray_pool.next_batch(pool, cfg.run, cfg.optimiser, int(state.step), mesh)
+    return steps.train_step(state, batch, cfg, settings, mesh)
 
 
 for _ in range(3):  # compile, then let the buffers settle to their working size
@@ -71,7 +75,7 @@ else:
     render_cfg, run = cfg, state
 views = data.load_views(render_cfg.data.dataset_path, "test", render_cfg.data.downscale,
                             max_views=4)
-settings = training.settings_for(render_cfg, run)
+settings = train_state.settings_for(render_cfg, run)
 
 
 def render(i, settings):

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from common import ROOT, header
 
-from tensorf import checkpoint
-from tensorf.viewer import FieldViewer, frame_intrinsics, home_view
+from tensorf.train import checkpoint
+from tensorf.viewer.rendering import frame_intrinsics, home_view
+from tensorf.viewer.server import FieldViewer
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--run-dir", type=Path, help="a trained run, for the frame times")

@@ -7,146 +7,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-import dm_pix
-import jax
-import jax.numpy as jnp
 import numpy as np
 import tyro
 
-from tensorf import checkpoint, cli, data, outputs, parallel
-from tensorf.config import EvalConfig, TrainConfig, override
-from tensorf.lpips import MIN_SIDE, lpips
-from tensorf.progress import tqdm
-from tensorf.render import baked, render_image
-from tensorf.training import TrainState, image_settings, ndc_for, settings_for
-from tensorf.visualize import VideoWriter, colorize_depth, depth_range, side_by_side, to_uint8
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(-10.0 * np.log10(np.mean((a - b) ** 2)))
-
-
-def _gaussian_valid(z: jax.Array) -> jax.Array:
-    """(..., H, W, C) -> (..., H - 10, W - 10, C): the 11-tap Gaussian (sigma 1.5) of SSIM
-    along both image axes, 'valid' only, as sums of shifted slices: dm_pix's default (a
-    convolution per row at the highest precision) takes twice as long on a CPU."""
-    taps = np.exp(-0.5 * (np.arange(11) - 5) ** 2 / 1.5**2)
-    taps /= taps.sum()
-    for axis in (-3, -2):
-        n = z.shape[axis] - 10
-        z = sum(w * jax.lax.slice_in_dim(z, k, k + n, axis=axis) for k, w in enumerate(taps))
-    return z
-
-
-_ssim = jax.jit(functools.partial(dm_pix.ssim, filter_fn=_gaussian_valid))
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM with the standard 11x11 Gaussian window (sigma 1.5), as the official code."""
-    return float(_ssim(jnp.asarray(a), jnp.asarray(b)))
-
-
-def model_megabytes(params) -> float:
-    """Size of the field's parameters (grids, basis matrix, MLP) as stored, in MB (10^6
-    bytes, as the paper's model sizes)."""
-    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params)) / 1e6
-
-
-# Called with each view's index, render (rgb, depth, acc, depth_vis) and ground truth.
-ViewSink = Callable[[int, dict[str, np.ndarray], np.ndarray], None]
-
-
-def evaluate_views(
-    state: TrainState,
-    cfg: TrainConfig,
-    views: data.Views,
-    out_dir: Path | None,
-    sink: ViewSink | None = None,
-) -> tuple[dict, list[dict[str, np.ndarray]]]:
-    """Render every view, compare with its image; write PNGs to out_dir if given.
-
-    Returns the metrics (with LPIPS unless cfg.eval.eval_lpips is off or the images are too small
-    for its network) and the renders of the first three views (for TensorBoard), each with a
-    colour-mapped depth image `depth_vis`.
-    """
-    fast = settings_for(cfg, state, ndc_for(cfg.render, views.intrinsics))
-    settings = image_settings(fast, cfg.render)
-    near, far = views.depth_bounds or depth_range(views.c2w, np.asarray(state.aabb))
-    net = _lpips_net(cfg.eval, views)
-    psnrs, ssims, lpipses, previews = [], [], [], []
-    lpips_seconds = 0.0
-    start = time.perf_counter()
-    params = baked(state.params)  # once, not once per view
-    bar = tqdm(range(views.n_views), desc="evaluating", unit="view", leave=False,
-               disable=not parallel.is_primary())  # fmt: skip
-    for i in bar:
-        out, settings = render_image(
-            params, cfg.model, settings, state.aabb, state.mask,
-            views.c2w[i], views.camera(i), cfg.render.chunk,
-        )  # fmt: skip
-        out["depth_vis"] = colorize_depth(out["depth"], out["acc"], near, far)
-        psnrs.append(psnr(out["rgb"], views.images[i]))
-        ssims.append(ssim(out["rgb"], views.images[i]))
-        if net is not None:
-            lpips_start = time.perf_counter()
-            lpipses.append(lpips(out["rgb"], views.images[i], net))
-            lpips_seconds += time.perf_counter() - lpips_start
-        if i < 3:
-            previews.append(out)
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            outputs.write_image(out_dir / f"{i:03d}_rgb.png", to_uint8(out["rgb"]))
-            outputs.write_image(out_dir / f"{i:03d}_depth.png", out["depth_vis"])
-        if sink is not None:
-            sink(i, out, views.images[i])
-    seconds = time.perf_counter() - start
-    metrics = {
-        "psnr": float(np.mean(psnrs)),
-        "model_mb": model_megabytes(state.params),
-        "ssim": float(np.mean(ssims)),
-        "n_views": views.n_views,
-        "step": int(state.step),
-        # Without LPIPS, which has its own figure: as before it was added.
-        "seconds_per_image": (seconds - lpips_seconds) / views.n_views,
-        "psnr_per_view": [round(p, 3) for p in psnrs],
-    }
-    if net is not None:
-        metrics |= {
-            "lpips": float(np.mean(lpipses)),
-            "lpips_net": net,
-            "lpips_seconds_per_image": lpips_seconds / views.n_views,
-            "lpips_per_view": [round(d, 4) for d in lpipses],
-        }
-    return metrics, previews
-
-
-def _lpips_net(evaluation: EvalConfig, views: data.Views) -> str | None:
-    """The LPIPS network to use on these views, None for none (with a warning when the
-    images are too small for it)."""
-    if evaluation.eval_lpips == "off":
-        return None
-    if min(views.height, views.width) < MIN_SIDE[evaluation.eval_lpips]:
-        if parallel.is_primary():
-            print(f"warning: no LPIPS: its {evaluation.eval_lpips} network needs images of at "
-                  f"least {MIN_SIDE[evaluation.eval_lpips]} pixels a side, these are "
-                  f"{views.width}x{views.height}", file=sys.stderr)  # fmt: skip
-        return None
-    return evaluation.eval_lpips
-
-
-def summary(metrics: dict) -> str:
-    """PSNR, SSIM and (when measured) LPIPS, as the summary lines print them."""
-    line = f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}"
-    if "lpips" in metrics:
-        line += f", LPIPS ({metrics['lpips_net']}) {metrics['lpips']:.4f}"
-    return line
+from tensorf import cli, data, outputs
+from tensorf.config import override
+from tensorf.eval.evaluation import evaluate_views, summary
+from tensorf.render.visualize import (
+    VideoWriter,
+    side_by_side,
+    to_uint8,
+)
+from tensorf.train import checkpoint
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,10 +15,13 @@ import trimesh
 import tyro
 from skimage import measure
 
-from tensorf import checkpoint, cli, field, outputs
+from tensorf import cli, outputs
+from tensorf.field import field
 from tensorf.progress import tqdm
-from tensorf.training import alpha_fn, voxel_step
-from tensorf.visualize import to_uint8
+from tensorf.render.sampling import voxel_step
+from tensorf.render.visualize import to_uint8
+from tensorf.train import checkpoint
+from tensorf.train.events import alpha_fn
 
 
 @dataclasses.dataclass(frozen=True)

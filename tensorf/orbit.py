@@ -5,7 +5,7 @@ Objects get a 360-degree orbit; captures an orbit around the scene centre at the
 mean height and distance (along the arc they cover and back, when they did not go all the
 way round: the rest was never seen); forward-facing captures the official spiral around
 the average camera (an orbit would show the back of the scene, which no photo saw). Any
-other path comes from a nerfstudio camera_path.json (`tensorf.camera_path`).
+other path comes from a nerfstudio camera_path.json (`tensorf.geometry.camera_path`).
 
 python render_360.py --run-dir R --out orbit.mp4 --frames 24
 python render_360.py --run-dir R --camera-path R/camera_paths/walk.json --out frames
@@ -21,13 +21,15 @@ from typing import Literal
 import numpy as np
 import tyro
 
-from tensorf import camera_path, checkpoint, cli
-from tensorf.cameras import orbit_poses, seen_arc, spiral_poses
+from tensorf import cli
 from tensorf.cli import ConfigError, check_writable
 from tensorf.config import CHUNK, TrainConfig
-from tensorf.frames import render_frames
-from tensorf.training import ndc_for
-from tensorf.visualize import VIDEO_SUFFIXES
+from tensorf.geometry import camera_path
+from tensorf.geometry.cameras import orbit_poses, seen_arc, spiral_poses
+from tensorf.render.frames import render_frames
+from tensorf.render.sampling import ndc_for
+from tensorf.render.visualize import VIDEO_SUFFIXES
+from tensorf.train import checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,3 +212,7 @@ def render_orbit(args: OrbitArgs) -> dict[str, Path]:
 def main() -> None:
     """The command line (`render_360.py`, `tensorf-render`)."""
     cli.run_main(lambda: render_orbit(tyro.cli(OrbitArgs)))
+
+
+if __name__ == "__main__":
+    main()

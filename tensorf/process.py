@@ -23,11 +23,12 @@ import numpy as np
 import tyro
 from PIL import Image
 
-from tensorf import cli, outputs, sfm
+from tensorf import cli, outputs
+from tensorf.capture import sfm
+from tensorf.capture.video_frames import sharp_frames
 from tensorf.data import DatasetError
 from tensorf.data.views import IMAGE_SUFFIXES
 from tensorf.progress import tqdm
-from tensorf.video_frames import sharp_frames
 
 MIN_IMAGES = 3
 MIN_REGISTERED = 0.5  # below this share of images posed, the result is refused

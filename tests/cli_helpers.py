@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = {
     "train.py": "tensorf.experiment", "train_lego.py": "tensorf.experiment",
     "render_360.py": "tensorf.orbit", "tensorf.evaluate": "tensorf.evaluate",
-    "tensorf.export_mesh": "tensorf.export_mesh", "tensorf.viewer": "tensorf.viewer",
+    "tensorf.export_mesh": "tensorf.export_mesh", "tensorf.viewer": "tensorf.viewer.__main__",
 }  # fmt: skip
 
 

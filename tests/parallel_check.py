@@ -14,8 +14,9 @@ import jax
 import numpy as np
 from synthetic import tiny_config
 
-from tensorf import data, experiment, parallel, training
-from tensorf.render import render_image
+from tensorf import data, parallel
+from tensorf.render.image import render_image
+from tensorf.train import ray_pool, steps, train_state
 
 assert len(jax.devices()) == 4, "run with XLA_FLAGS=--xla_force_host_platform_device_count=4"
 scene = Path(sys.argv[1])
@@ -24,13 +25,13 @@ views = data.load_views(scene, "train")
 results = {}
 for n in (1, 4):
     mesh = parallel.data_mesh(jax.devices()[:n])
-    pool = experiment.make_pool(views).on(mesh, cfg.run.seed)
-    state = parallel.replicate(training.init_state(cfg), mesh)
-    settings = training.settings_for(cfg, state)
-    hyper, spec = training.Hyper.of(cfg), training.StepSpec.of(cfg)
+    pool = ray_pool.make_pool(views).on(mesh, cfg.run.seed)
+    state = parallel.replicate(train_state.init_state(cfg), mesh)
+    settings = train_state.settings_for(cfg, state)
+    hyper, spec = steps.Hyper.of(cfg), steps.StepSpec.of(cfg)
     losses = []
     for k in (2, 3):  # as the training loop runs them: batches drawn on the devices
-        state, metrics = training.train_steps(state, pool, k, hyper, spec, settings, mesh)
+        state, metrics = steps.train_steps(state, pool, k, hyper, spec, settings, mesh)
         losses += [float(x) for x in metrics["loss"][:k]]
     image, _ = render_image(
         state.params, cfg.model, settings, state.aabb, state.mask, views.c2w[0],

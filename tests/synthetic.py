@@ -14,7 +14,8 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from tensorf.config import PRESETS, TrainConfig, override
+from tensorf.config import TrainConfig, override
+from tensorf.presets import PRESETS
 
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 

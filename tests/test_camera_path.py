@@ -14,12 +14,12 @@ import pytest
 from cli_helpers import assert_one_line_error, run_cli
 from test_captures import APPLIED, capture_rig, write_transforms
 
-from tensorf import camera_path
-from tensorf.camera_path import Keyframe
-from tensorf.cameras import look_at, orbit_pose
 from tensorf.cli import ConfigError
 from tensorf.data import load_views
-from tensorf.evaluate import psnr
+from tensorf.eval.scoring import psnr
+from tensorf.geometry import camera_path
+from tensorf.geometry.camera_path import Keyframe
+from tensorf.geometry.cameras import look_at, orbit_pose
 from tensorf.orbit import OrbitArgs, render_orbit
 
 

@@ -18,12 +18,13 @@ from hypothesis import strategies as st
 from tiers import examples
 
 from tensorf import experiment
-from tensorf.cameras import Intrinsics, camera_directions, pixel_rays
-from tensorf.config import PRESETS, override
+from tensorf.config import override
 from tensorf.data import DatasetError, data_dir, detect_format, load_views
 from tensorf.data import views as views_module
 from tensorf.data.placement import CAMERA_DISTANCE
-from tensorf.distortion import Distortion, camera_frame_directions, distort, undistort
+from tensorf.geometry.cameras import Intrinsics, camera_directions, pixel_rays
+from tensorf.geometry.distortion import Distortion, camera_frame_directions, distort, undistort
+from tensorf.presets import PRESETS
 
 # The fox's lens, and a strongly barrel-distorted wide-angle one.
 FOX = (1375.52, 1374.49, 554.558, 965.268, 1080, 1920)

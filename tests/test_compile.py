@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from synthetic import sphere_config
 
-from tensorf import data, experiment, parallel, training
+from tensorf import data, parallel
 from tensorf.config import ModelConfig, override
+from tensorf.train import ray_pool, steps, timing, train_state
 
 MESH = parallel.data_mesh()
 
@@ -29,19 +30,19 @@ def test_run_length_logging_paths_and_rates_compile_the_step_once(sphere_scene, 
     second = override(first, run_dir=tmp_path / "b", n_iters=1234, log_every=7,
                       checkpoint_every=11, lr_grid=0.5, lr_network=0.25,
                       lr_decay_ratio=0.5, max_minutes=3.0, eval_every=0)  # fmt: skip
-    pool = experiment.make_pool(data.load_views(sphere_scene, "train"))
-    state = parallel.replicate(training.init_state(first), MESH)
-    settings = training.settings_for(first, state)
-    before = experiment.COMPILES["count"]
+    pool = ray_pool.make_pool(data.load_views(sphere_scene, "train"))
+    state = parallel.replicate(train_state.init_state(first), MESH)
+    settings = train_state.settings_for(first, state)
+    before = timing.COMPILES["count"]
     for cfg in (first, second, first):
-        batch = training.next_batch(pool, cfg.run, cfg.optimiser, int(state.step), MESH)
-        state, metrics = training.train_step(state, batch, cfg, settings, MESH)
+        batch = ray_pool.next_batch(pool, cfg.run, cfg.optimiser, int(state.step), MESH)
+        state, metrics = steps.train_step(state, batch, cfg, settings, MESH)
         jax.block_until_ready(metrics)
         if cfg is second:
             decay = 0.5 ** (1 / 1234)  # its second step: one step past the start
             assert float(metrics["lr_grid"]) == pytest.approx(0.5 * decay, rel=1e-6)
             assert float(metrics["lr_network"]) == pytest.approx(0.25 * decay, rel=1e-6)
-    assert experiment.COMPILES["count"] - before == 1
+    assert timing.COMPILES["count"] - before == 1
     assert np.isfinite(float(metrics["loss"]))
 
 
@@ -53,15 +54,15 @@ from synthetic import sphere_config
 from tensorf import data, experiment, parallel, training
 from tensorf.config import override
 folder = None if sys.argv[2] == "off" else Path(sys.argv[2])
-experiment.use_compile_cache(folder)
+timing.use_compile_cache(folder)
 cfg = override(sphere_config(Path(sys.argv[1]), Path("unused")), batch_size=128)
 mesh = parallel.data_mesh()
-state = parallel.replicate(training.init_state(cfg), mesh)
-pool = experiment.make_pool(data.load_views(cfg.data.dataset_path, "train"))
-batch = training.next_batch(pool, cfg.run, cfg.optimiser, 0, mesh)
-_, metrics = training.train_step(state, batch, cfg, training.settings_for(cfg, state), mesh)
+state = parallel.replicate(train_state.init_state(cfg), mesh)
+pool = ray_pool.make_pool(data.load_views(cfg.data.dataset_path, "train"))
+batch = ray_pool.next_batch(pool, cfg, 0, mesh)
+_, metrics = steps.train_step(state, batch, cfg, train_state.settings_for(cfg, state), mesh)
 jax.block_until_ready(metrics)
-print(json.dumps(experiment.COMPILES))
+print(json.dumps(timing.COMPILES))
 """
 
 
@@ -93,10 +94,10 @@ def test_an_unusable_cache_folder_warns_once_and_trains_without(tmp_path, capsys
     blocker = tmp_path / "a file"
     blocker.write_text("")
     try:
-        experiment.use_compile_cache(blocker / "cache")
+        timing.use_compile_cache(blocker / "cache")
         assert jax.config.jax_compilation_cache_dir is None
         assert capsys.readouterr().err.startswith(f"warning: --compile-cache {blocker}")
-        experiment.use_compile_cache(tmp_path / "cache")
+        timing.use_compile_cache(tmp_path / "cache")
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
         assert (tmp_path / "cache").is_dir()
     finally:

@@ -13,12 +13,9 @@ from pathlib import Path
 import pytest
 import tyro
 
-from tensorf import checkpoint, experiment
 from tensorf.cli import ConfigError
 from tensorf.config import (
-    DEMO_SCENE,
     OPTION_GROUPS,
-    PRESETS,
     TrainConfig,
     default_compile_cache,
     flat_dict,
@@ -27,6 +24,9 @@ from tensorf.config import (
     to_dict,
 )
 from tensorf.data.location import data_dir
+from tensorf.loop import rundir
+from tensorf.presets import DEMO_SCENE, PRESETS
+from tensorf.train import checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -126,7 +126,7 @@ def test_a_flat_config_json_missing_newer_options_takes_their_defaults(tmp_path)
     assert cfg.run.seed == 3
 
 
-# What could differ between a run and its --resume before the groups (experiment.RESUMABLE).
+# What could differ between a run and its --resume before the groups (the hand-kept RESUMABLE).
 RESUMABLE_BEFORE = {
     "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
     "max_bad_steps", "distributed", "lr_grid", "lr_network", "eval_every", "eval_every_views",
@@ -149,18 +149,18 @@ def test_resume_refuses_only_what_may_not_change(tmp_path, saved_as):
         values = flat_dict(checkpoint.load_config(run))
         (run / checkpoint.CONFIG_FILE).write_text(json.dumps(values))
         assert "n_iters" in json.loads((run / checkpoint.CONFIG_FILE).read_text())
-    experiment._check_run_dir(cfg)
+    rundir.check_run_dir(cfg)
     free = override(cfg, lr_grid=0.5, max_minutes=3.0, eval_every=11, viewer=True,
                     steps_per_call=4, dataset_path=tmp_path / "moved",
                     compile_cache=None)  # fmt: skip
-    experiment._check_run_dir(free)
+    rundir.check_run_dir(free)
     fixed = override(cfg, n_iters=7, seed=9, eval_split="train", checkpoint_every=3)
     with pytest.raises(ConfigError, match="differ from the saved run: checkpoint_every, "
                                           "eval_split, n_iters, seed;"):  # fmt: skip
-        experiment._check_run_dir(fixed)
+        rundir.check_run_dir(fixed)
     model = override(cfg, model=dataclasses.replace(cfg.model, mlp_width=8))
     with pytest.raises(ConfigError, match="differ from the saved run: model;"):
-        experiment._check_run_dir(model)
+        rundir.check_run_dir(model)
 
 
 def test_override_routes_flat_names_to_their_groups():

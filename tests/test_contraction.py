@@ -15,11 +15,13 @@ from synthetic import write_room_capture
 from test_viewer import assert_first_view_shows_the_scene
 from tiers import examples
 
-from tensorf import checkpoint, experiment
-from tensorf.config import PRESETS, override
-from tensorf.contraction import contract, sample_distances
+from tensorf import experiment
+from tensorf.config import override
 from tensorf.data import load_views
+from tensorf.geometry.contraction import contract, sample_distances
 from tensorf.orbit import OrbitArgs, path_poses
+from tensorf.presets import PRESETS
+from tensorf.train import checkpoint
 
 coordinate = st.floats(-1e30, 1e30, allow_nan=False, allow_subnormal=False)
 

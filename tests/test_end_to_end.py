@@ -15,9 +15,11 @@ import pytest
 from cli_helpers import assert_one_line_error, run_cli
 from synthetic import tiny_config
 
-from tensorf import checkpoint, experiment
-from tensorf.config import PRESETS, override
+from tensorf import experiment
+from tensorf.config import override
 from tensorf.data import default_dataset_path
+from tensorf.presets import PRESETS
+from tensorf.train import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

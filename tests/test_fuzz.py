@@ -23,8 +23,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tiers import examples
 
-from tensorf import cli, evaluate, experiment, export_mesh, frames, orbit, viewer
+from tensorf import cli, evaluate, experiment, export_mesh, orbit
 from tensorf.config import override
+from tensorf.eval import evaluation
+from tensorf.loop import training_loop
+from tensorf.render import frames
+from tensorf.viewer import __main__ as viewer_main
+from tensorf.viewer import server
 
 EXAMPLES = examples(60)
 
@@ -109,7 +114,7 @@ def train_argv(draw) -> list[str]:
 
 @pytest.fixture
 def fast_train(monkeypatch):
-    monkeypatch.setattr(experiment, "_train", accept)
+    monkeypatch.setattr(training_loop, "run", accept)
 
 
 @given(args=train_argv(), preset=st.sampled_from(["quick", "demo", "unbounded-quick", "llff"]))
@@ -139,10 +144,10 @@ def tool_argv(draw, options: list[str]) -> list[str]:
 
 TOOLS = {
     "render": (orbit.main, "render_360.py", ORBIT_OPTIONS, (frames, "render_image"), ".mp4"),
-    "evaluate": (evaluate.main, "evaluate", EVALUATE_OPTIONS, (evaluate, "render_image"), None),
+    "evaluate": (evaluate.main, "evaluate", EVALUATE_OPTIONS, (evaluation, "render_image"), None),
     "export": (export_mesh.main, "export_mesh", EXPORT_OPTIONS, (export_mesh, "_batched"),
                ".ply"),
-    "viewer": (viewer.main, "viewer", VIEWER_OPTIONS, (viewer, "FieldViewer"), None),
+    "viewer": (viewer_main.main, "viewer", VIEWER_OPTIONS, (server, "FieldViewer"), None),
 }  # fmt: skip
 
 
@@ -181,7 +186,7 @@ def corrupt(path: Path, rng: random.Random) -> None:
 def test_corrupt_run_directories(tiny_run, monkeypatch, tmp_path, tool):
     cfg, _ = tiny_run
     if tool == "resume":
-        monkeypatch.setattr(experiment, "_train", accept)
+        monkeypatch.setattr(training_loop, "run", accept)
     else:
         monkeypatch.setattr(TOOLS[tool][3][0], TOOLS[tool][3][1], accept)
     files = sorted(p.relative_to(cfg.run.run_dir) for p in cfg.run.run_dir.rglob("*")

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tensorf import alpha_mask, field, render, training
 from tensorf.config import ModelConfig, RenderConfig, TrainConfig, override
+from tensorf.field import alpha_mask, field
+from tensorf.render import march, sampling
 
 AABB = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 RESOLUTION = (8, 9, 10)
@@ -28,7 +29,7 @@ EPS = 1e-4
 
 
 def compositing_weights_any_dtype(tau, before=None):
-    """render.compositing_weights without its cast to float32 (same formula)."""
+    """march.compositing_weights without its cast to float32 (same formula)."""
     if before is None:
         before = jnp.cumsum(tau, axis=-1) - tau
     return jnp.exp(-before) * -jnp.expm1(-tau)
@@ -38,18 +39,18 @@ def compositing_weights_any_dtype(tau, before=None):
 def x64(monkeypatch):
     # compositing_weights computes in float32 on purpose; under x64 that cast would make
     # finite differences meaningless, so the same formula runs in the input's dtype.
-    monkeypatch.setattr(render, "compositing_weights", compositing_weights_any_dtype)
+    monkeypatch.setattr(march, "compositing_weights", compositing_weights_any_dtype)
     with jax.enable_x64(True):
         yield
 
 
-def settings_for(appearance_samples: int | None) -> render.RenderSettings:
+def settings_for(appearance_samples: int | None) -> sampling.RenderSettings:
     def make(k):
         cfg = override(TrainConfig(),
             batch_size=N_RAYS,
             render=RenderConfig(near=0.0, far=10.0, step_ratio=0.6, appearance_samples=k),
         )
-        return training.render_settings(cfg, AABB, RESOLUTION)
+        return sampling.render_settings(cfg, AABB, RESOLUTION)
 
     n = make(1).n_samples
     settings = make(n if appearance_samples is None else appearance_samples)
@@ -87,7 +88,7 @@ def test_loss_gradient_matches_finite_differences(x64, appearance_samples):
 
     @jax.jit
     def loss_fn(p):
-        out = render.render_rays(p, MODEL, settings, aabb, mask, origins, dirs)
+        out = march.render_rays(p, MODEL, settings, aabb, mask, origins, dirs)
         return jnp.mean((out["rgb"] - target) ** 2) + L1 * field.density_l1(p)
 
     loss = loss_fn(params)

@@ -18,10 +18,14 @@ from cli_helpers import assert_one_line_error, run_cli
 from synthetic import tiny_config
 from test_reliability import assert_same_state, logged, saved_steps, short_config, start_run
 
-from tensorf import checkpoint, cli, experiment, training, visualize
+from tensorf import cli, config, experiment
 from tensorf.cli import ConfigError, OutputError, TrainingError
 from tensorf.config import override
+from tensorf.eval import evaluation
+from tensorf.loop import monitor
 from tensorf.orbit import OrbitArgs, render_orbit
+from tensorf.render import visualize
+from tensorf.train import checkpoint, steps
 
 
 def one_line_exit(fn, capsys) -> str:
@@ -120,7 +124,7 @@ def test_exploding_parameters_stop_training(sphere_scene, tmp_path, monkeypatch)
     cfg = override(short_config(sphere_scene, tmp_path / "big"), upsample_steps=(),
                    mask_steps=(), eval_max_views=1)  # fmt: skip
     experiment.train(override(cfg, max_minutes=0.0))
-    monkeypatch.setattr(training, "PARAMETER_LIMIT", 100.0)
+    monkeypatch.setattr(steps, "PARAMETER_LIMIT", 100.0)
     jax.clear_caches()  # train_step must be traced again with the lower limit
     with pytest.raises(TrainingError, match="lower --lr-grid") as error:
         experiment.train(override(cfg, resume=True, lr_grid=1e3, max_bad_steps=3))
@@ -136,13 +140,13 @@ def test_exploding_parameters_stop_training(sphere_scene, tmp_path, monkeypatch)
 def test_non_finite_metrics_never_exit_0(sphere_scene, tmp_path, monkeypatch):
     cfg = override(short_config(sphere_scene, tmp_path / "m"), n_iters=2,
                    upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
-    real = experiment.evaluate_views
+    real = evaluation.evaluate_views
 
     def nan_metrics(*args, **kwargs):
         metrics, previews = real(*args, **kwargs)
         return {**metrics, "psnr": float("nan")}, previews
 
-    monkeypatch.setattr(experiment, "evaluate_views", nan_metrics)
+    monkeypatch.setattr(evaluation, "evaluate_views", nan_metrics)
     with pytest.raises(TrainingError, match="not finite"):
         experiment.train(cfg)
     assert json.loads((cfg.run.run_dir / "metrics.json").read_text())["psnr"] is None
@@ -154,10 +158,10 @@ def test_half_written_files(tiny_run, tmp_path, capsys):
     shutil.copytree(cfg.run.run_dir, run)
     resumed = override(cfg, run_dir=run, resume=True)
     # A crash in the middle of a log line: the partial line is dropped on resume.
-    lines = (run / experiment.LOG_FILE).read_text()
-    (run / experiment.LOG_FILE).write_text(lines + '{"step": 61, "loss": 0.0')
+    lines = (run / monitor.LOG_FILE).read_text()
+    (run / monitor.LOG_FILE).write_text(lines + '{"step": 61, "loss": 0.0')
     experiment.train(resumed)
-    assert (run / experiment.LOG_FILE).read_text() == lines
+    assert (run / monitor.LOG_FILE).read_text() == lines
     # A corrupt config.json: every tool says so in one line.
     (run / checkpoint.CONFIG_FILE).write_text('{"batch_size": 12')
     for args in (["render_360.py", "--run-dir", str(run), "--out", str(tmp_path / "o.mp4")],
@@ -168,7 +172,7 @@ def test_half_written_files(tiny_run, tmp_path, capsys):
     message = one_line_exit(lambda: experiment.train(resumed), capsys)
     assert "config.json" in message and "corrupt" in message
     # A corrupt cameras.json too.
-    checkpoint.save_config(run, resumed)
+    (run / checkpoint.CONFIG_FILE).write_text(json.dumps(config.to_dict(resumed)))
     (run / checkpoint.CAMERAS_FILE).write_text("[1, 2")
     result = run_cli("render_360.py", "--run-dir", str(run), "--out", str(tmp_path / "o.mp4"))
     assert_one_line_error(result, "cameras.json", "corrupt")

@@ -20,10 +20,12 @@ from synthetic import write_llff_scene
 from test_captures import capture_rig, write_colmap, write_transforms
 from test_hostile_outputs import one_line_exit
 
-from tensorf import checkpoint, experiment
-from tensorf.checkpoint import CheckpointError
-from tensorf.data import DatasetError, load_views, safe_json, views
+from tensorf import safe_json
+from tensorf.data import DatasetError, load_views, views
 from tensorf.evaluate import EvaluateArgs, evaluate_run
+from tensorf.loop import monitor
+from tensorf.train import checkpoint
+from tensorf.train.checkpoint import CheckpointError
 
 
 def hostile_json() -> Iterator[tuple[str, str]]:
@@ -89,10 +91,10 @@ def test_hostile_json_in_a_run_directory_is_one_line(sphere_run, tmp_path):
         with pytest.raises(CheckpointError, match="cameras.json: corrupt"):
             checkpoint.load_cameras(run)
         # log.jsonl: an unreadable line is dropped on resume like a half-written one.
-        log = run / experiment.LOG_FILE
+        log = run / monitor.LOG_FILE
         log.write_text(f'{{"step": 1}}\n{{"step": {value}}}\n{{"step": 2}}\n{value}\n'
                        '{"step": "3"}\n{"step": [1]}\n{"step": true}\n')
-        experiment._JsonLog(log, 2)
+        monitor.JsonLog(log, 2)
         assert log.read_text() == '{"step": 1}\n{"step": 2}\n', what
 
 

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from tensorf import cli, outputs, visualize
+from tensorf import cli, outputs
 from tensorf.evaluate import EvaluateArgs, evaluate_run
 from tensorf.export_mesh import ExportArgs, export_mesh
 from tensorf.outputs import OutputError
+from tensorf.render import visualize
 
 FULL = OSError(errno.ENOSPC, "No space left on device")
 

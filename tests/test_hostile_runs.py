@@ -18,12 +18,16 @@ import pytest
 from test_hostile_outputs import one_line_exit
 from test_reliability import logged, saved_steps, short_config
 
-from tensorf import checkpoint, checks, experiment, outputs, tensor_vm, training, visualize
-from tensorf.checkpoint import CheckpointError
+from tensorf import data, experiment, outputs
 from tensorf.cli import ConfigError
 from tensorf.config import override
 from tensorf.data import DatasetError
-from tensorf.render import bucket
+from tensorf.field import tensor_vm
+from tensorf.loop import monitor
+from tensorf.render import sampling, visualize
+from tensorf.render.sampling import bucket
+from tensorf.train import checkpoint, checks
+from tensorf.train.checkpoint import CheckpointError
 
 # What tensorstore raised on a 600 kB tmpfs (orbax 0.11, 2026-12-04), shortened.
 RESOURCE_EXHAUSTED = ('RESOURCE_EXHAUSTED: Error writing "dropped_samples/0" in OCDBT database '
@@ -104,13 +108,13 @@ def test_a_kill_while_resume_rewrites_the_run_files_leaves_them_whole(sphere_run
     cfg, _ = sphere_run
     run = tmp_path / "run"
     shutil.copytree(cfg.run.run_dir, run)
-    names = (checkpoint.CONFIG_FILE, checkpoint.CAMERAS_FILE, experiment.LOG_FILE)
+    names = (checkpoint.CONFIG_FILE, checkpoint.CAMERAS_FILE, monitor.LOG_FILE)
     before = {name: (run / name).read_text() for name in names}
-    views = experiment.data.load_views(cfg.data.dataset_path, "train")
+    views = data.load_views(cfg.data.dataset_path, "train")
     rewrites = {
         checkpoint.CONFIG_FILE: lambda: checkpoint.save_config(run, cfg),
         checkpoint.CAMERAS_FILE: lambda: checkpoint.save_cameras(run, views),
-        experiment.LOG_FILE: lambda: experiment._JsonLog(run / experiment.LOG_FILE, 200),
+        monitor.LOG_FILE: lambda: monitor.JsonLog(run / monitor.LOG_FILE, 200),
     }
     for what in kills_while_rewriting(monkeypatch):
         for name, rewrite in rewrites.items():
@@ -156,7 +160,7 @@ def test_what_passes_the_memory_check_sizes_no_larger_buffers(sphere_scene, tmp_
         aabb = np.reshape(cfg.schedule.aabb, (2, 3))
         for grid in (cfg.schedule.grid_init, cfg.schedule.grid_final):
             resolution = tensor_vm.resolution_for_voxels(grid**3, aabb)
-            settings = training.render_settings(cfg, aabb, resolution, None)
+            settings = sampling.render_settings(cfg, aabb, resolution, None)
             per_ray = min(cfg.render.appearance_samples, settings.samples_per_ray)
             shaded = cfg.optimiser.batch_size * per_ray
             assert settings.appearance_capacity == bucket(shaded), options

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 import pytest
 from test_hostile_outputs import one_line_exit
 
-from tensorf import experiment, viewer
+from tensorf import experiment
 from tensorf.config import override
-from tensorf.viewer import ViewerArgs, serve
+from tensorf.loop import rundir
+from tensorf.viewer import server
+from tensorf.viewer.__main__ import ViewerArgs, serve
 
 
 def unbindable() -> Iterator[tuple[str, int, str]]:
@@ -41,13 +43,13 @@ def test_an_address_the_viewer_cannot_listen_on_is_one_line(sphere_run, top_port
         args = ViewerArgs(cfg.run.run_dir, host, port)
         message = one_line_exit(lambda args=args: serve(args), capsys)
         assert says in message and f"--{'port' if port == 65535 else 'host'}" in message
-        assert time.monotonic() - start < 2 * viewer.BIND_SECONDS, (host, port)
+        assert time.monotonic() - start < 2 * server.BIND_SECONDS, (host, port)
 
 
 def test_a_server_that_never_starts_is_one_line(sphere_run, monkeypatch, capsys):
     cfg, _ = sphere_run
-    monkeypatch.setattr(viewer, "BIND_SECONDS", 0.5)
-    monkeypatch.setattr(viewer.viser, "ViserServer", lambda **_: time.sleep(5))
+    monkeypatch.setattr(server, "BIND_SECONDS", 0.5)
+    monkeypatch.setattr(server.viser, "ViserServer", lambda **_: time.sleep(5))
     message = one_line_exit(lambda: serve(ViewerArgs(cfg.run.run_dir, port=0)), capsys)
     assert "did not finish within 0.5 s" in message
 
@@ -57,11 +59,11 @@ def test_the_trainer_does_not_hold_the_lock_while_binding(sphere_run, tmp_path, 
     cfg, _ = sphere_run
     run = tmp_path / "run"
     shutil.copytree(cfg.run.run_dir, run)
-    real = viewer.free_port
+    real = server.free_port
     free_while_binding = []
 
     def free_port(*args):
-        with open(run / experiment.LOCK_FILE, "a+") as lock:
+        with open(run / rundir.LOCK_FILE, "a+") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 free_while_binding.append(True)
@@ -69,7 +71,7 @@ def test_the_trainer_does_not_hold_the_lock_while_binding(sphere_run, tmp_path, 
                 free_while_binding.append(False)
         return real(*args)
 
-    monkeypatch.setattr(viewer, "free_port", free_port)
+    monkeypatch.setattr(server, "free_port", free_port)
     resumed = override(cfg, run_dir=run, resume=True, viewer=True,
                        viewer_host="203.0.113.7")  # fmt: skip
     message = one_line_exit(lambda: experiment.train(resumed), capsys)

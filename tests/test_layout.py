@@ -1,4 +1,5 @@
-"""The package's shape: modules import only downwards, in few layers, with no cycles."""
+"""The package's shape: modules import only downwards, in few layers, with no cycles; the
+subpackages import only those declared below them; no module or function is long."""
 
 from __future__ import annotations
 
@@ -7,6 +8,26 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tensorf"
 MAX_LAYERS = 9
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 80
+
+# The package's parts, lowest first: a module imports from its own part and the parts
+# below it, never from one above. Parts on one line stand side by side.
+PARTS = [
+    ("errors", "progress", "outputs", "safe_json", "cli"),  # what every part may use
+    ("geometry",),  # cameras, paths, distortion, NDC, contraction
+    ("data",),  # one loader per format
+    ("capture",),  # posing photos or a video
+    ("config", "presets"),
+    ("parallel",),  # the device mesh
+    ("field",),  # grids, MLP, alpha mask
+    ("render",),  # settings, marching, images, frames
+    ("train",),  # state, rays, the step, grid events, checkpoints
+    ("eval",),  # metrics and evaluations
+    ("loop",),  # the training loop's parts
+    ("viewer",),  # the browser viewer
+    ("experiment", "evaluate", "export_mesh", "orbit", "process"),  # the command lines
+]
 
 
 def module_name(path: Path) -> str:
@@ -67,3 +88,41 @@ def test_the_layer_count_sees_a_cycle():
         assert "a -> b -> c -> a" in str(error)
     else:
         raise AssertionError("no cycle found")
+
+
+def part(module: str) -> int:
+    """The index in PARTS of the part a module belongs to (its first name under tensorf)."""
+    name = module.split(".")[1]
+    return next(i for i, names in enumerate(PARTS) if name in names)
+
+
+def test_every_module_has_a_part_and_none_imports_upwards():
+    graph = imports()
+    modules = [m for m in graph if m != "tensorf"]
+    unplaced = [m for m in modules if all(m.split(".")[1] not in p for p in PARTS)]
+    assert unplaced == [], f"modules of no declared part: {unplaced}"
+    upward = sorted(
+        f"{m} -> {i}" for m in modules for i in graph[m] if i != "tensorf" and part(i) > part(m)
+    )
+    assert upward == [], upward
+
+
+def test_modules_and_functions_are_short():
+    long_modules, long_functions = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            long_modules.append((module_name(path), len(source.splitlines())))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long_functions.append((f"{module_name(path)}.{node.name}", length))
+    assert long_modules == [], long_modules
+    assert long_functions == [], long_functions
+
+
+def test_the_part_check_sees_an_upward_import():
+    assert part("tensorf.render.march") < part("tensorf.train.steps")
+    assert part("tensorf.errors") == part("tensorf.cli") == 0
+    assert part("tensorf.orbit") == len(PARTS) - 1

@@ -22,13 +22,16 @@ from synthetic import (
 )
 from test_viewer import assert_first_view_shows_the_scene
 
-from tensorf import checkpoint, experiment, training
-from tensorf.cameras import Intrinsics, pixel_rays, spiral_poses
+from tensorf import experiment
 from tensorf.cli import ConfigError
-from tensorf.config import PRESETS, override
+from tensorf.config import override
 from tensorf.data import DatasetError, data_dir, detect_format, load_views
+from tensorf.geometry.cameras import Intrinsics, pixel_rays, spiral_poses
 from tensorf.orbit import OrbitArgs, render_orbit
-from tensorf.render import render_image
+from tensorf.presets import PRESETS
+from tensorf.render import sampling
+from tensorf.render.image import render_image
+from tensorf.train import checkpoint, train_state
 
 N = 10
 FULL = (48, 64)  # (height, width) of images/, the size poses_bounds.npy is made for
@@ -434,8 +437,8 @@ def test_fern_quick_run(tmp_path):
     # leaves in the middle.
     cfg_saved, state = checkpoint.load_run(cfg.run.run_dir)
     views = load_views(fern, "test", downscale=8, max_views=1)
-    projection = training.ndc_for(cfg.render, views.intrinsics)
-    settings = training.settings_for(cfg_saved, state, projection)
+    projection = sampling.ndc_for(cfg.render, views.intrinsics)
+    settings = train_state.settings_for(cfg_saved, state, projection)
     out, _ = render_image(state.params, cfg.model, settings, state.aabb, state.mask,
                           views.c2w[0], views.intrinsics)  # fmt: skip
     near, far = views.depth_bounds

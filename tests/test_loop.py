@@ -18,10 +18,13 @@ from jax._src.array import ArrayImpl
 from synthetic import tiny_config
 from tensorboardX.proto import event_pb2
 
-from tensorf import checkpoint, data, experiment, training
+from tensorf import data, experiment
 from tensorf.cli import Interrupted
-from tensorf.config import PRESETS, override
-from tensorf.evaluate import evaluate_views
+from tensorf.config import override
+from tensorf.eval.evaluation import evaluate_views
+from tensorf.loop import budget, monitor, schedule
+from tensorf.presets import PRESETS
+from tensorf.train import checkpoint, steps, timing
 
 
 def loop_config(scene, run_dir, **overrides):
@@ -38,8 +41,8 @@ class StepRecorder:
         self.steps = self.calls = 0
         self.latest: set[int] = set()
         self.previous: set[int] = set()
-        self.real = training.train_steps
-        monkeypatch.setattr(training, "train_steps", self)
+        self.real = steps.train_steps
+        monkeypatch.setattr(steps, "train_steps", self)
 
     def __call__(self, state, pool, n, *args, **kwargs):
         state, metrics = self.real(state, pool, n, *args, **kwargs)
@@ -89,8 +92,8 @@ class FakeClock:
     def __init__(self, monkeypatch, seconds_per_step: float) -> None:
         self.recorder = StepRecorder(monkeypatch)
         self.seconds_per_step = seconds_per_step
-        monkeypatch.setattr(experiment, "clock", self)
-        monkeypatch.setattr(experiment, "compiling", lambda: 0.0)  # no time passes in it
+        monkeypatch.setattr(timing, "clock", self)
+        monkeypatch.setattr(timing, "compiling", lambda: 0.0)  # no time passes in it
 
     def __call__(self) -> float:
         return self.recorder.steps * self.seconds_per_step
@@ -113,17 +116,17 @@ def test_fill_budget_ends_at_the_budget_with_a_complete_schedule(
 ):
     """A machine that runs the given n_iters in half (or twice) the budget trains twice
     (half) as many steps, ending at the budget with the learning rate fully decayed."""
-    budget = 60.0
-    cfg = loop_config(sphere_scene, tmp_path / "run", n_iters=400, max_minutes=budget / 60,
+    seconds = 60.0
+    cfg = loop_config(sphere_scene, tmp_path / "run", n_iters=400, max_minutes=seconds / 60,
                       fill_budget=True)  # fmt: skip
-    clock = FakeClock(monkeypatch, budget / (cfg.schedule.n_iters * speed))
+    clock = FakeClock(monkeypatch, seconds / (cfg.schedule.n_iters * speed))
     metrics = experiment.train(cfg)
     n_iters = planned(cfg)
     assert metrics["step"] == n_iters == clock.recorder.steps
     # The plan leaves 2% of the budget for the final checkpoint.
-    assert n_iters == pytest.approx(cfg.schedule.n_iters * speed * (1 - experiment.RESERVE), abs=2)
-    assert (1 - 2 * experiment.RESERVE) * budget <= metrics["train_seconds"] <= budget
-    last = json.loads((cfg.run.run_dir / experiment.LOG_FILE).read_text().splitlines()[-1])
+    assert n_iters == pytest.approx(cfg.schedule.n_iters * speed * (1 - budget.RESERVE), abs=2)
+    assert (1 - 2 * budget.RESERVE) * seconds <= metrics["train_seconds"] <= seconds
+    last = json.loads((cfg.run.run_dir / monitor.LOG_FILE).read_text().splitlines()[-1])
     assert last["step"] == n_iters
     # The last step's rate is that of step n_iters - 1, counted from the upsample.
     since = n_iters - 1 - cfg.schedule.upsample_steps[-1]
@@ -134,13 +137,13 @@ def test_fill_budget_ends_at_the_budget_with_a_complete_schedule(
 def test_fill_budget_plan_survives_resume(sphere_scene, tmp_path, monkeypatch):
     """Interrupted after the plan, a resumed run keeps it and ends bit for bit where the
     uninterrupted one did."""
-    budget = 60.0
+    seconds = 60.0
     cfg_a, cfg_b = (
-        loop_config(sphere_scene, tmp_path / name, n_iters=400, max_minutes=budget / 60,
+        loop_config(sphere_scene, tmp_path / name, n_iters=400, max_minutes=seconds / 60,
                     fill_budget=True)
         for name in ("a", "b")
     )  # fmt: skip
-    seconds_per_step = budget / 600
+    seconds_per_step = seconds / 600
     FakeClock(monkeypatch, seconds_per_step)
     experiment.train(cfg_a)
 
@@ -154,7 +157,7 @@ def test_fill_budget_plan_survives_resume(sphere_scene, tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)
         return out
 
-    monkeypatch.setattr(training, "train_steps", interrupting)
+    monkeypatch.setattr(steps, "train_steps", interrupting)
     with pytest.raises(Interrupted):
         experiment.train(cfg_b)
     assert planned(cfg_b) == planned(cfg_a) > stop_at
@@ -212,15 +215,15 @@ def test_evaluations_during_training_reach_tensorboard(sphere_scene, tmp_path):
 
 def test_fill_budget_plans_for_evaluations_and_compilations_during_training():
     cfg = override(PRESETS["quick"][1], max_minutes=10.0)
-    plan = experiment.BudgetPlan(cfg, planned=False)
+    plan = budget.BudgetPlan(cfg, planned=False)
     at = plan.at
-    plan.note(at - experiment.PLAN_STEPS, 100.0)
+    plan.note(at - budget.PLAN_STEPS, 100.0)
     # 100 steps took 10 s of training; an evaluation took 5 s and a buffer refit compiled
     # for 3 s in between (118 s in all, 110 s of steps alone). Evaluations will go on
     # costing 5 ms per step: the rest of the budget (588 s less the 118 spent) goes to
     # steps of 100 + 5 ms.
     n_iters = plan.n_iters(at, 118.0, steady=110.0, eval_per_step=0.005)
-    assert n_iters == at + int((600 * (1 - experiment.RESERVE) - 118) / 0.105)
+    assert n_iters == at + int((600 * (1 - budget.RESERVE) - 118) / 0.105)
 
 
 def test_calls_end_where_the_host_has_work():
@@ -228,27 +231,27 @@ def test_calls_end_where_the_host_has_work():
     at 120 and 200, at most 64 steps a call, 1000 in all."""
     stops, step = [], 0
     while step < 1000:
-        step = experiment.next_stop(step, 1000, 64, (50, 500, 0), {120, 200})
+        step = schedule.next_stop(step, 1000, 64, (50, 500, 0), {120, 200})
         stops.append(step)
     assert stops[:8] == [50, 100, 120, 150, 200, 250, 300, 350]
     assert stops[-1] == 1000 and len(stops) == 21  # the 20 log lines and the event at 120
     # Past the last event, without logging: the most a call may run, then the end.
-    assert experiment.next_stop(980, 1000, 64, (0,), {120}) == 1000
-    assert experiment.next_stop(900, 1000, 64, (0,), set()) == 964
+    assert schedule.next_stop(980, 1000, 64, (0,), {120}) == 1000
+    assert schedule.next_stop(900, 1000, 64, (0,), set()) == 964
     # Resumed from its checkpoint at 500, a run cuts its calls as the uninterrupted one.
     chain = [500]
     while chain[-1] < 1000:
-        chain.append(experiment.next_stop(chain[-1], 1000, 64, (500,), set()))
+        chain.append(schedule.next_stop(chain[-1], 1000, 64, (500,), set()))
     assert chain == [500, 564, 628, 692, 756, 820, 884, 948, 1000]
 
 
 def test_the_budget_plan_asks_for_calls_to_end_where_it_measures():
     cfg = override(PRESETS["quick"][1], max_minutes=10.0)
-    plan = experiment.BudgetPlan(cfg, planned=False)
-    assert plan.stops() == {plan.at - experiment.PLAN_STEPS, plan.at}
-    plan.note(plan.at - experiment.PLAN_STEPS + 30, 100.0)  # resumed inside the window
-    assert plan.stops() == {plan.at, plan.at - experiment.PLAN_STEPS + 30 + experiment.PLAN_WARMUP}
-    assert experiment.BudgetPlan(cfg, planned=True).stops() == set()
+    plan = budget.BudgetPlan(cfg, planned=False)
+    assert plan.stops() == {plan.at - budget.PLAN_STEPS, plan.at}
+    plan.note(plan.at - budget.PLAN_STEPS + 30, 100.0)  # resumed inside the window
+    assert plan.stops() == {plan.at, plan.at - budget.PLAN_STEPS + 30 + budget.PLAN_WARMUP}
+    assert budget.BudgetPlan(cfg, planned=True).stops() == set()
 
 
 @pytest.mark.parametrize("preset", ["quick", "quick-cp", "llff-quick", "unbounded-quick"])
@@ -256,7 +259,7 @@ def test_every_cpu_preset_fills_its_budget(preset):
     """llff-quick once ended its 5000 steps in 9.9 of 15 minutes: every CPU preset plans
     its length from the measured step rate once its last grid event is past."""
     cfg = override(PRESETS[preset][1], max_minutes=15.0)
-    plan = experiment.BudgetPlan(cfg, planned=False)
+    plan = budget.BudgetPlan(cfg, planned=False)
     last_event = max(cfg.schedule.mask_steps + cfg.schedule.upsample_steps)
-    assert plan.at == last_event + experiment.PLAN_WARMUP + experiment.PLAN_STEPS
+    assert plan.at == last_event + budget.PLAN_WARMUP + budget.PLAN_STEPS
     assert plan.at < cfg.schedule.n_iters

@@ -13,9 +13,11 @@ from lpips_pairs import _ripple, demo_view, pairs
 from test_loop import read_tensorboard
 
 from tensorf import data
-from tensorf.config import PRESETS, override
-from tensorf.evaluate import EvaluateArgs, _lpips_net, evaluate_run
-from tensorf.lpips import MIN_SIDE, load_params, lpips
+from tensorf.config import override
+from tensorf.eval.evaluation import _lpips_net
+from tensorf.eval.lpips import MIN_SIDE, load_params, lpips
+from tensorf.evaluate import EvaluateArgs, evaluate_run
+from tensorf.presets import PRESETS
 
 # The official `lpips` 0.1.4 network in PyTorch 2.13 (CPU) on the same pairs and weights,
 # printed by `python tests/lpips_reference.py` (its docstring says how it was run). Its

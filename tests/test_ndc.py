@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tensorf.cameras import Intrinsics
-from tensorf.ndc import ndc_rays, projection, world_distance
+from tensorf.geometry.cameras import Intrinsics
+from tensorf.geometry.ndc import ndc_rays, projection, world_distance
 
 INTRINSICS = Intrinsics(fx=50.0, fy=40.0, cx=15.0, cy=13.0, width=32, height=24)
 SCALE = (2 * 50.0 / 32, 2 * 40.0 / 24)  # (2 fx / W, 2 fy / H), by hand

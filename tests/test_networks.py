@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tensorf.networks import positional_encoding
+from tensorf.field.networks import positional_encoding
 
 
 def test_positional_encoding_matches_the_official_layout():

@@ -14,12 +14,14 @@ from cli_helpers import REPO, assert_one_line_error, run_cli
 from nbclient import NotebookClient
 from skimage.metrics import structural_similarity
 
-from tensorf import checkpoint, visualize
-from tensorf.cameras import Intrinsics, orbit_poses
 from tensorf.config import flat_dict, override
-from tensorf.evaluate import EvaluateArgs, evaluate_run, ssim
+from tensorf.eval.scoring import ssim
+from tensorf.evaluate import EvaluateArgs, evaluate_run
 from tensorf.export_mesh import ExportArgs, export_mesh
+from tensorf.geometry.cameras import Intrinsics, orbit_poses
 from tensorf.orbit import OrbitArgs, render_orbit
+from tensorf.render import visualize
+from tensorf.train import checkpoint
 
 
 def read_video(path) -> np.ndarray:

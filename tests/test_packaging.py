@@ -3,6 +3,7 @@ own, and the demo preset on the scene shipped inside it."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import site
 import subprocess
@@ -15,7 +16,8 @@ import pytest
 from cli_helpers import REPO
 
 from tensorf import data, experiment
-from tensorf.config import DEMO_SCENE, PRESETS, override
+from tensorf.config import override
+from tensorf.presets import DEMO_SCENE, PRESETS
 
 SCRIPTS = ("tensorf-train", "tensorf-eval", "tensorf-render", "tensorf-mesh", "tensorf-viewer")
 
@@ -50,6 +52,16 @@ def test_pyproject_declares_every_third_party_import():
     assert not missing, f"imported but not in pyproject.toml dependencies: {missing}"
 
 
+def test_console_scripts_point_at_functions_that_exist():
+    """Each console script's target (module:function) imports: a module that moves takes
+    its script along (an installed script of a stale target fails only when run)."""
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(SCRIPTS) | {"tensorf-process"} == set(scripts)
+    for target in scripts.values():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target
+
+
 def test_demo_scene_ships_with_the_package():
     train = data.load_views(DEMO_SCENE, "train")
     test = data.load_views(DEMO_SCENE, "test")
@@ -81,7 +93,7 @@ def test_wheel_installs_and_its_console_scripts_run(tmp_path):
                     str(wheel)], check=True, capture_output=True)  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run(
-        [bin_dir / "python", "-c", "import tensorf.config as c; print(c.__file__); "
+        [bin_dir / "python", "-c", "import tensorf.presets as c; print(c.__file__); "
          "print(c.DEMO_SCENE.joinpath('transforms_train.json').is_file())"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip

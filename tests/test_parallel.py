@@ -13,7 +13,7 @@ import pytest
 from cli_helpers import REPO, run_cli
 from synthetic import write_sphere_scene
 
-from tensorf import checkpoint
+from tensorf.train import checkpoint
 
 
 def test_four_devices_match_one(tmp_path):

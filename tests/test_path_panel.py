@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from test_viewer import browser, needs_browser, the_client, wait_for
 
-from tensorf import camera_path, checkpoint, viewer
-from tensorf.cameras import orbit_pose
 from tensorf.cli import ConfigError
+from tensorf.geometry import camera_path
+from tensorf.geometry.cameras import orbit_pose
 from tensorf.orbit import OrbitArgs, render_orbit
-from tensorf.path_panel import PathPanel
+from tensorf.train import checkpoint
+from tensorf.viewer import rendering, server
+from tensorf.viewer.path_panel import PathPanel
 
 SPHERE_RADIUS = 0.6  # write_sphere_scene's
 
@@ -26,7 +28,7 @@ def test_the_first_view_sees_the_object_past_every_training_camera(sphere_run):
     behind the first training camera, had that camera's frustum across the middle)."""
     cfg, _ = sphere_run
     cameras = checkpoint.load_cameras(cfg.run.run_dir)
-    home = viewer.home_view(cfg, cameras)
+    home = rendering.home_view(cfg, cameras)
     sight = home.look_at - home.position
     distance = np.linalg.norm(sight)
     positions = cameras["c2w"][:, :3, 3]
@@ -42,7 +44,7 @@ def test_the_first_view_sees_the_object_past_every_training_camera(sphere_run):
 def test_open_direction_lies_in_the_widest_gap():
     angles = np.radians([0.0, 30.0, 60.0, 90.0, 200.0])  # the gap is 90 .. 200 degrees
     offsets = np.stack([np.cos(angles), np.sin(angles), np.zeros(5)], -1) * 2.0
-    direction = viewer.open_direction(offsets)
+    direction = rendering.open_direction(offsets)
     assert math.degrees(math.atan2(direction[1], direction[0])) == pytest.approx(145.0)
 
 
@@ -50,7 +52,7 @@ def test_open_direction_lies_in_the_widest_gap():
 def sphere_viewer(sphere_run, tmp_path):
     cfg, _ = sphere_run
     _, state = checkpoint.load_run(cfg.run.run_dir)
-    v = viewer.FieldViewer(cfg, checkpoint.load_cameras(cfg.run.run_dir), "127.0.0.1", 0,
+    v = server.FieldViewer(cfg, checkpoint.load_cameras(cfg.run.run_dir), "127.0.0.1", 0,
                            run_dir=tmp_path / "viewer_run")  # fmt: skip
     v.show(state, int(state.step))
     yield v
@@ -137,7 +139,7 @@ def test_keyframes_made_in_the_browser_render_as_from_the_command_line(sphere_ru
     frames."""
     cfg, _ = sphere_run
     _, state = checkpoint.load_run(cfg.run.run_dir)
-    v = viewer.FieldViewer(cfg, checkpoint.load_cameras(cfg.run.run_dir), "127.0.0.1", 0,
+    v = server.FieldViewer(cfg, checkpoint.load_cameras(cfg.run.run_dir), "127.0.0.1", 0,
                            run_dir=tmp_path / "run")  # fmt: skip
     v.show(state, int(state.step))
     panel = v.paths

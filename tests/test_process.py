@@ -20,10 +20,11 @@ from photo_scene import CAMERA_DISTANCE, FOCAL, SIZE, noise_texture, render_ring
 from PIL import Image
 from scipy import ndimage
 
-from tensorf import process, sfm
-from tensorf.cameras import similarity
+from tensorf import process
+from tensorf.capture import sfm
+from tensorf.capture.video_frames import sharp_frames
 from tensorf.data import DatasetError, colmap, detect_format, load_views, transforms
-from tensorf.video_frames import sharp_frames
+from tensorf.geometry.cameras import similarity
 
 N_VIEWS = 20
 MAX_ROTATION_DEGREES = 0.5

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tensorf import field, tensor_vm
-from tensorf.tensor_vm import LINE_AXES, PLANE_AXES, VMGrid
+from tensorf.field import field, tensor_vm
+from tensorf.field.tensor_vm import LINE_AXES, PLANE_AXES, VMGrid
 
 EPS = 1e-6
 

@@ -18,9 +18,11 @@ import pytest
 from cli_helpers import REPO
 from synthetic import tiny_config
 
-from tensorf import checkpoint, experiment, training
+from tensorf import experiment
 from tensorf.cli import TrainingError
 from tensorf.config import override
+from tensorf.loop import monitor
+from tensorf.train import checkpoint, steps
 
 # The same run as the `tiny_run` fixture, in a process of its own (argv: scene, run dir,
 # "resume" or "new", optionally another n_iters), through the same error handling as
@@ -73,7 +75,7 @@ def assert_same_state(cfg_a, cfg_b) -> None:
 
 def logged(run_dir: Path) -> list[dict]:
     """log.jsonl without the wall-clock figures."""
-    lines = (run_dir / experiment.LOG_FILE).read_text().splitlines()
+    lines = (run_dir / monitor.LOG_FILE).read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if k != "rays_per_s"} for line in lines]
 
 
@@ -104,7 +106,7 @@ def test_sigkill_at_a_random_moment_then_resume(tiny_run, sphere_scene, tmp_path
 def test_signal_saves_a_checkpoint_before_exiting(sphere_scene, tmp_path, signum):
     run_dir = tmp_path / "signalled"
     process = start_run(sphere_scene, run_dir)
-    wait_for(lambda: (run_dir / experiment.LOG_FILE).exists() and logged(run_dir), process)
+    wait_for(lambda: (run_dir / monitor.LOG_FILE).exists() and logged(run_dir), process)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, stderr
@@ -182,13 +184,13 @@ def test_non_finite_steps_stop_training_and_keep_the_good_checkpoint(
     experiment.train(override(cfg, max_minutes=0.0, eval_max_views=1))
     assert saved_steps(cfg.run.run_dir) == [1]
 
-    render = training.render_rays
+    render = steps.render_rays
 
     def poisoned(*args, **kwargs):
         out = render(*args, **kwargs)
         return {**out, "rgb": out["rgb"] * np.nan}
 
-    monkeypatch.setattr(training, "render_rays", poisoned)
+    monkeypatch.setattr(steps, "render_rays", poisoned)
     jax.clear_caches()  # train_step must be traced again with the poisoned renderer
     with pytest.raises(TrainingError, match="3 steps in a row up to step 4"):
         experiment.train(override(cfg, resume=True, max_bad_steps=3))

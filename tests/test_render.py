@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 from synthetic import sphere_config
 
-from tensorf import alpha_mask, checkpoint, data, decomposition, experiment, field, render, training
-from tensorf.cameras import Intrinsics, focal_from_fov, pixel_rays
+from tensorf import data, experiment
 from tensorf.config import ModelConfig, RenderConfig, TrainConfig, override
-from tensorf.evaluate import psnr
+from tensorf.eval.scoring import psnr
+from tensorf.field import alpha_mask, decomposition, field
+from tensorf.geometry.cameras import Intrinsics, focal_from_fov, pixel_rays
+from tensorf.render import image, march, sampling
+from tensorf.train import checkpoint, events, train_state
 
 AABB = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], np.float32)
 RESOLUTION = (16, 16, 16)
@@ -55,7 +58,7 @@ def test_compositing_weights_hand_worked():
     )
 
     tau_batch = jnp.array([tau, [0.0] * 5, [50.0, 1.0, 1.0, 1.0, 1.0]], jnp.float32)
-    w = np.asarray(render.compositing_weights(tau_batch))
+    w = np.asarray(march.compositing_weights(tau_batch))
     assert w.shape == (3, 5)
     np.testing.assert_allclose(w[0], expected, atol=1e-6)
     np.testing.assert_allclose(w[1], 0.0, atol=1e-7)
@@ -69,7 +72,7 @@ def test_ray_aabb_hand_made_rays():
     origins = jnp.array([[-3.0, 0, 0], [-3.0, 2.0, 0], [0, 0, 0], [3.0, 3.0, 3.0], [0, 0, 5.0]])
     dirs = jnp.array([[1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [-1.0, -1.0, -1.0], [0, 0, 1.0]])
     dirs = dirs / jnp.linalg.norm(dirs, axis=-1, keepdims=True)
-    t_min, t_max = map(np.asarray, render.ray_aabb(origins, dirs, jnp.asarray(AABB), 0.0, 10.0))
+    t_min, t_max = map(np.asarray, march.ray_aabb(origins, dirs, jnp.asarray(AABB), 0.0, 10.0))
     # Along +x from (-3, 0, 0): enters at x = -1 (t = 2), leaves at x = 1 (t = 4).
     assert t_min[0] == pytest.approx(2.0) and t_max[0] == pytest.approx(4.0)
     # Parallel to the box at y = 2: a miss.
@@ -82,7 +85,7 @@ def test_ray_aabb_hand_made_rays():
     # Pointing away from the box: a miss.
     assert t_min[4] >= t_max[4]
     # near / far clip the interval.
-    t_min, t_max = render.ray_aabb(origins[:1], dirs[:1], jnp.asarray(AABB), 2.5, 3.5)
+    t_min, t_max = march.ray_aabb(origins[:1], dirs[:1], jnp.asarray(AABB), 2.5, 3.5)
     assert float(t_min[0]) == pytest.approx(2.5) and float(t_max[0]) == pytest.approx(3.5)
 
 
@@ -93,18 +96,18 @@ def test_compact_packs_true_entries_in_order():
     mask = np.zeros((3, 10), bool)
     mask[0, [1, 4]] = True
     mask[2, [0, 9]] = True
-    idx, ok, count = render.compact(jnp.asarray(mask), 6)
+    idx, ok, count = march.compact(jnp.asarray(mask), 6)
     assert int(count) == 4
     assert np.asarray(idx)[:4].tolist() == [1, 4, 20, 29]
     assert np.asarray(ok).tolist() == [True] * 4 + [False] * 2
-    idx, ok, count = render.compact(jnp.asarray(mask), 3)  # overflow is reported
+    idx, ok, count = march.compact(jnp.asarray(mask), 3)  # overflow is reported
     assert int(count) == 4 and np.asarray(idx).tolist() == [1, 4, 20]
 
 
 def test_compact_keeps_true_entries_in_order():
-    compact = getattr(render, "compact", None)
+    compact = getattr(march, "compact", None)
     if compact is None:
-        pytest.skip("render.compact does not exist in this version")
+        pytest.skip("march.compact does not exist in this version")
     rng = np.random.default_rng(0)
     mask = rng.random((7, 9)) < 0.3
     true = np.flatnonzero(mask)
@@ -142,14 +145,14 @@ def scene():
     return params, mask, origins, dirs, jitter
 
 
-def make_settings(**render_options) -> render.RenderSettings:
+def make_settings(**render_options) -> sampling.RenderSettings:
     cfg = override(TrainConfig(),
         batch_size=N_RAYS, render=RenderConfig(near=0.0, far=10.0, step_ratio=0.5, **render_options)
     )
-    return training.render_settings(cfg, AABB, RESOLUTION)
+    return sampling.render_settings(cfg, AABB, RESOLUTION)
 
 
-def full_settings(unselected: str) -> render.RenderSettings:
+def full_settings(unselected: str) -> sampling.RenderSettings:
     n = make_settings().n_samples
     settings = make_settings(appearance_samples=n, unselected=unselected)
     names = {f.name for f in dataclasses.fields(settings)}
@@ -158,13 +161,13 @@ def full_settings(unselected: str) -> render.RenderSettings:
     return settings
 
 
-_render = jax.jit(render.render_rays, static_argnums=(1, 2))
+_render = jax.jit(march.render_rays, static_argnums=(1, 2))
 
 
 def brute_force(params, mask, origins, dirs, jitter, settings):
     """Every sample gets density and colour; compositing in float64 numpy."""
     n = settings.n_samples
-    # Slab intersection, written out independently of render.ray_aabb.
+    # Slab intersection, written out independently of march.ray_aabb.
     with np.errstate(divide="ignore"):
         t0 = (AABB[0] - origins) / dirs
         t1 = (AABB[1] - origins) / dirs
@@ -348,16 +351,16 @@ def test_occupied_box_render_matches_the_full_march(sphere_scene, tmp_path):
     experiment.train(cfg)
     state = checkpoint.restore_latest(checkpoint.manager(cfg.run.run_dir), cfg)[0]
     # A high threshold: after 150 steps the empty space is not yet quite transparent.
-    state = training.update_mask(state, override(cfg, mask_threshold=0.05),
+    state = events.update_mask(state, override(cfg, mask_threshold=0.05),
                                  shrink=False)[0]  # fmt: skip
     views = data.load_views(sphere_scene, "test")
-    fast = training.settings_for(cfg, state)
+    fast = train_state.settings_for(cfg, state)
     assert fast.occupied is not None and 0 < fast.window < 0.8 * fast.n_samples
     full = dataclasses.replace(fast, occupied=None, window=0)
     for i in range(views.n_views):
         args = (state.params, cfg.model), (state.aabb, state.mask, views.c2w[i], views.intrinsics)
-        a, _ = render.render_image(*args[0], fast, *args[1], chunk=512)
-        b, _ = render.render_image(*args[0], full, *args[1], chunk=512)
+        a, _ = image.render_image(*args[0], fast, *args[1], chunk=512)
+        b, _ = image.render_image(*args[0], full, *args[1], chunk=512)
         empty = b["acc"] == 0
         assert 0.1 < empty.mean() < 0.9  # rays that end on nothing, and rays that do not
         np.testing.assert_array_equal(a["rgb"][empty], b["rgb"][empty])
@@ -367,10 +370,10 @@ def test_occupied_box_render_matches_the_full_march(sphere_scene, tmp_path):
         # Rendered in quarter-size tail chunks (a chunk of four images' rays holds no full
         # chunk; its buffers are fitted from a tail chunk), the image is the same.
         pixels = views.intrinsics.width * views.intrinsics.height
-        c, _ = render.render_image(*args[0], fast, *args[1], chunk=4 * pixels)
+        c, _ = image.render_image(*args[0], fast, *args[1], chunk=4 * pixels)
         np.testing.assert_allclose(c["rgb"], a["rgb"], atol=1e-6)
-        # Images shade fewer samples (--render.image-threshold), at a small cost.
-        d, _ = render.render_image(*args[0], training.image_settings(fast, cfg.render), *args[1],
+        # Images shade fewer samples (--march.image-threshold), at a small cost.
+        d, _ = image.render_image(*args[0], sampling.image_settings(fast, cfg.render), *args[1],
                                    chunk=512)  # fmt: skip
         assert d["shaded_samples_per_ray"] < a["shaded_samples_per_ray"]
         gt = views.images[i]
@@ -399,7 +402,7 @@ def test_second_pass_skips_what_opaque_surfaces_hide(scene):
     dirs = (targets - origins) / np.linalg.norm(targets - origins, axis=-1, keepdims=True)
     cfg = override(TrainConfig(), batch_size=N_RAYS,
                    render=RenderConfig(near=0.0, far=10.0, step_ratio=0.5))  # fmt: skip
-    one = training.render_settings(cfg, AABB, RESOLUTION, mask=mask)
+    one = sampling.render_settings(cfg, AABB, RESOLUTION, mask=mask)
     n = one.samples_per_ray
     one = dataclasses.replace(one, density_capacity=N_RAYS * n, appearance_capacity=N_RAYS * 16)
     two = dataclasses.replace(one, segment=n * 3 // 8, rest_rays=N_RAYS,

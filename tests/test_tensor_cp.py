@@ -12,10 +12,12 @@ import pytest
 from synthetic import sphere_config, tiny_config
 from test_tensor_vm import trilinear
 
-from tensorf import checkpoint, decomposition, experiment, field, tensor_cp
+from tensorf import experiment
 from tensorf.config import ModelConfig, override
-from tensorf.tensor_cp import CPGrid
-from tensorf.tensor_vm import VMGrid
+from tensorf.field import decomposition, field, tensor_cp
+from tensorf.field.tensor_cp import CPGrid
+from tensorf.field.tensor_vm import VMGrid
+from tensorf.train import checkpoint
 
 cp_features = jax.jit(tensor_cp.cp_features)
 

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tensorf import field, tensor_vm, training
 from tensorf.config import ModelConfig, TrainConfig, override
-from tensorf.tensor_vm import LINE_AXES, PLANE_AXES, VMGrid
+from tensorf.field import field, tensor_vm
+from tensorf.field.tensor_vm import LINE_AXES, PLANE_AXES, VMGrid
+from tensorf.train import events, train_state
 
 # Jitted once per shape: op-by-op dispatch compiles every primitive separately, which is
 # slower than one compilation on a small CPU.
@@ -201,14 +202,14 @@ def test_crop_and_shrink_keep_the_field_inside_the_new_box():
         grid_init=16,
         model=ModelConfig(density_components=2, appearance_components=3, density_shift=0.0),
     )
-    state = training.init_state(cfg)
+    state = train_state.init_state(cfg)
     old_aabb = np.asarray(state.aabb)
     res = np.array(state.resolution)
     assert tuple(res) == (16, 16, 16)
     units = (old_aabb[1] - old_aabb[0]) / (res - 1)
     bounds = np.array([[-0.55, -0.3, -1.0], [0.7, 0.45, 0.2]], np.float32)
 
-    new = training.shrink_to(state, bounds)
+    new = events.shrink_to(state, bounds)
     new_aabb = np.asarray(new.aabb)
     # The new box lies on old grid points, covers the bounds to within half a voxel...
     for corner in new_aabb:

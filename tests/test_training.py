@@ -13,17 +13,12 @@ import numpy as np
 import pytest
 from synthetic import write_sphere_scene
 
-from tensorf import alpha_mask, checks, data, experiment, field, parallel, training
+from tensorf import data, parallel
 from tensorf.cli import ConfigError
-from tensorf.config import (
-    PRESETS,
-    ModelConfig,
-    RenderConfig,
-    TrainConfig,
-    from_dict,
-    override,
-    to_dict,
-)
+from tensorf.config import ModelConfig, RenderConfig, TrainConfig, from_dict, override, to_dict
+from tensorf.field import alpha_mask, field
+from tensorf.presets import PRESETS
+from tensorf.train import checks, events, ray_pool, steps, train_state
 
 SMALL_MODEL = ModelConfig(density_components=4, appearance_components=4, appearance_dim=6,
                           mlp_width=16)  # fmt: skip
@@ -55,7 +50,7 @@ def small_config(**overrides) -> TrainConfig:
 
 def test_voxel_schedule_paper():
     cfg = PRESETS["paper"][1]
-    counts = training.voxel_schedule(cfg.schedule)
+    counts = events.voxel_schedule(cfg.schedule)
     assert len(counts) == len(cfg.schedule.upsample_steps) == 5
     assert [round(c ** (1 / 3)) for c in counts] == [152, 180, 213, 253, 300]
     assert counts[-1] == 300**3
@@ -66,7 +61,7 @@ def test_voxel_schedule_paper():
 
 def test_voxel_schedule_quick():
     cfg = PRESETS["quick"][1]
-    counts = training.voxel_schedule(cfg.schedule)
+    counts = events.voxel_schedule(cfg.schedule)
     assert len(counts) == len(cfg.schedule.upsample_steps)
     assert counts[-1] == cfg.schedule.grid_final**3
     assert all(a < b for a, b in zip([cfg.schedule.grid_init**3, *counts], counts, strict=False))
@@ -76,14 +71,14 @@ def test_voxel_schedule_quick():
 
 
 def train_step(state, pool, cfg, settings):
-    batch = training.next_batch(pool, cfg.run, cfg.optimiser, int(state.step), MESH)
-    return training.train_step(state, batch, cfg, settings, MESH)
+    batch = ray_pool.next_batch(pool, cfg.run, cfg.optimiser, int(state.step), MESH)
+    return steps.train_step(state, batch, cfg, settings, MESH)
 
 
 @pytest.fixture(scope="module")
 def sphere_pool(tmp_path_factory: pytest.TempPathFactory):
     root = write_sphere_scene(tmp_path_factory.mktemp("sphere"), size=32)
-    return root, experiment.make_pool(data.load_views(root, "train"))
+    return root, ray_pool.make_pool(data.load_views(root, "train"))
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +86,8 @@ def trained(sphere_pool):
     """N_STEPS train steps from scratch; the metrics of every step, and the final state."""
     root, pool = sphere_pool
     cfg = small_config(dataset_path=root)
-    state = training.init_state(cfg)
-    settings = training.settings_for(cfg, state)
+    state = train_state.init_state(cfg)
+    settings = train_state.settings_for(cfg, state)
     history = []
     for _ in range(N_STEPS):
         state, metrics = train_step(state, pool, cfg, settings)
@@ -123,7 +118,7 @@ def test_train_steps_reduce_the_loss(trained):
 def test_non_finite_step_is_skipped_not_applied(trained, sphere_pool):
     cfg, state, _ = trained
     _, pool = sphere_pool
-    settings = training.settings_for(cfg, state)
+    settings = train_state.settings_for(cfg, state)
     before = jax.tree.map(np.asarray, state)
     # A NaN target makes the loss and every gradient NaN.
     poisoned = dataclasses.replace(pool, rgb=np.full_like(pool.rgb, np.nan))
@@ -147,9 +142,9 @@ def test_reduced_precision_tracks_f32(trained, sphere_pool, precision, tolerance
     cfg, state, _ = trained
     _, pool = sphere_pool
     low_cfg = override(cfg, precision=precision)
-    settings = training.settings_for(cfg, state)
-    assert training.settings_for(low_cfg, state).precision == precision
-    low_state = dataclasses.replace(state, loss_scale=training.initial_loss_scale(low_cfg.run))
+    settings = train_state.settings_for(cfg, state)
+    assert train_state.settings_for(low_cfg, state).precision == precision
+    low_state = dataclasses.replace(state, loss_scale=train_state.initial_loss_scale(low_cfg.run))
     ref, ref_metrics = train_step(jax.tree.map(jnp.array, state), pool, cfg, settings)
     low_settings = dataclasses.replace(settings, precision=precision)
     low, low_metrics = train_step(jax.tree.map(jnp.array, low_state), pool, low_cfg, low_settings)
@@ -166,7 +161,7 @@ def test_f16_overflow_skips_the_step_and_halves_the_loss_scale(trained, sphere_p
     f16 = override(cfg, precision="f16")
     huge = jmp.DynamicLossScale(jnp.float32(2.0**40))  # scaled gradients overflow f16
     before = jax.tree.map(np.asarray, dataclasses.replace(state, loss_scale=huge))
-    settings = training.settings_for(f16, state)
+    settings = train_state.settings_for(f16, state)
     after, metrics = train_step(jax.tree.map(jnp.array, before), pool, f16, settings)
     assert not bool(metrics["finite"])
     assert float(after.loss_scale.loss_scale) == 2.0**39
@@ -180,11 +175,11 @@ def test_empty_alpha_mask_keeps_the_state(trained):
     cfg, state, _ = trained
     flat = jax.tree.map(jnp.zeros_like, state.params["density"])
     collapsed = dataclasses.replace(state, params={**state.params, "density": flat})
-    after, ok = training.update_mask(collapsed, cfg, shrink=True)
+    after, ok = events.update_mask(collapsed, cfg, shrink=True)
     assert not ok
     assert after is collapsed
     # A live field gives a non-empty mask.
-    live, ok = training.update_mask(state, cfg, shrink=False)
+    live, ok = events.update_mask(state, cfg, shrink=False)
     assert ok and np.asarray(live.mask.cells).any()
 
 
@@ -196,7 +191,7 @@ def test_later_shrink_keeps_occupied_space_and_regrid_spends_the_voxels(trained)
     state = jax.tree.map(jnp.array, state)
     # A high threshold: after 100 steps the empty space is not yet quite transparent.
     cfg = override(cfg, mask_threshold=0.05)
-    masked, ok = training.update_mask(state, cfg, shrink=True)
+    masked, ok = events.update_mask(state, cfg, shrink=True)
     assert ok
     box, aabb = alpha_mask.occupied_box(masked.mask), np.asarray(masked.aabb)
     cell = np.asarray(masked.mask.aabb[1] - masked.mask.aabb[0]) / masked.mask.cells.shape
@@ -207,7 +202,7 @@ def test_later_shrink_keeps_occupied_space_and_regrid_spends_the_voxels(trained)
     assert (aabb[0] <= box[0] + margin).all() and (aabb[1] >= box[1] - margin).all()
     assert np.prod(aabb[1] - aabb[0]) < np.prod(np.asarray(state.aabb[1] - state.aabb[0]))
     n_voxels = np.prod(state.resolution)
-    regridded = training.regrid(masked, int(n_voxels))
+    regridded = events.regrid(masked, int(n_voxels))
     assert np.prod(masked.resolution) < 0.9 * n_voxels
     assert abs(np.prod(regridded.resolution) / n_voxels - 1) < 0.05
     assert int(regridded.lr_reset_step) == int(masked.lr_reset_step)
@@ -217,9 +212,9 @@ def test_later_shrink_keeps_occupied_space_and_regrid_spends_the_voxels(trained)
     sigma = [field.density(s.params, cfg.model, field.normalize(xyz, s.aabb))
              for s in (masked, regridded)]  # fmt: skip
     assert float(jnp.abs(sigma[0] - sigma[1]).mean()) < 0.1 * float(jnp.abs(sigma[0]).mean())
-    assert training.scheduled_voxels(cfg.schedule, 0) == cfg.schedule.grid_init**3
+    assert events.scheduled_voxels(cfg.schedule, 0) == cfg.schedule.grid_init**3
     last = cfg.schedule.upsample_steps[-1]
-    assert training.scheduled_voxels(cfg.schedule, last) == cfg.schedule.grid_final**3
+    assert events.scheduled_voxels(cfg.schedule, last) == cfg.schedule.grid_final**3
 
 
 def test_train_step_after_upsample_restarts_the_learning_rate(trained, sphere_pool):
@@ -227,10 +222,10 @@ def test_train_step_after_upsample_restarts_the_learning_rate(trained, sphere_po
     _, pool = sphere_pool
     # A copy: train_step donates its state and the fixture's state is shared.
     state = jax.tree.map(jnp.array, state)
-    state = training.upsample(state, cfg.optimiser, 20**3)
+    state = events.upsample(state, cfg.optimiser, 20**3)
     assert state.resolution == (20, 20, 20)
     assert int(state.lr_reset_step) == int(state.step) == N_STEPS
-    settings = training.settings_for(cfg, state)
+    settings = train_state.settings_for(cfg, state)
     for i in range(2):
         state, metrics = train_step(state, pool, cfg, settings)
         assert float(metrics["lr_grid"]) == pytest.approx(0.02 * 0.1 ** (i / N_STEPS), 1e-5)
@@ -242,7 +237,7 @@ def test_train_step_after_upsample_restarts_the_learning_rate(trained, sphere_po
 # --- grid events --------------------------------------------------------------------------
 
 
-def with_moments(state: training.TrainState, value: float, count: int) -> training.TrainState:
+def with_moments(state: train_state.TrainState, value: float, count: int) -> train_state.TrainState:
     opt = state.opt_state
     opt = opt._replace(
         count=jnp.int32(count),
@@ -255,9 +250,9 @@ def with_moments(state: training.TrainState, value: float, count: int) -> traini
 @pytest.mark.parametrize("mode", ["reset", "resample"])
 def test_upsample_adam_modes(mode):
     cfg = small_config(adam_on_upsample=mode)
-    state = with_moments(training.init_state(cfg), 0.3, 5)
+    state = with_moments(train_state.init_state(cfg), 0.3, 5)
     old_density = state.params["density"]
-    new = training.upsample(state, cfg.optimiser, 20**3)
+    new = events.upsample(state, cfg.optimiser, 20**3)
     assert new.resolution == (20, 20, 20)
     assert int(new.lr_reset_step) == 7 and int(new.step) == 7
     # Corner values survive the aligned-corner resampling.
@@ -344,7 +339,7 @@ def test_config_round_trip_non_defaults():
         {"model": ModelConfig(view_pe=100)},
         {"render": RenderConfig(near=3.0, far=2.0)},
         {"render": RenderConfig(contract=True)},  # the box is not the contracted one
-        {"steps_per_call": training.MAX_STEPS_PER_CALL + 1},
+        {"steps_per_call": steps.MAX_STEPS_PER_CALL + 1},
     ],
 )
 def test_check_config_rejects(overrides):
@@ -367,7 +362,7 @@ def test_regulariser_weights_enter_the_loss(trained, sphere_pool, term):
     learning-rate factor from the first step, as the official code) to the loss."""
     cfg, state, _ = trained
     _, pool = sphere_pool
-    settings = training.settings_for(cfg, state)
+    settings = train_state.settings_for(cfg, state)
     before = jax.tree.map(np.asarray, state)
     if term == "ortho":
         weighted = override(cfg, ortho_weight=0.5)

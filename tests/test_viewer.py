@@ -18,9 +18,12 @@ import numpy as np
 import pytest
 from synthetic import sphere_config, surface_colour
 
-from tensorf import checkpoint, experiment, training, viewer
-from tensorf.cameras import pixel_rays
+from tensorf import experiment
 from tensorf.config import override
+from tensorf.geometry.cameras import pixel_rays
+from tensorf.train import checkpoint, steps
+from tensorf.viewer import rendering, server
+from tensorf.viewer.__main__ import ViewerArgs, serve
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 needs_browser = pytest.mark.skipif(
@@ -35,20 +38,20 @@ def test_viser_cameras_are_ours_with_opencv_axes():
     rng = np.random.default_rng(0)
     for _ in range(20):
         position = rng.normal(size=3)
-        home = viewer.Home(up=np.array([0.0, 0.0, 1.0]), position=position,
+        home = rendering.Home(up=np.array([0.0, 0.0, 1.0]), position=position,
                            look_at=rng.normal(size=3) * 0.1, fov=0.8)  # fmt: skip
         c2w = home.c2w()
-        np.testing.assert_allclose(viewer.c2w_from_viser(viewer.viser_wxyz(c2w), position), c2w,
+        np.testing.assert_allclose(server.c2w_from_viser(server.viser_wxyz(c2w), position), c2w,
                                    atol=1e-9)  # fmt: skip
         # The centre pixel's ray runs through the point looked at; image up is world up.
-        k = viewer.frame_intrinsics(home.fov, 1.5, 64)  # 64 x 43: the centre is (31.5, 21)
+        k = rendering.frame_intrinsics(home.fov, 1.5, 64)  # 64 x 43: the centre is (31.5, 21)
         assert (k.width, k.height) == (64, 43)
         rays = pixel_rays(c2w[None], np.array([31.5]), np.array([21.0]), k)
         origin, direction = (np.asarray(x, np.float64)[0] for x in rays)
         to_target = home.look_at - origin
         np.testing.assert_allclose(direction, to_target / np.linalg.norm(to_target), atol=1e-5)
         assert c2w[2, 1] > 0
-    k = viewer.frame_intrinsics(2 * np.arctan(0.5), 0.5, 100)  # 45 degrees, portrait
+    k = rendering.frame_intrinsics(2 * np.arctan(0.5), 0.5, 100)  # 45 degrees, portrait
     assert (k.width, k.height, k.fy) == (50, 100, pytest.approx(100.0))
 
 
@@ -57,12 +60,12 @@ def assert_first_view_shows_the_scene(run_dir, images: np.ndarray) -> None:
     near the training images' mean colour and far from flat, a depth map that varies."""
     cfg, state = checkpoint.load_run(run_dir)
     cameras = checkpoint.load_cameras(run_dir)
-    v = viewer.FieldViewer(cfg, cameras, "127.0.0.1", 0)
+    v = server.FieldViewer(cfg, cameras, "127.0.0.1", 0)
     try:
         v.show(state, int(state.step))
-        home = viewer.home_view(cfg, cameras)
+        home = rendering.home_view(cfg, cameras)
         train = cameras["intrinsics"]
-        k = viewer.frame_intrinsics(home.fov, train.width / train.height, 64)
+        k = rendering.frame_intrinsics(home.fov, train.width / train.height, 64)
         rgb, depth = (v.render(home.c2w(), k, mode) for mode in ("RGB", "depth"))
     finally:
         v.close()
@@ -98,7 +101,7 @@ def wait_for(condition, seconds: float, what: str) -> None:
         time.sleep(0.1)
 
 
-class Recorded(viewer.FieldViewer):
+class Recorded(server.FieldViewer):
     """The viewer, remembered so that the test can reach its clients and handles."""
 
     made: list[Recorded] = []
@@ -120,11 +123,11 @@ class Recorded(viewer.FieldViewer):
 @pytest.fixture
 def recorded(monkeypatch):
     Recorded.made = []
-    monkeypatch.setattr(viewer, "FieldViewer", Recorded)
+    monkeypatch.setattr(server, "FieldViewer", Recorded)
     return Recorded.made
 
 
-def the_client(v: viewer.FieldViewer):
+def the_client(v: server.FieldViewer):
     wait_for(lambda: v._clients, 60, "the browser to connect")
     return next(iter(v._clients.values()))
 
@@ -151,8 +154,8 @@ def oracle(camera, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The sphere as the browser's camera sees it, on a (height, width) grid of screen pixels:
     colour (H, W, 3) and how far inside the silhouette each pixel's ray passes (H, W), in
     units of the radius (negative: it misses)."""
-    c2w = viewer.c2w_from_viser(camera.wxyz, camera.position)
-    k = viewer.frame_intrinsics(camera.fov, width / height, max(width, height))
+    c2w = server.c2w_from_viser(camera.wxyz, camera.position)
+    k = rendering.frame_intrinsics(camera.fov, width / height, max(width, height))
     rows, cols = np.mgrid[0:height, 0:width]
     origins, dirs = (np.asarray(x, np.float64) for x in pixel_rays(c2w, cols, rows, k))
     b = np.sum(origins * dirs, -1)
@@ -188,9 +191,9 @@ def check_screenshot(driver, camera) -> tuple[np.ndarray, np.ndarray]:
 def test_browser_shows_the_sphere_and_follows_the_camera(sphere_run, recorded):
     cfg, _ = sphere_run
     stop = threading.Event()
-    args = viewer.ViewerArgs(run_dir=cfg.run.run_dir, port=0, reload_seconds=0.2)
-    server = threading.Thread(target=viewer.serve, args=(args, stop.is_set))
-    server.start()
+    args = ViewerArgs(run_dir=cfg.run.run_dir, port=0, reload_seconds=0.2)
+    serving = threading.Thread(target=serve, args=(args, stop.is_set))
+    serving.start()
     try:
         wait_for(lambda: recorded, 60, "the viewer to start")
         v = recorded[0]
@@ -218,8 +221,8 @@ def test_browser_shows_the_sphere_and_follows_the_camera(sphere_run, recorded):
             assert np.abs(first - second)[both].mean() > 0.1
     finally:
         stop.set()
-        server.join(timeout=60)
-    assert not server.is_alive()
+        serving.join(timeout=60)
+    assert not serving.is_alive()
 
 
 def free_port() -> int:
@@ -240,7 +243,7 @@ def test_training_with_a_browser_watching_ends_as_without(sphere_run, sphere_sce
     # the page to pause training, so the pause lands mid-run. What it computes is not
     # touched.
     paused = threading.Event()
-    real, calls = training.train_steps, []
+    real, calls = steps.train_steps, []
 
     def slowed(*args, **kwargs):
         calls.append(len(calls))
@@ -248,7 +251,7 @@ def test_training_with_a_browser_watching_ends_as_without(sphere_run, sphere_sce
             paused.wait(timeout=5.0)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "train_steps", slowed)
+    monkeypatch.setattr(steps, "train_steps", slowed)
 
     def watch() -> None:
         """Watch; pause; close the tab while paused; resume."""

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorf.cameras import Intrinsics
-from tensorf.data import safe_json
+from tensorf import safe_json
 from tensorf.data.views import (
     DOWNLOAD_HINT,
     DatasetError,
@@ -29,6 +28,7 @@ from tensorf.data.views import (
     spread_indices,
     to_unit_float,
 )
+from tensorf.geometry.cameras import Intrinsics
 
 
 def available_splits(dataset_path: Path | str) -> list[str]:

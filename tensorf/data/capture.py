@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tensorf.cameras import Intrinsics
 from tensorf.data import placement
 from tensorf.data.views import (
     DatasetError,
@@ -20,6 +19,7 @@ from tensorf.data.views import (
     spread_indices,
     to_unit_float,
 )
+from tensorf.geometry.cameras import Intrinsics
 
 TEST_EVERY = 8  # without split lists, frames 0, 8, 16, ... are held out (as LLFF's)
 SPLITS = ("train", "test", "all")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tensorf.cameras import Intrinsics
 from tensorf.data import capture
 from tensorf.data.colmap_binary import check_binary_model
 from tensorf.data.views import (
@@ -21,7 +20,8 @@ from tensorf.data.views import (
     check_load_args,
     check_pose,
 )
-from tensorf.distortion import Distortion
+from tensorf.geometry.cameras import Intrinsics
+from tensorf.geometry.distortion import Distortion
 
 MODEL_DIR = Path("sparse") / "0"
 IMAGES_DIR = "images"

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tensorf.cameras import Intrinsics, average_pose
 from tensorf.data.views import (
     DatasetError,
     Views,
@@ -30,6 +29,7 @@ from tensorf.data.views import (
     spread_indices,
     to_unit_float,
 )
+from tensorf.geometry.cameras import Intrinsics, average_pose
 
 POSES_FILE = "poses_bounds.npy"
 HOLD_EVERY = 8  # every 8th image is held out for testing (NeRF / TensoRF protocol)

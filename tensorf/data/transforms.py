@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from tensorf.cameras import Intrinsics
 from tensorf.data import capture
 from tensorf.data.blender import matrix_4x4, read_json_object
 from tensorf.data.views import (
@@ -27,7 +26,8 @@ from tensorf.data.views import (
     check_load_args,
     check_pose,
 )
-from tensorf.distortion import Distortion
+from tensorf.geometry.cameras import Intrinsics
+from tensorf.geometry.distortion import Distortion
 
 FILE = "transforms.json"
 CAMERA_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y",

@@ -15,9 +15,9 @@ import imageio.v3 as iio
 import numpy as np
 from PIL import Image
 
-from tensorf.cameras import Intrinsics
-from tensorf.distortion import distort, fisheye_theta, undistort, undistort_fisheye_angle
 from tensorf.errors import DatasetError
+from tensorf.geometry.cameras import Intrinsics
+from tensorf.geometry.distortion import distort, fisheye_theta, undistort, undistort_fisheye_angle
 
 # Reader messages can be long and multi-line; they are only a hint after our own text.
 _MAX_READER_MESSAGE = 160

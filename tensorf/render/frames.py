@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from tensorf import outputs
-from tensorf.cameras import Intrinsics
 from tensorf.config import CHUNK, TrainConfig
+from tensorf.geometry.cameras import Intrinsics
 from tensorf.progress import tqdm
-from tensorf.render import baked, render_image
-from tensorf.training import image_settings, render_settings
-from tensorf.visualize import (
+from tensorf.render.image import baked, render_image
+from tensorf.render.sampling import image_settings, render_settings
+from tensorf.render.visualize import (
     VideoWriter,
     colorize_depth,
     depth_range,

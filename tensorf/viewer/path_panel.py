@@ -1,10 +1,10 @@
 """The viewer's camera path panel: keyframes taken from the browser's view, a path through
-them (`tensorf.camera_path`) played in the page, saved as `<run>/camera_paths/NAME.json`,
+them (`tensorf.geometry.camera_path`) played in the page, saved as `<run>/camera_paths/NAME.json`,
 and rendered to a video or PNG frames in the background of the viewer's process.
 
 The render button writes what `render_360.py --camera-path <run>/camera_paths/NAME.json
 --no-depth` writes (the viewer's `render_path` and the command line share
-`tensorf.frames.render_frames`), from the field the viewer shows.
+`tensorf.render.frames.render_frames`), from the field the viewer shows.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import viser
 
-from tensorf import camera_path
-from tensorf.camera_path import CameraPath, Keyframe
 from tensorf.errors import ConfigError
-from tensorf.viser_cameras import c2w_from_viser, viser_wxyz
+from tensorf.geometry import camera_path
+from tensorf.geometry.camera_path import CameraPath, Keyframe
+from tensorf.viewer.viser_cameras import c2w_from_viser, viser_wxyz
 
 FOLDER = "camera_paths"  # in the run directory, as nerfstudio's viewer names it
 NAME = re.compile(r"[A-Za-z0-9._-]+")

@@ -14,10 +14,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from tensorf import cli, field, tensor_vm, training
+from tensorf import cli
 from tensorf.cli import ConfigError, number_problems
 from tensorf.config import OPTION_GROUPS, TrainConfig
-from tensorf.contraction import OUTER_AABB
+from tensorf.field import field, tensor_vm
+from tensorf.geometry.contraction import OUTER_AABB
+from tensorf.render import sampling
+from tensorf.train import steps
 
 # (lowest, highest) of each integer option, by its path in the config.
 INTS = {
@@ -31,7 +34,7 @@ INTS = {
     "render.outer_samples": (1, 4096),
     "distributed.num_processes": (1, 10**5), "distributed.process_id": (0, 10**5),
     "eval_every": (0, 10**9), "eval_every_views": (1, 10**6), "viewer_port": (0, 65535),
-    "steps_per_call": (0, training.MAX_STEPS_PER_CALL),
+    "steps_per_call": (0, steps.MAX_STEPS_PER_CALL),
 }  # fmt: skip
 # (lowest, highest) of each float option, which must also be finite; TINY stands for
 # "above zero".
@@ -154,7 +157,7 @@ def _memory_problems(cfg: TrainConfig, image_bytes: int = 0) -> list[str]:
                                                       resolution))  # fmt: skip
     params = sum(int(np.prod(x.shape)) * 4 for x in jax.tree.leaves(shapes))
     ndc = (1.0, 1.0) if cfg.render.ndc else None
-    settings = training.render_settings(cfg, aabb, resolution, ndc)
+    settings = sampling.render_settings(cfg, aabb, resolution, ndc)
     samples = settings.samples_per_ray
     need = (_COPIES_OF_PARAMS * params + cfg.optimiser.batch_size * samples * _BYTES_PER_SAMPLE
             + settings.appearance_capacity * _shaded_sample_bytes(cfg) + image_bytes)  # fmt: skip

@@ -12,9 +12,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from tensorf import tensor_cp, tensor_vm
-from tensorf.tensor_cp import CPGrid
-from tensorf.tensor_vm import VMGrid
+from tensorf.field import tensor_cp, tensor_vm
+from tensorf.field.tensor_cp import CPGrid
+from tensorf.field.tensor_vm import VMGrid
 
 Grid = VMGrid | CPGrid
 

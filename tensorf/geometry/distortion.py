@@ -10,7 +10,7 @@ the camera frame (OpenCV's: +z forward, +y down):
   (x', y') = theta' / r (x, y).
 
 Neither has a closed-form inverse; `undistort` solves it by Newton's method in float64,
-once per camera (see `tensorf.cameras.camera_directions`), so rays go through the exact
+once per camera (see `tensorf.geometry.cameras.camera_directions`), so rays go through the exact
 undistorted direction of every pixel and images are never resampled.
 """
 

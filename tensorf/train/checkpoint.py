@@ -16,16 +16,16 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 
-from tensorf import field, outputs
-from tensorf.alpha_mask import AlphaMask
-from tensorf.cameras import Intrinsics
+from tensorf import outputs, safe_json
 from tensorf.config import TrainConfig, from_dict, to_dict
-from tensorf.data import safe_json
 from tensorf.data.views import Views
 from tensorf.errors import CheckpointError
+from tensorf.field import field
+from tensorf.field.alpha_mask import AlphaMask
+from tensorf.geometry.cameras import Intrinsics
 from tensorf.outputs import is_disk_full
 from tensorf.parallel import REPLICATED, data_mesh
-from tensorf.training import ADAM, TrainState, initial_loss_scale
+from tensorf.train.train_state import ADAM, TrainState, initial_loss_scale
 
 CONFIG_FILE = "config.json"
 CAMERAS_FILE = "cameras.json"  # the training cameras, so renders need no dataset

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from tensorf import outputs
-from tensorf.cameras import Intrinsics, pixel_rays
 from tensorf.errors import OutputError
+from tensorf.geometry.cameras import Intrinsics, pixel_rays
 
 # Viridis at five stops (matplotlib's values): near is yellow, far is purple.
 _STOPS = np.linspace(0.0, 1.0, 5)

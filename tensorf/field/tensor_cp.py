@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tensorf.tensor_vm import (
+from tensorf.field.tensor_vm import (
     DENSE_VOXELS_PER_POINT_COMPONENT,
     interp_built_volume,
     interp_line,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from tensorf.cameras import Intrinsics
+from tensorf.geometry.cameras import Intrinsics
 
 NEAR = 1.0  # the near plane, as the official code (poses are scaled so content is beyond)
 

@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from tensorf import outputs
-from tensorf.cameras import Intrinsics
-from tensorf.data import safe_json
+from tensorf import outputs, safe_json
 from tensorf.errors import ConfigError
+from tensorf.geometry import quaternions
+from tensorf.geometry.cameras import Intrinsics
 
 MAX_SIZE = 8192  # pixels per side, as --width / --height
 MAX_FRAMES = 10**6  # as --frames
@@ -127,7 +127,7 @@ def interpolate(
     poses = np.stack([np.asarray(f.c2w, np.float64) for f in keyframes])
     # Positions and field of view as one 4-vector per keyframe.
     points = np.concatenate([poses[:, :3, 3], [[f.fov] for f in keyframes]], axis=1)
-    quats = _aligned([_quat(p[:3, :3]) for p in poses])
+    quats = quaternions.aligned([quaternions.from_matrix(p[:3, :3]) for p in poses])
     # Catmull-Rom tangents (one-sided at the ends of an open path), scaled by smoothness.
     index = np.arange(k)
     after = (index + 1) % k if loop else np.minimum(index + 1, k - 1)
@@ -135,11 +135,13 @@ def interpolate(
     spans = np.full(k, 2.0) if loop else np.maximum(after - before, 1).astype(np.float64)
     tangents = smoothness * (points[after] - points[before]) / spans[:, None]
     # Squad's inner control points: a_i = q_i exp(-(log(q_i^-1 q_i+1) + log(q_i^-1 q_i-1)) / 4).
-    logs = [_log(_mul(_conj(q), quats[after[i]])) + _log(_mul(_conj(q), quats[before[i]]))
+    mul, log, conj = quaternions.mul, quaternions.log, quaternions.conj
+    logs = [log(mul(conj(q), quats[after[i]])) + log(mul(conj(q), quats[before[i]]))
             for i, q in enumerate(quats)]  # fmt: skip
     if not loop:  # no neighbour beyond the ends: no bend there
         logs[0] = logs[-1] = np.zeros(3)
-    inner = np.stack([_mul(quats[i], _exp(-smoothness * logs[i] / 4.0)) for i in range(k)])
+    inner = np.stack([mul(quats[i], quaternions.exp(-smoothness * logs[i] / 4.0))
+                      for i in range(k)])  # fmt: skip
 
     c2w, fov = np.tile(np.eye(4), (n, 1, 1)), np.empty(n)
     for j, t in enumerate(frame_times(k, n, loop)):
@@ -151,79 +153,11 @@ def interpolate(
         point = a + h01 * (b - a) + h10 * tangents[i] + h11 * tangents[nxt]
         # At smoothness 0 the points ease (h01 is smoothstep); orientations follow suit.
         w = smoothness * u + (1.0 - smoothness) * h01
-        q = _slerp(_slerp(quats[i], quats[nxt], w), _slerp(inner[i], inner[nxt], w),
-                   2.0 * w * (1.0 - w))  # fmt: skip
-        c2w[j, :3, :3], c2w[j, :3, 3], fov[j] = _matrix(q), point[:3], point[3]
+        slerp = quaternions.slerp
+        q = slerp(slerp(quats[i], quats[nxt], w), slerp(inner[i], inner[nxt], w),
+                  2.0 * w * (1.0 - w))  # fmt: skip
+        c2w[j, :3, :3], c2w[j, :3, 3], fov[j] = quaternions.to_matrix(q), point[:3], point[3]
     return c2w, fov
-
-
-def _quat(r: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation -> unit quaternion (w, x, y, z), by the largest of its 4 terms."""
-    m = np.asarray(r, np.float64)
-    t = np.trace(m)
-    if t > 0:
-        s = 2.0 * math.sqrt(1.0 + t)
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * math.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 1e-300))
-        q = [0.0] * 4
-        q[0], q[1 + i] = (m[k, j] - m[j, k]) / s, 0.25 * s
-        q[1 + j], q[1 + k] = (m[j, i] + m[i, j]) / s, (m[k, i] + m[i, k]) / s
-    q = np.array(q)
-    return q / np.linalg.norm(q)
-
-
-def _matrix(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = q / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])  # fmt: skip
-
-
-def _aligned(quats: list[np.ndarray]) -> np.ndarray:
-    """Signs chosen so that each quaternion is on the same side as the one before (q and
-    -q are one rotation; slerp between opposite signs goes the long way round)."""
-    out = [quats[0]]
-    for q in quats[1:]:
-        out.append(-q if q @ out[-1] < 0 else q)
-    return np.stack(out)
-
-
-def _mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    aw, ax, ay, az = a
-    bw, bx, by, bz = b
-    return np.array([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ])  # fmt: skip
-
-
-def _conj(q: np.ndarray) -> np.ndarray:
-    return q * np.array([1.0, -1.0, -1.0, -1.0])
-
-
-def _log(q: np.ndarray) -> np.ndarray:
-    """Unit quaternion -> (3,) half the rotation vector, on the shorter way round."""
-    q = -q if q[0] < 0 else q
-    norm = np.linalg.norm(q[1:])
-    return np.zeros(3) if norm < 1e-12 else q[1:] / norm * math.atan2(norm, q[0])
-
-
-def _exp(v: np.ndarray) -> np.ndarray:
-    angle = np.linalg.norm(v)
-    if angle < 1e-12:
-        return np.array([1.0, *v])
-    return np.array([math.cos(angle), *(math.sin(angle) / angle * v)])
-
-
-def _slerp(a: np.ndarray, b: np.ndarray, u: float) -> np.ndarray:
-    return _mul(a, _exp(u * _log(_mul(_conj(a), b))))
 
 
 # --- worlds ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from tensorf.distortion import Distortion, camera_frame_directions
+from tensorf.geometry.distortion import Distortion, camera_frame_directions
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from tensorf import decomposition
 from tensorf.config import ModelConfig
-from tensorf.networks import ShadingMLP
+from tensorf.field import decomposition
+from tensorf.field.networks import ShadingMLP
 
 # {"density": grid, "appearance": grid, "basis": (appearance features, F), "mlp": flax
-# params}, the grids of the decomposition the config names (see tensorf.decomposition).
+# params}, the grids of the decomposition the config names (see tensorf.field.decomposition).
 Params = dict
 
 GRID_KEYS = ("density", "appearance")

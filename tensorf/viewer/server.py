@@ -5,7 +5,7 @@ python train.py quick ... --viewer         # the field while it trains
 
 The browser's camera drives the render: a small preview while it moves, then a sharp frame
 (abandoned as soon as the camera moves again) once it has stood still. The "Camera path"
-panel (`tensorf.path_panel`) records keyframes, plays, saves and renders paths through them.
+panel (`tensorf.viewer.path_panel`) records keyframes, plays, saves and renders paths through them.
 
 viser, not nerfview (which wraps viser for the same purpose): nerfview 0.1.3 imports torch in
 its render panel without declaring it (a 2 GB install for a JAX project), ends the whole
@@ -28,100 +28,22 @@ from typing import TypeVar
 
 import jax
 import numpy as np
-import tyro
 import viser
 
-from tensorf import checkpoint, cli, parallel
-from tensorf.camera_path import CameraPath
-from tensorf.cameras import Intrinsics, average_pose, look_at, spiral_focus
+from tensorf import cli, parallel
 from tensorf.config import CHUNK, TrainConfig
-from tensorf.frames import render_frames
-from tensorf.path_panel import PathPanel
-from tensorf.render import baked, render_image
-from tensorf.training import TrainState, image_settings, ndc_for, render_settings
-from tensorf.viser_cameras import c2w_from_viser, viser_wxyz
-from tensorf.visualize import colorize_depth, depth_range, to_uint8
+from tensorf.geometry.camera_path import CameraPath
+from tensorf.geometry.cameras import Intrinsics
+from tensorf.render.frames import render_frames
+from tensorf.render.sampling import ndc_for
+from tensorf.train.train_state import TrainState
+from tensorf.viewer.path_panel import PathPanel
+from tensorf.viewer.rendering import Field, frame_intrinsics, home_view, render_frame
+from tensorf.viewer.viser_cameras import c2w_from_viser, viser_wxyz
 
 PREVIEW = 128  # longest side of the frames rendered while the camera moves
 STILL = 0.25  # seconds without a camera update before the frame sharpens
 MAX_FRUSTUMS = 300  # training cameras drawn (evenly spaced among them)
-
-def frame_intrinsics(fov: float, aspect: float, longest: int) -> Intrinsics:
-    """A pinhole with the browser's vertical field of view (radians) and aspect (width /
-    height), `longest` pixels along its longer side."""
-    if aspect >= 1.0:
-        width, height = longest, max(1, round(longest / aspect))
-    else:
-        width, height = max(1, round(longest * aspect)), longest
-    focal = 0.5 * height / np.tan(0.5 * fov)
-    return Intrinsics(focal, focal, 0.5 * width, 0.5 * height, width, height)
-
-
-@dataclasses.dataclass(frozen=True)
-class Home:
-    """Where the first view stands: the scene's up direction, a camera position, the point
-    it looks at, and the training cameras' vertical field of view."""
-
-    up: np.ndarray
-    position: np.ndarray
-    look_at: np.ndarray
-    fov: float
-
-    def c2w(self) -> np.ndarray:
-        """(4, 4) OpenGL camera-to-world of this view, its image up along `up`."""
-        return look_at(self.position, self.look_at, self.up)
-
-
-def home_view(cfg: TrainConfig, cameras: dict) -> Home:
-    """From the training cameras: their mean up vector; objects are looked at towards the
-    box's centre, captures towards the placed centre (the origin), from a fifth further out
-    than the cameras' median distance (the photos saw the whole scene from there) in the
-    widest gap between two neighbouring cameras (`open_direction`): the cameras beside it
-    are out of view, and none stands in front of the scene; forward-facing scenes from the
-    average camera towards the spiral's focus."""
-    c2w, train = cameras["c2w"], cameras["intrinsics"]
-    up = c2w[:, :3, 1].mean(0)
-    up = up / max(np.linalg.norm(up), 1e-9)
-    fov = 2.0 * np.arctan(0.5 * train.height / train.fy)
-    if cameras["kind"] == "forward-facing":
-        position = average_pose(c2w)[:3, 3]
-        target = spiral_focus(c2w, cameras["depth_bounds"])
-    else:
-        box_centre = np.reshape(cfg.schedule.aabb, (2, 3)).mean(0)
-        target = np.zeros(3) if cameras["kind"] == "capture" else box_centre
-        offsets = c2w[:, :3, 3] - target
-        distance = 1.2 * float(np.median(np.linalg.norm(offsets, axis=-1)))
-        position = target + distance * open_direction(offsets)
-    return Home(up, np.asarray(position, np.float64), np.asarray(target, np.float64), fov)
-
-
-def open_direction(offsets: np.ndarray) -> np.ndarray:
-    """(3,) unit direction, from the point looked at, between two neighbouring cameras at
-    `offsets` (n, 3) from it: of the directions halfway from each camera to its nearest
-    neighbour, the one farthest from every camera (the first camera's, with one camera)."""
-    units = offsets / np.maximum(np.linalg.norm(offsets, axis=-1, keepdims=True), 1e-12)
-    if len(units) == 1:
-        return units[0]
-    cosines = units @ units.T
-    np.fill_diagonal(cosines, -2.0)
-    halfway = units + units[np.argmax(cosines, axis=1)]
-    halfway /= np.maximum(np.linalg.norm(halfway, axis=-1, keepdims=True), 1e-12)
-    clearance = (halfway @ units.T).max(axis=1)  # cosine to the nearest camera
-    return halfway[int(np.argmin(clearance))]
-
-
-@dataclasses.dataclass
-class _Field:
-    """A copy of the field to render (the trainer's own arrays are donated to the next
-    step), with what rendering it needs, prepared on the render thread."""
-
-    version: int
-    step: int
-    params: dict
-    aabb: jax.Array
-    mask: object
-    resolution: tuple[int, int, int]
-    settings: object = None  # RenderSettings, fitted frame after frame
 
 
 @dataclasses.dataclass
@@ -220,7 +142,7 @@ class FieldViewer:
         self.server = start_server(host, port, flags)
         self.url = f"http://{host}:{self.server.get_port()}"
         self.frames = 0  # frames rendered, for tests and benchmarks
-        self._field: _Field | None = None
+        self._field: Field | None = None
         self._clients: dict[int, _Client] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -246,15 +168,15 @@ class FieldViewer:
                                             self.device, may_alias=False)  # fmt: skip
         with self._lock:
             version = self._field.version + 1 if self._field else 0
-            self._field = _Field(version, step, params, aabb, mask, tuple(state.resolution))
+            self._field = Field(version, step, params, aabb, mask, tuple(state.resolution))
         self._wake.set()
 
-    def current_field(self) -> _Field | None:
+    def current_field(self) -> Field | None:
         """The field shown now (a camera path render keeps it while newer ones come)."""
         with self._lock:
             return self._field
 
-    def render_path(self, field: _Field, path: CameraPath, out: Path,
+    def render_path(self, field: Field, path: CameraPath, out: Path,
                     after_frame: Callable[[int], None]) -> None:  # fmt: skip
         """Write the path's RGB frames of `field` to `out` (a video, or a folder of PNGs) as
         `render_360.py --camera-path --no-depth` does: the same code and chunk size."""
@@ -386,7 +308,7 @@ class FieldViewer:
                         time.sleep(1.0)
                         self._wake.set()  # try again
 
-    def _serve(self, client: _Client, field: _Field | None) -> None:
+    def _serve(self, client: _Client, field: Field | None) -> None:
         """Render what the client should see next, if anything: a preview after the camera
         moved, a sharp frame once it stood still for STILL seconds (or the field changed)."""
         camera = client.handle.camera
@@ -425,85 +347,9 @@ class FieldViewer:
         self._wake.set()
 
     def render(self, c2w: np.ndarray, k: Intrinsics, mode: str = "RGB", cancelled=None,
-               field: _Field | None = None) -> np.ndarray | None:  # fmt: skip
+               field: Field | None = None) -> np.ndarray | None:  # fmt: skip
         """A frame (H, W, 3) uint8 of the field (default: the latest shown) from camera
         `c2w` (4, 4) through `k`, RGB or depth; None once `cancelled()` (asked between
         chunks of rays)."""
-        field = field or self._field
-        if field.settings is None:
-            density = field.params["density"]
-            settings = render_settings(self.cfg, np.asarray(field.aabb), density.resolution,
-                                       self.ndc, field.mask)  # fmt: skip
-            field.settings = image_settings(settings, self.cfg.render)
-            field.params = baked(field.params)  # once, not once per frame
-        out, field.settings = render_image(
-            field.params, self.cfg.model, field.settings, field.aabb, field.mask, c2w, k,
-            self.cfg.render.chunk, self.mesh, cancelled,
-        )  # fmt: skip
-        if out is None:
-            return None
-        if mode == "RGB":
-            return to_uint8(out["rgb"])
-        if self.cameras["depth_bounds"] is not None:
-            near, far = self.cameras["depth_bounds"]
-        else:
-            near, far = depth_range(c2w[None], np.asarray(field.aabb))
-        return colorize_depth(out["depth"], out["acc"], near, far)
-
-
-@dataclasses.dataclass(frozen=True)
-class ViewerArgs:
-    """Look at a run's field in the browser: its latest checkpoint, reloaded as a running
-    trainer saves newer ones."""
-
-    run_dir: Path
-    """Run directory written by train.py / train_lego.py."""
-    host: str = "127.0.0.1"
-    """Address to listen on. The default serves this machine only; from another machine,
-    forward the port over ssh (`ssh -L 8080:localhost:8080 host`) rather than listen on
-    0.0.0.0, which lets anyone who can reach this machine see the scene."""
-    port: int = 8080
-    """Port to listen on (the next free one of the following 99 if it is taken; 0: any free
-    port)."""
-    resolution: int = 512
-    """Longest side, in pixels, of the sharp frame drawn once the camera stands still
-    (also a slider on the page)."""
-    reload_seconds: float = 5.0
-    """How often to look for a newer checkpoint of a run that is still training."""
-
-
-def serve(args: ViewerArgs, until=None) -> None:
-    """Serve the run until Ctrl-C (or until `until()` is true)."""
-    problems = cli.host_problems("--host", args.host)
-    if problems:
-        raise cli.ConfigError("; ".join(problems))
-    cli.check_numbers(("--port", args.port, 0, 65535, int),
-                      ("--resolution", args.resolution, 64, 2048, int),
-                      ("--reload-seconds", args.reload_seconds, 0.1, 86400.0, float))  # fmt: skip
-    cfg, state = checkpoint.load_run(args.run_dir)
-    viewer = FieldViewer(cfg, checkpoint.load_cameras(args.run_dir), args.host, args.port,
-                         args.resolution, run_dir=args.run_dir)  # fmt: skip
-    viewer.show(state, int(state.step))
-    print(f"viewer: open {viewer.url} (step {int(state.step)} of {args.run_dir}); Ctrl-C stops")
-    mngr, step = checkpoint.manager(args.run_dir, create=False), int(state.step)
-    try:
-        while not (until and until()):
-            time.sleep(args.reload_seconds)
-            mngr.reload()
-            if (mngr.latest_step() or 0) > step:
-                state = checkpoint.restore_latest(mngr, cfg)[0]
-                step = int(state.step)
-                viewer.show(state, step)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        viewer.close()
-
-
-def main() -> None:
-    """The command line (`python -m tensorf.viewer`, `tensorf-viewer`)."""
-    cli.run_main(lambda: serve(tyro.cli(ViewerArgs)))
-
-
-if __name__ == "__main__":
-    main()
+        return render_frame(self.cfg, self.cameras, field or self._field, c2w, k, mode,
+                            self.ndc, self.mesh, cancelled)  # fmt: skip

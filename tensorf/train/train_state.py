@@ -1,0 +1,74 @@
+"""The training state: one pytree of parameters, optimiser state, box, alpha mask, step and
+keys; its initial value, and the render settings it implies."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import jmp
+import numpy as np
+import optax
+
+from tensorf.config import RunConfig, TrainConfig
+from tensorf.field import alpha_mask, field, tensor_vm
+from tensorf.field.alpha_mask import AlphaMask
+from tensorf.render.sampling import RenderSettings, precision, render_settings
+
+ADAM = optax.scale_by_adam(b1=0.9, b2=0.99)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Everything that changes during training; a checkpoint is exactly this."""
+
+    params: field.Params
+    opt_state: optax.ScaleByAdamState
+    aabb: jax.Array  # (2, 3) current scene box (shrinks at the first mask update)
+    mask: AlphaMask
+    step: jax.Array  # () int32, steps taken
+    lr_reset_step: jax.Array  # () int32, step of the last upsample (learning rates restart)
+    l1_weight: jax.Array  # () float32
+    rng: jax.Array  # PRNG key
+    skipped_steps: jax.Array  # () int32, steps skipped for a non-finite loss or gradient
+    dropped_samples: jax.Array  # () int32, samples skipped because a buffer was full
+    loss_scale: jmp.LossScale  # dynamic for f16, a no-op otherwise
+
+    @property
+    def resolution(self) -> tuple[int, int, int]:
+        return self.params["density"].resolution
+
+
+def init_state(cfg: TrainConfig) -> TrainState:
+    key, init_key = jax.random.split(jax.random.PRNGKey(cfg.run.seed))
+    aabb = np.array(cfg.schedule.aabb, np.float32).reshape(2, 3)
+    resolution = tensor_vm.resolution_for_voxels(cfg.schedule.grid_init**3, aabb)
+    params = field.init_params(init_key, cfg.model, resolution)
+    return TrainState(
+        params=params,
+        opt_state=ADAM.init(params),
+        aabb=jnp.asarray(aabb),
+        mask=alpha_mask.everything(aabb),
+        step=jnp.int32(0),
+        lr_reset_step=jnp.int32(0),
+        l1_weight=jnp.float32(cfg.optimiser.l1_initial),
+        rng=key,
+        skipped_steps=jnp.int32(0),
+        dropped_samples=jnp.int32(0),
+        loss_scale=initial_loss_scale(cfg.run),
+    )
+
+
+def initial_loss_scale(run: RunConfig) -> jmp.LossScale:
+    """f16 gradients underflow without loss scaling; bf16 and f32 have f32's range."""
+    if precision(run) == "f16":
+        return jmp.DynamicLossScale(jnp.float32(2**15))
+    return jmp.NoOpLossScale()
+
+
+def settings_for(
+    cfg: TrainConfig, state: TrainState, ndc: tuple[float, float] | None = None
+) -> RenderSettings:
+    return render_settings(cfg, np.asarray(state.aabb), state.resolution, ndc, state.mask)
