@@ -18,11 +18,10 @@ from tensorf.config import (
     OPTION_GROUPS,
     TrainConfig,
     default_compile_cache,
-    flat_dict,
     override,
     resumable_options,
-    to_dict,
 )
+from tensorf.config_json import flat_dict, to_dict
 from tensorf.data.location import data_dir
 from tensorf.loop import rundir
 from tensorf.presets import DEMO_SCENE, PRESETS

@@ -14,7 +14,8 @@ from cli_helpers import REPO, assert_one_line_error, run_cli
 from nbclient import NotebookClient
 from skimage.metrics import structural_similarity
 
-from tensorf.config import flat_dict, override
+from tensorf.config import override
+from tensorf.config_json import flat_dict
 from tensorf.eval.scoring import ssim
 from tensorf.evaluate import EvaluateArgs, evaluate_run
 from tensorf.export_mesh import ExportArgs, export_mesh

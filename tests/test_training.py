@@ -15,7 +15,8 @@ from synthetic import write_sphere_scene
 
 from tensorf import data, parallel
 from tensorf.cli import ConfigError
-from tensorf.config import ModelConfig, RenderConfig, TrainConfig, from_dict, override, to_dict
+from tensorf.config import ModelConfig, RenderConfig, TrainConfig, override
+from tensorf.config_json import from_dict, to_dict
 from tensorf.field import alpha_mask, field
 from tensorf.presets import PRESETS
 from tensorf.train import checks, events, ray_pool, steps, train_state

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from tensorf import cli
-from tensorf.config import TrainConfig, flat_dict, resumable_options
+from tensorf.config import TrainConfig, resumable_options
+from tensorf.config_json import flat_dict
 from tensorf.errors import ConfigError
 from tensorf.train import checkpoint
 

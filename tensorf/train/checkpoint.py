@@ -17,7 +17,8 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 
 from tensorf import outputs, safe_json
-from tensorf.config import TrainConfig, from_dict, to_dict
+from tensorf.config import TrainConfig
+from tensorf.config_json import from_dict, to_dict
 from tensorf.data.views import Views
 from tensorf.errors import CheckpointError
 from tensorf.field import field
