@@ -18,7 +18,7 @@ from cli_helpers import assert_one_line_error, run_cli
 from synthetic import tiny_config
 from test_reliability import assert_same_state, logged, saved_steps, short_config, start_run
 
-from tensorf import cli, config, experiment
+from tensorf import cli, experiment
 from tensorf.cli import ConfigError, OutputError, TrainingError
 from tensorf.config import override
 from tensorf.eval import evaluation
@@ -172,7 +172,7 @@ def test_half_written_files(tiny_run, tmp_path, capsys):
     message = one_line_exit(lambda: experiment.train(resumed), capsys)
     assert "config.json" in message and "corrupt" in message
     # A corrupt cameras.json too.
-    (run / checkpoint.CONFIG_FILE).write_text(json.dumps(config.to_dict(resumed)))
+    checkpoint.save_config(run, resumed)
     (run / checkpoint.CAMERAS_FILE).write_text("[1, 2")
     result = run_cli("render_360.py", "--run-dir", str(run), "--out", str(tmp_path / "o.mp4"))
     assert_one_line_error(result, "cameras.json", "corrupt")
