@@ -22,7 +22,7 @@ import jax
 from common import header
 
 from tensorf import data, experiment, parallel
-from tensorf.config import ModelConfig
+from tensorf.config import ModelConfig, override
 from tensorf.loop import monitor
 from tensorf.presets import DEMO_SCENE, PRESETS
 from tensorf.render.sampling import fit_capacity
@@ -40,7 +40,7 @@ timing.clock = clock  # the loop's rays/s in log.jsonl
 
 cfg = PRESETS[args.preset][1]
 if args.tiny:
-    cfg = dataclasses.replace(
+    cfg = override(
         cfg, dataset_path=DEMO_SCENE, batch_size=256, grid_init=24, grid_final=24,
         model=ModelConfig(density_components=(4, 4, 4), appearance_components=(8, 8, 8)),
         render=dataclasses.replace(cfg.render, appearance_samples=4),
@@ -48,20 +48,20 @@ if args.tiny:
 log_every = max(args.steps // 10, 1)
 warmup = 2 * log_every
 # No grid events, one checkpoint (the last) and one view evaluated: the loop's own cost.
-cfg = dataclasses.replace(cfg, n_iters=warmup + args.steps, upsample_steps=(), mask_steps=(),
-                          log_every=log_every, checkpoint_every=warmup + args.steps,
-                          eval_every=0, eval_max_views=1, fill_budget=False,
-                          max_minutes=None)  # fmt: skip
+cfg = override(cfg, n_iters=warmup + args.steps, upsample_steps=(), mask_steps=(),
+               log_every=log_every, checkpoint_every=warmup + args.steps,
+               eval_every=0, eval_max_views=1, fill_budget=False,
+               max_minutes=None)  # fmt: skip
 mesh = parallel.data_mesh()
 tiny = " --tiny" if args.tiny else ""
-header(f"loop overhead: preset {args.preset}{tiny}, batch {cfg.batch_size}, grid "
-       f"{cfg.grid_init}^3, {args.steps} steps, {mesh.size} device(s)")  # fmt: skip
+header(f"loop overhead: preset {args.preset}{tiny}, batch {cfg.optimiser.batch_size}, grid "
+       f"{cfg.schedule.grid_init}^3, {args.steps} steps, {mesh.size} device(s)")  # fmt: skip
 
 # The bare step: one batch, put on the device once, stepped on without reading anything.
-pool = make_pool(data.load_views(cfg.dataset_path, "train"))
+pool = make_pool(data.load_views(cfg.data.dataset_path, "train"))
 state = parallel.replicate(train_state.init_state(cfg), mesh)
 settings = train_state.settings_for(cfg, state)
-batch = ray_pool.next_batch(pool, cfg, 0, mesh)
+batch = ray_pool.next_batch(pool, cfg.run, cfg.optimiser, 0, mesh)
 for _ in range(3):  # compile, then let the buffers settle to their working size
     state, metrics = steps.train_step(state, batch, cfg, settings, mesh)
     peaks = {f"{k}_capacity": int(metrics[f"{k}_peak"]) for k in ("density", "appearance")}
@@ -75,17 +75,17 @@ jax.block_until_ready(metrics)
 bare = args.steps / (clock() - start)
 
 with tempfile.TemporaryDirectory() as tmp:
-    run_cfg = dataclasses.replace(cfg, run_dir=Path(tmp) / "run")
+    run_cfg = override(cfg, run_dir=Path(tmp) / "run")
     launch = time.perf_counter()
     metrics = experiment.train(run_cfg)
     wall = time.perf_counter() - launch
-    lines = [json.loads(line) for line in (run_cfg.run_dir / monitor.LOG_FILE).open()]
-seconds = sum(log_every * cfg.batch_size / line["rays_per_s"] for line in lines[2:])
+    lines = [json.loads(line) for line in (run_cfg.run.run_dir / monitor.LOG_FILE).open()]
+seconds = sum(log_every * cfg.optimiser.batch_size / line["rays_per_s"] for line in lines[2:])
 loop = (lines[-1]["step"] - lines[1]["step"]) / seconds
 
 unit = "CPU s" if args.cpu_time else "s"
-print(f"bare step: {bare:.1f} steps/{unit} ({bare * cfg.batch_size:.0f} rays/{unit})")
-print(f"loop: {loop:.1f} steps/{unit} ({loop * cfg.batch_size:.0f} rays/{unit}), "
+print(f"bare step: {bare:.1f} steps/{unit} ({bare * cfg.optimiser.batch_size:.0f} rays/{unit})")
+print(f"loop: {loop:.1f} steps/{unit} ({loop * cfg.optimiser.batch_size:.0f} rays/{unit}), "
       f"ratio {loop / bare:.2f}")  # fmt: skip
 # The compile seconds, stalled (the loop waited) and hidden (compiled ahead, see
 # tensorf/ahead.py), and their counts; not the per-step lists.

@@ -13,8 +13,8 @@ from tensorf.presets import PRESETS
 
 header("model size per preset at its final grid (no shrinking)")
 for name, (_, cfg) in PRESETS.items():
-    aabb = np.reshape(cfg.aabb, (2, 3))
-    resolution = tensor_vm.resolution_for_voxels(cfg.grid_final**3, aabb)
+    aabb = np.reshape(cfg.schedule.aabb, (2, 3))
+    resolution = tensor_vm.resolution_for_voxels(cfg.schedule.grid_final**3, aabb)
     shapes = jax.eval_shape(lambda cfg=cfg, r=resolution: field.init_params(
         jax.random.key(0), cfg.model, r))  # fmt: skip
     size = sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(shapes)) / 1e6

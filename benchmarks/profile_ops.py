@@ -38,10 +38,10 @@ mesh = parallel.data_mesh()
 
 def train_call():
     cfg = PRESETS[args.preset][1]
-    pool = make_pool(data.load_views(cfg.dataset_path, "train"))
+    pool = make_pool(data.load_views(cfg.data.dataset_path, "train"))
     state = parallel.replicate(train_state.init_state(cfg), mesh)
     settings = train_state.settings_for(cfg, state)
-    batch = ray_pool.next_batch(pool, cfg, 0, mesh)
+    batch = ray_pool.next_batch(pool, cfg.run, cfg.optimiser, 0, mesh)
     for _ in range(3):  # let the buffers settle to their working size
         state, metrics = steps.train_step(state, batch, cfg, settings, mesh)
         peaks = {f"{k}_capacity": int(metrics[f"{k}_peak"]) for k in ("density", "appearance")}
@@ -60,8 +60,8 @@ def train_call():
 
 def render_call():
     cfg, state = checkpoint.load_run(args.run_dir)
-    views = data.load_views(cfg.dataset_path, "test", cfg.downscale, max_views=1)
-    settings = train_state.settings_for(cfg, state, sampling.ndc_for(cfg, views.intrinsics))
+    views = data.load_views(cfg.data.dataset_path, "test", cfg.data.downscale, max_views=1)
+    settings = train_state.settings_for(cfg, state, sampling.ndc_for(cfg.render, views.intrinsics))
     _, settings = image.render_image(state.params, cfg.model, settings, state.aabb,
                                       state.mask, views.c2w[0], views.camera(0))  # fmt: skip
     params = {**state.params, "density": decomposition.bake(state.params["density"])}

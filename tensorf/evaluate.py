@@ -14,6 +14,7 @@ import numpy as np
 import tyro
 
 from tensorf import cli, data, outputs
+from tensorf.config import override
 from tensorf.eval.evaluation import evaluate_views, summary
 from tensorf.render.visualize import (
     VideoWriter,
@@ -84,14 +85,14 @@ def evaluate_run(args: EvaluateArgs) -> dict:
                       ("--downscale", args.downscale, 1, 10**4, int),
                       ("--fps", args.fps, 1, 1000, int))  # fmt: skip
     cfg, state = checkpoint.load_run(args.run_dir)
-    cfg = dataclasses.replace(cfg, eval_lpips=args.lpips)
+    cfg = override(cfg, eval_lpips=args.lpips)
     cli.check_writable(args.run_dir / "renders", "--run-dir")
     views = data.load_views(
-        args.dataset_path or cfg.dataset_path,
+        args.dataset_path or cfg.data.dataset_path,
         args.split,
-        downscale=cfg.downscale if args.downscale is None else args.downscale,
+        downscale=cfg.data.downscale if args.downscale is None else args.downscale,
         max_views=args.max_views,
-        drop_missing=cfg.drop_missing_images,
+        drop_missing=cfg.data.drop_missing_images,
     )
     _check_scene(args, views)
     out_dir = args.run_dir / f"renders_{args.split}" if args.save_renders else None

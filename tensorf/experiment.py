@@ -11,7 +11,7 @@ import tyro
 
 from tensorf import data, parallel
 from tensorf.cli import run_main
-from tensorf.config import DistributedConfig, TrainConfig
+from tensorf.config import DataConfig, DistributedConfig, EvalConfig, RenderConfig, TrainConfig
 from tensorf.errors import ConfigError
 from tensorf.loop import rundir, training_loop
 from tensorf.presets import PRESETS
@@ -36,16 +36,16 @@ def check_distributed(cfg: DistributedConfig) -> None:
 _KIND_NAMES = {"object": "an object scene", "capture": "a 360-degree capture"}
 
 
-def check_scene_kind(cfg: TrainConfig, views: data.Views) -> None:
+def check_scene_kind(scene: DataConfig, render: RenderConfig, views: data.Views) -> None:
     """Forward-facing captures need NDC rays, and objects world rays."""
-    if views.kind == "forward-facing" and not cfg.render.ndc:
+    if views.kind == "forward-facing" and not render.ndc:
         raise ConfigError(
-            f"{cfg.dataset_path} is a forward-facing (LLFF) capture, which needs NDC rays: "
+            f"{scene.dataset_path} is a forward-facing (LLFF) capture, which needs NDC rays: "
             "use a preset made for it (llff, llff-quick) or pass --render.ndc"
         )
-    if views.kind != "forward-facing" and cfg.render.ndc:
+    if views.kind != "forward-facing" and render.ndc:
         raise ConfigError(
-            f"{cfg.dataset_path} is {_KIND_NAMES[views.kind]}, which NDC cannot represent "
+            f"{scene.dataset_path} is {_KIND_NAMES[views.kind]}, which NDC cannot represent "
             "(it needs cameras that all look the same way): drop --render.ndc or use a "
             "preset made for it"
         )
@@ -66,27 +66,28 @@ def train(cfg: TrainConfig) -> dict:
                           "check --distributed.coordinator-address") from error  # fmt: skip
     checks.check_config(cfg)
     rundir.check_run_dir(cfg)
-    timing.use_compile_cache(cfg.compile_cache)
+    timing.use_compile_cache(cfg.run.compile_cache)
     shard = (jax.process_index(), jax.process_count())
     load_start = time.perf_counter()
-    views = data.load_views(cfg.dataset_path, "train", downscale=cfg.downscale, shard=shard,
-                            drop_missing=cfg.drop_missing_images)  # fmt: skip
-    check_scene_kind(cfg, views)
+    views = data.load_views(cfg.data.dataset_path, "train", downscale=cfg.data.downscale,
+                            shard=shard, drop_missing=cfg.data.drop_missing_images)  # fmt: skip
+    check_scene_kind(cfg.data, cfg.render, views)
     checks.check_memory(cfg, views.images.nbytes)
     load_seconds = time.perf_counter() - load_start
-    projection = ndc_for(cfg, views.intrinsics)
-    if cfg.eval_split not in data.available_splits(cfg.dataset_path):
-        raise ConfigError(f"--eval-split {cfg.eval_split}: {cfg.dataset_path} has the splits "
-                          f"{', '.join(data.available_splits(cfg.dataset_path))}")  # fmt: skip
-    load_seconds += check_eval_views(cfg)
+    projection = ndc_for(cfg.render, views.intrinsics)
+    if cfg.eval.eval_split not in data.available_splits(cfg.data.dataset_path):
+        splits = ", ".join(data.available_splits(cfg.data.dataset_path))
+        raise ConfigError(f"--eval-split {cfg.eval.eval_split}: {cfg.data.dataset_path} has the "
+                          f"splits {splits}")  # fmt: skip
+    load_seconds += check_eval_views(cfg.data, cfg.eval)
     parallel.sync("run dir checked")  # by every process, before process 0 writes to it
     # The viewer binds its address before the lock is taken, so a trainer never holds the
     # run while it waits on the network. Single-process only (checks.py).
-    viewer = start_viewer(cfg, views) if cfg.viewer else None
+    viewer = start_viewer(cfg, views) if cfg.live.viewer else None
     lock = None
     try:
         # Only process 0 writes to the run directory, so it alone holds the lock.
-        lock = rundir.lock(cfg.run_dir) if parallel.is_primary() else None
+        lock = rundir.lock(cfg.run.run_dir) if parallel.is_primary() else None
         return training_loop.run(cfg, views, load_seconds, projection, viewer)
     finally:
         if viewer is not None:
@@ -95,13 +96,14 @@ def train(cfg: TrainConfig) -> dict:
             lock.close()
 
 
-def check_eval_views(cfg: TrainConfig) -> float:
+def check_eval_views(scene: DataConfig, evaluation: EvalConfig) -> float:
     """Read the views the final evaluation will read, before the first step: a bad test
     image found after training would cost the whole run. They are read again at the end
     rather than held, which would keep their memory from training. Returns the seconds."""
     start = time.perf_counter()
-    data.load_views(cfg.dataset_path, cfg.eval_split, downscale=cfg.downscale,
-                    max_views=cfg.eval_max_views, drop_missing=cfg.drop_missing_images)  # fmt: skip
+    data.load_views(scene.dataset_path, evaluation.eval_split, downscale=scene.downscale,
+                    max_views=evaluation.eval_max_views,
+                    drop_missing=scene.drop_missing_images)  # fmt: skip
     return time.perf_counter() - start
 
 
@@ -111,7 +113,7 @@ def start_viewer(cfg: TrainConfig, views: data.Views):
 
     cameras = {"intrinsics": views.intrinsics, "c2w": np.asarray(views.c2w, np.float64),
                "kind": views.kind, "depth_bounds": views.depth_bounds}  # fmt: skip
-    viewer = FieldViewer(cfg, cameras, cfg.viewer_host, cfg.viewer_port, training=True,
+    viewer = FieldViewer(cfg, cameras, cfg.live.viewer_host, cfg.live.viewer_port, training=True,
                          flags=("--viewer-host", "--viewer-port"))  # fmt: skip
     print(f"viewer: open {viewer.url} to watch training (pause it from the page)")
     return viewer

@@ -78,7 +78,7 @@ def export_mesh(args: ExportArgs) -> trimesh.Trimesh:
     counts = np.maximum(np.round(size / size.max() * (longest - 1)).astype(int) + 1, 2)
     axes = [np.linspace(lo, hi, c) for lo, hi, c in zip(aabb[0], aabb[1], counts, strict=True)]
     points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
-    alpha = alpha_fn(state, cfg, voxel_step(cfg, aabb, state.resolution))  # jitted
+    alpha = alpha_fn(state, cfg, voxel_step(cfg.render, aabb, state.resolution))  # jitted
     volume = _batched(alpha, points, args.chunk, "density").reshape(*counts)
     if not volume.max() > args.level > volume.min():
         raise cli.ConfigError(

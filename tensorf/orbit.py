@@ -117,7 +117,7 @@ def _check(args: OrbitArgs) -> camera_path.CameraPath | None:
 
 def orbit_centre_and_radius(cfg: TrainConfig, cameras: dict) -> tuple[np.ndarray, float]:
     """The scene centre (of the configured aabb) and the training cameras' mean distance."""
-    centre = np.reshape(cfg.aabb, (2, 3)).mean(0)
+    centre = np.reshape(cfg.schedule.aabb, (2, 3)).mean(0)
     return centre, float(np.linalg.norm(cameras["c2w"][:, :3, 3] - centre, axis=-1).mean())
 
 
@@ -199,8 +199,8 @@ def render_orbit(args: OrbitArgs) -> dict[str, Path]:
     start = time.perf_counter()
     # The NDC projection is the training cameras', whatever the frames' size.
     render_frames(cfg, state.params, state.aabb, state.mask, state.resolution,
-                  ndc_for(cfg, cameras["intrinsics"]), cameras["depth_bounds"], poses, intrinsics,
-                  paths, panels, fps, args.chunk)  # fmt: skip
+                  ndc_for(cfg.render, cameras["intrinsics"]), cameras["depth_bounds"], poses,
+                  intrinsics, paths, panels, fps, args.chunk)  # fmt: skip
     seconds = time.perf_counter() - start
     written = ", ".join(map(str, paths.values()))
     size = f"{intrinsics[0].width}x{intrinsics[0].height}"

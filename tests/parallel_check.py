@@ -25,7 +25,7 @@ views = data.load_views(scene, "train")
 results = {}
 for n in (1, 4):
     mesh = parallel.data_mesh(jax.devices()[:n])
-    pool = ray_pool.make_pool(views).on(mesh, cfg.seed)
+    pool = ray_pool.make_pool(views).on(mesh, cfg.run.seed)
     state = parallel.replicate(train_state.init_state(cfg), mesh)
     settings = train_state.settings_for(cfg, state)
     hyper, spec = steps.Hyper.of(cfg), steps.StepSpec.of(cfg)

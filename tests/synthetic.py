@@ -14,7 +14,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from tensorf.config import TrainConfig
+from tensorf.config import TrainConfig, override
 from tensorf.presets import PRESETS
 
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
@@ -139,7 +139,7 @@ def sphere_config(dataset: Path, run_dir: Path) -> TrainConfig:
     shrink, upsample) and 200 (mask + ray filtering + shrink and regrid, as `quick` does).
     Each event recompiles the step, so there are few of them."""
     quick = PRESETS["quick"][1]
-    return dataclasses.replace(
+    return override(
         quick,
         dataset_path=dataset,
         run_dir=run_dir,
@@ -162,7 +162,7 @@ def tiny_config(dataset: Path, run_dir: Path) -> TrainConfig:
     on a 16^3 -> 24^3 grid, with each kind of grid event (at 20: mask + shrink + upsample;
     at 40: mask + ray filtering + shrink and regrid), a checkpoint every 20 steps and a
     log line every 10. A few seconds of training; the compilations are most of its time."""
-    return dataclasses.replace(
+    return override(
         sphere_config(dataset, run_dir),
         n_iters=60,
         batch_size=128,

@@ -15,6 +15,7 @@ import pytest
 from synthetic import tiny_config
 
 from tensorf import experiment, parallel
+from tensorf.config import override
 from tensorf.loop import monitor
 from tensorf.loop.ahead import Ahead, signature
 from tensorf.train import events, steps, train_state
@@ -33,7 +34,7 @@ def test_every_grid_event_swaps_in_the_stage_compiled_ahead(tiny_run):
     shrink and regrid) start stages whose shapes and settings were predicted exactly; only
     the first stage and the first buffer fit (step 1's counts) were not."""
     cfg, metrics = tiny_run
-    assert cfg.compile_ahead
+    assert cfg.run.compile_ahead
     assert {20, 40} <= set(metrics["compile_ahead_hits"])
     assert metrics["compile_ahead_misses"][:2] == [0, 1]
     assert not {20, 40} & set(metrics["compile_ahead_misses"])
@@ -50,9 +51,9 @@ def test_without_compile_ahead_the_same_run(tiny_run, sphere_scene, tmp_path):
     """--no-compile-ahead: every stage compiles in the loop (all stalled, nothing hidden),
     and the run logs exactly what the run with it logged."""
     cfg_a, _ = tiny_run
-    cfg = dataclasses.replace(tiny_config(sphere_scene, tmp_path / "plain"), compile_ahead=False)
+    cfg = override(tiny_config(sphere_scene, tmp_path / "plain"), compile_ahead=False)
     metrics = experiment.train(cfg)
-    assert logged(cfg.run_dir) == logged(cfg_a.run_dir)
+    assert logged(cfg.run.run_dir) == logged(cfg_a.run.run_dir)
     assert metrics["compile_ahead_hits"] == [] and metrics["compile_seconds_hidden"] == 0.0
     assert metrics["compile_ahead_misses"][0] == 0 and 20 in metrics["compile_ahead_misses"]
     assert metrics["compile_seconds_stalled"] == pytest.approx(
@@ -63,8 +64,8 @@ def test_without_compile_ahead_the_same_run(tiny_run, sphere_scene, tmp_path):
 def test_predictions_are_due_ahead_of_an_event_and_just_before_it(sphere_scene, tmp_path):
     """An upsample (500) a minute of training away, and every grid event (an alpha mask at
     1000) before the call that ends at it, at most twice each."""
-    cfg = dataclasses.replace(tiny_config(sphere_scene, tmp_path / "unused"),
-                              upsample_steps=(500,), mask_steps=(1000,))  # fmt: skip
+    cfg = override(tiny_config(sphere_scene, tmp_path / "unused"), upsample_steps=(500,),
+                   mask_steps=(1000,))  # fmt: skip
     spec = steps.StepSpec.of(cfg)
     with Ahead(spec, MESH, cfg, {500: 20**3}) as ahead:
         assert ahead.due(0, 10, 400) is None  # no event before the end
@@ -79,7 +80,7 @@ def test_predictions_are_due_ahead_of_an_event_and_just_before_it(sphere_scene, 
         assert ahead.due(490, 10, 2000) == 500  # the call that ends at the event: once more
         ahead.predicted[500] = 2
         assert ahead.due(490, 10, 2000) is None
-    with Ahead(spec, MESH, dataclasses.replace(cfg, compile_ahead=False), {500: 20**3}) as ahead:
+    with Ahead(spec, MESH, override(cfg, compile_ahead=False), {500: 20**3}) as ahead:
         assert ahead.due(490, 10, 2000) is None
 
 
@@ -89,11 +90,11 @@ def test_a_stage_is_its_settings_and_its_arguments_shapes(sphere_scene, tmp_path
     settings = train_state.settings_for(cfg, state)
     hyper = steps.Hyper.of(cfg)
     key = signature((state, hyper), settings)
-    other = train_state.init_state(dataclasses.replace(cfg, seed=1))
+    other = train_state.init_state(override(cfg, seed=1))
     assert signature((parallel.replicate(other, MESH), steps.Hyper.of(cfg)), settings) == key
     bigger = dataclasses.replace(settings, density_capacity=2 * settings.density_capacity)
     assert signature((state, hyper), bigger) != key
-    upsampled = events.upsample(parallel.local_copy(state), cfg, 20**3)
+    upsampled = events.upsample(parallel.local_copy(state), cfg.optimiser, 20**3)
     assert signature((parallel.replicate(upsampled, MESH), hyper), settings) != key
     local = jax.tree.map(np.asarray, state)  # the same shapes, not placed on the mesh
     assert signature((local, hyper), settings) != key

@@ -205,7 +205,7 @@ def test_test_cameras_as_a_camera_path_render_the_evaluation(sphere_run, sphere_
     path_file = tmp_path / "test_cameras.json"
     path_file.write_text(json.dumps(values))
     out, saved = tmp_path / "frames", tmp_path / "saved.json"
-    render_orbit(OrbitArgs(run_dir=cfg.run_dir, camera_path=path_file, out=out, depth=False,
+    render_orbit(OrbitArgs(run_dir=cfg.run.run_dir, camera_path=path_file, out=out, depth=False,
                            save_path=saved))  # fmt: skip
     frames = sorted(out.iterdir())
     assert [f.name for f in frames] == [f"{i:05d}.png" for i in range(views.n_views)]

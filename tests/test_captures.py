@@ -3,7 +3,6 @@ loaders (against a capture written here in both formats), placement, missing ima
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 from tiers import examples
 
 from tensorf import experiment
+from tensorf.config import override
 from tensorf.data import DatasetError, data_dir, detect_format, load_views
 from tensorf.data import views as views_module
 from tensorf.data.placement import CAMERA_DISTANCE
@@ -373,7 +373,7 @@ def test_fox_unbounded_quick_run(tmp_path):
     fox = data_dir() / "nerf" / "fox"
     if not (fox / "transforms.json").is_file():
         pytest.skip(f"fox data not found at {fox}")
-    cfg = dataclasses.replace(
+    cfg = override(
         PRESETS["unbounded-quick"][1], dataset_path=fox, run_dir=tmp_path / "fox",
         drop_missing_images=True, n_iters=400, grid_init=48, grid_final=96,
         upsample_steps=(200,), mask_steps=(200,), checkpoint_every=400, log_every=100,
@@ -383,13 +383,13 @@ def test_fox_unbounded_quick_run(tmp_path):
           f"{metrics['load_seconds']:.1f} s loading images")  # fmt: skip
     assert metrics["n_views"] == 7 and metrics["psnr"] >= FOX_PSNR_FLOOR
     video = tmp_path / "orbit.mp4"
-    result = run_cli("render_360.py", "--run-dir", str(cfg.run_dir), "--out", str(video),
+    result = run_cli("render_360.py", "--run-dir", str(cfg.run.run_dir), "--out", str(video),
                      "--frames", "3", "--width", "67", "--no-depth")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     frames = np.stack(list(iio.imiter(video, plugin="FFMPEG")))
     assert frames.shape == (3, 120, 68, 3)  # 67 x 119 padded to even sizes
     mesh = tmp_path / "fox.ply"
-    result = run_cli("-m", "tensorf.export_mesh", "--run-dir", str(cfg.run_dir), "--out",
+    result = run_cli("-m", "tensorf.export_mesh", "--run-dir", str(cfg.run.run_dir), "--out",
                      str(mesh), "--resolution", "64")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert np.abs(trimesh.load(mesh).vertices).max() <= 1.0 + 1e-5

@@ -3,7 +3,6 @@ paths and rates never compile it again."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 from synthetic import sphere_config
 
 from tensorf import data, parallel
-from tensorf.config import ModelConfig
+from tensorf.config import ModelConfig, override
 from tensorf.train import ray_pool, steps, timing, train_state
 
 MESH = parallel.data_mesh()
@@ -26,17 +25,17 @@ def test_run_length_logging_paths_and_rates_compile_the_step_once(sphere_scene, 
     the second's numbers (its learning rates, decayed over its own length) are in effect."""
     model = ModelConfig(density_components=(2, 2, 2), appearance_components=(2, 2, 2),
                         appearance_dim=4, mlp_width=8)  # a spec no other test compiles
-    first = dataclasses.replace(sphere_config(sphere_scene, tmp_path / "a"), model=model,
-                                batch_size=128, grid_init=16)  # fmt: skip
-    second = dataclasses.replace(first, run_dir=tmp_path / "b", n_iters=1234, log_every=7,
-                                 checkpoint_every=11, lr_grid=0.5, lr_network=0.25,
-                                 lr_decay_ratio=0.5, max_minutes=3.0, eval_every=0)  # fmt: skip
+    first = override(sphere_config(sphere_scene, tmp_path / "a"), model=model,
+                     batch_size=128, grid_init=16)  # fmt: skip
+    second = override(first, run_dir=tmp_path / "b", n_iters=1234, log_every=7,
+                      checkpoint_every=11, lr_grid=0.5, lr_network=0.25,
+                      lr_decay_ratio=0.5, max_minutes=3.0, eval_every=0)  # fmt: skip
     pool = ray_pool.make_pool(data.load_views(sphere_scene, "train"))
     state = parallel.replicate(train_state.init_state(first), MESH)
     settings = train_state.settings_for(first, state)
     before = timing.COMPILES["count"]
     for cfg in (first, second, first):
-        batch = ray_pool.next_batch(pool, cfg, int(state.step), MESH)
+        batch = ray_pool.next_batch(pool, cfg.run, cfg.optimiser, int(state.step), MESH)
         state, metrics = steps.train_step(state, batch, cfg, settings, MESH)
         jax.block_until_ready(metrics)
         if cfg is second:
@@ -53,12 +52,13 @@ from pathlib import Path
 import jax
 from synthetic import sphere_config
 from tensorf import data, experiment, parallel, training
+from tensorf.config import override
 folder = None if sys.argv[2] == "off" else Path(sys.argv[2])
 timing.use_compile_cache(folder)
-cfg = dataclasses.replace(sphere_config(Path(sys.argv[1]), Path("unused")), batch_size=128)
+cfg = override(sphere_config(Path(sys.argv[1]), Path("unused")), batch_size=128)
 mesh = parallel.data_mesh()
 state = parallel.replicate(train_state.init_state(cfg), mesh)
-pool = ray_pool.make_pool(data.load_views(cfg.dataset_path, "train"))
+pool = ray_pool.make_pool(data.load_views(cfg.data.dataset_path, "train"))
 batch = ray_pool.next_batch(pool, cfg, 0, mesh)
 _, metrics = steps.train_step(state, batch, cfg, train_state.settings_for(cfg, state), mesh)
 jax.block_until_ready(metrics)

@@ -16,6 +16,7 @@ from test_viewer import assert_first_view_shows_the_scene
 from tiers import examples
 
 from tensorf import experiment
+from tensorf.config import override
 from tensorf.data import load_views
 from tensorf.geometry.contraction import contract, sample_distances
 from tensorf.orbit import OrbitArgs, path_poses
@@ -76,7 +77,7 @@ def test_contraction_beats_a_plain_box_on_a_far_background(tmp_path):
     """A sphere in a room of radius 8: without contraction the room has to be painted on
     the box's walls, which only looks right from one place."""
     scene = write_room_capture(tmp_path / "room")
-    base = dataclasses.replace(
+    base = override(
         PRESETS["unbounded-quick"][1], dataset_path=scene, downscale=1, n_iters=400,
         batch_size=512, grid_init=32, grid_final=64, upsample_steps=(150,),
         mask_steps=(150, 300), checkpoint_every=400, log_every=100,
@@ -84,7 +85,7 @@ def test_contraction_beats_a_plain_box_on_a_far_background(tmp_path):
     psnr = {}
     for contracted in (True, False):
         render = dataclasses.replace(base.render, contract=contracted)
-        cfg = dataclasses.replace(base, run_dir=tmp_path / f"run_{contracted}", render=render)
+        cfg = override(base, run_dir=tmp_path / f"run_{contracted}", render=render)
         psnr[contracted] = experiment.train(cfg)["psnr"]
     print(f"held-out PSNR: contracted {psnr[True]:.2f} dB, plain box {psnr[False]:.2f} dB")
     assert psnr[True] > psnr[False] + 1.0 and psnr[True] > 20.0

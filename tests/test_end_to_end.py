@@ -5,7 +5,6 @@ Floors were measured on a 2-core CPU (see the constants) and set below what was 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ from cli_helpers import assert_one_line_error, run_cli
 from synthetic import tiny_config
 
 from tensorf import experiment
+from tensorf.config import override
 from tensorf.data import default_dataset_path
 from tensorf.presets import PRESETS
 from tensorf.train import checkpoint
@@ -40,15 +40,15 @@ def test_sphere_training_quality(sphere_run):
     print(f"sphere: PSNR {metrics['psnr']:.2f} SSIM {metrics['ssim']:.4f}")
     assert metrics["psnr"] >= SPHERE_PSNR_FLOOR
     assert metrics["ssim"] >= SPHERE_SSIM_FLOOR
-    saved = json.loads((cfg.run_dir / "metrics.json").read_text())
+    saved = json.loads((cfg.run.run_dir / "metrics.json").read_text())
     assert METRIC_KEYS <= set(saved)
     assert saved["split"] == "test" and saved["n_views"] == 4 and saved["step"] == 300
     assert saved["psnr"] == pytest.approx(metrics["psnr"])
     assert saved["train_seconds"] > 0
-    assert len(list((cfg.run_dir / "renders").glob("*_rgb.png"))) == 4
-    assert (cfg.run_dir / "config.json").is_file()
+    assert len(list((cfg.run.run_dir / "renders").glob("*_rgb.png"))) == 4
+    assert (cfg.run.run_dir / "config.json").is_file()
     # The first mask step shrank nothing away that matters: the sphere (radius 0.6) is inside.
-    state = checkpoint.restore_latest(checkpoint.manager(cfg.run_dir), cfg)[0]
+    state = checkpoint.restore_latest(checkpoint.manager(cfg.run.run_dir), cfg)[0]
     aabb = np.asarray(state.aabb)
     assert (aabb[0] <= -0.6).all() and (aabb[1] >= 0.6).all()
     assert int(state.step) == 300
@@ -59,14 +59,14 @@ def test_resume_matches_uninterrupted_run(tiny_run, sphere_scene, tmp_path):
     cfg_a, metrics_a = tiny_run
     cfg_b = tiny_config(sphere_scene, tmp_path / "tiny_b")
     # No time at all: stops (and checkpoints) after the first step, before every grid event.
-    first = experiment.train(dataclasses.replace(cfg_b, max_minutes=0.0, eval_max_views=1))
+    first = experiment.train(override(cfg_b, max_minutes=0.0, eval_max_views=1))
     assert first["step"] == 1
-    metrics_b = experiment.train(dataclasses.replace(cfg_b, resume=True))
-    assert metrics_b["step"] == cfg_a.n_iters
+    metrics_b = experiment.train(override(cfg_b, resume=True))
+    assert metrics_b["step"] == cfg_a.schedule.n_iters
 
-    state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run_dir), cfg_a)[0]
-    state_b = checkpoint.restore_latest(checkpoint.manager(cfg_b.run_dir), cfg_b)[0]
-    assert int(state_a.step) == int(state_b.step) == cfg_a.n_iters
+    state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run.run_dir), cfg_a)[0]
+    state_b = checkpoint.restore_latest(checkpoint.manager(cfg_b.run.run_dir), cfg_b)[0]
+    assert int(state_a.step) == int(state_b.step) == cfg_a.schedule.n_iters
     assert state_a.resolution == state_b.resolution
     # Bit for bit: parameters, Adam moments, aabb, mask, learning-rate restart, rng.
     leaves_a, leaves_b = jax.tree.leaves(state_a), jax.tree.leaves(state_b)
@@ -82,13 +82,13 @@ def test_resume_from_mid_run_checkpoint(tiny_run, tmp_path):
     cfg_a, metrics_a = tiny_run
     run_c = tmp_path / "tiny_c"
     (run_c / "checkpoints").mkdir(parents=True)
-    shutil.copytree(cfg_a.run_dir / "checkpoints" / "40", run_c / "checkpoints" / "40")
+    shutil.copytree(cfg_a.run.run_dir / "checkpoints" / "40", run_c / "checkpoints" / "40")
     # The saved config still names the original run_dir: a moved run can be resumed.
-    shutil.copy(cfg_a.run_dir / checkpoint.CONFIG_FILE, run_c / checkpoint.CONFIG_FILE)
-    cfg_c = dataclasses.replace(cfg_a, run_dir=run_c)
-    metrics_c = experiment.train(dataclasses.replace(cfg_c, resume=True))
-    assert metrics_c["step"] == cfg_a.n_iters
-    state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run_dir), cfg_a)[0]
+    shutil.copy(cfg_a.run.run_dir / checkpoint.CONFIG_FILE, run_c / checkpoint.CONFIG_FILE)
+    cfg_c = override(cfg_a, run_dir=run_c)
+    metrics_c = experiment.train(override(cfg_c, resume=True))
+    assert metrics_c["step"] == cfg_a.schedule.n_iters
+    state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run.run_dir), cfg_a)[0]
     state_c = checkpoint.restore_latest(checkpoint.manager(run_c), cfg_c)[0]
     for a, c in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_c), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
@@ -167,7 +167,7 @@ def test_cli_failed_start_leaves_no_run(tmp_path):
 
 def test_cli_refuses_existing_run_and_bad_resume(tmp_path):
     run_dir = tmp_path / "run"
-    checkpoint.save_config(run_dir, dataclasses.replace(PRESETS["quick"][1], run_dir=run_dir))
+    checkpoint.save_config(run_dir, override(PRESETS["quick"][1], run_dir=run_dir))
     dataset = str(tmp_path)  # never reached
     result = run_cli("train_lego.py", "quick", "--dataset-path", dataset, "--run-dir", str(run_dir))
     assert_one_line_error(result, "--resume")
@@ -204,7 +204,7 @@ def test_cli_bad_options_and_evaluate_without_run(tmp_path):
 
 def test_cli_resume_moved_run_dir(tmp_path):
     old, new = tmp_path / "old", tmp_path / "new"
-    checkpoint.save_config(old, dataclasses.replace(PRESETS["quick"][1], run_dir=old))
+    checkpoint.save_config(old, override(PRESETS["quick"][1], run_dir=old))
     shutil.move(old, new)
     missing = tmp_path / "no_data"
     result = run_cli(

@@ -11,7 +11,6 @@ fraction of a second.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import random
 import shutil
@@ -25,6 +24,7 @@ from hypothesis import strategies as st
 from tiers import examples
 
 from tensorf import cli, evaluate, experiment, export_mesh, orbit
+from tensorf.config import override
 from tensorf.eval import evaluation
 from tensorf.loop import training_loop
 from tensorf.render import frames
@@ -162,7 +162,7 @@ def test_tool_options(tiny_run, monkeypatch, tool):
     def check(args):
         with tempfile.TemporaryDirectory() as tmp:
             out = ["--out", f"{tmp}/out{suffix}"] if suffix else []
-            argv = [name, "--run-dir", str(cfg.run_dir), *out, *args]
+            argv = [name, "--run-dir", str(cfg.run.run_dir), *out, *args]
             assert_clean(*run_in_process(main, argv), argv)
 
     check()
@@ -189,7 +189,7 @@ def test_corrupt_run_directories(tiny_run, monkeypatch, tmp_path, tool):
         monkeypatch.setattr(training_loop, "run", accept)
     else:
         monkeypatch.setattr(TOOLS[tool][3][0], TOOLS[tool][3][1], accept)
-    files = sorted(p.relative_to(cfg.run_dir) for p in cfg.run_dir.rglob("*")
+    files = sorted(p.relative_to(cfg.run.run_dir) for p in cfg.run.run_dir.rglob("*")
                    if p.is_file() and "tensorboard" not in p.parts)  # fmt: skip
 
     @given(seed=st.integers(0, 2**32 - 1), n_files=st.integers(1, 3))
@@ -198,11 +198,11 @@ def test_corrupt_run_directories(tiny_run, monkeypatch, tmp_path, tool):
         rng = random.Random(seed)
         run = Path(tempfile.mkdtemp(dir=tmp_path))
         shutil.rmtree(run)
-        shutil.copytree(cfg.run_dir, run)
+        shutil.copytree(cfg.run.run_dir, run)
         for name in rng.sample(files, min(n_files, len(files))):
             corrupt(run / name, rng)
         if tool == "resume":  # the run's own options, as its --resume needs
-            resumed = dataclasses.replace(cfg, run_dir=run, resume=True)
+            resumed = override(cfg, run_dir=run, resume=True)
             main, argv = lambda: cli.run_main(lambda: experiment.train(resumed)), ["resume"]
         else:
             main, name, _, _, suffix = TOOLS[tool]

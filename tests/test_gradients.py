@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tensorf.config import ModelConfig, RenderConfig, TrainConfig
+from tensorf.config import ModelConfig, RenderConfig, TrainConfig, override
 from tensorf.field import alpha_mask, field
 from tensorf.render import march, sampling
 
@@ -46,7 +46,7 @@ def x64(monkeypatch):
 
 def settings_for(appearance_samples: int | None) -> sampling.RenderSettings:
     def make(k):
-        cfg = TrainConfig(
+        cfg = override(TrainConfig(),
             batch_size=N_RAYS,
             render=RenderConfig(near=0.0, far=10.0, step_ratio=0.6, appearance_samples=k),
         )

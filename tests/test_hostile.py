@@ -4,7 +4,6 @@ a second Ctrl-C, and a --resume with nothing to resume."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import shutil
@@ -19,8 +18,9 @@ from cli_helpers import assert_one_line_error, run_cli
 from synthetic import tiny_config
 from test_reliability import assert_same_state, logged, saved_steps, short_config, start_run
 
-from tensorf import cli, config, experiment
+from tensorf import cli, experiment
 from tensorf.cli import ConfigError, OutputError, TrainingError
+from tensorf.config import override
 from tensorf.eval import evaluation
 from tensorf.loop import monitor
 from tensorf.orbit import OrbitArgs, render_orbit
@@ -41,22 +41,22 @@ def one_line_exit(fn, capsys) -> str:
 
 @pytest.mark.slow
 def test_f16_checkpoints_and_resumes_bit_for_bit(sphere_scene, tmp_path):
-    whole = dataclasses.replace(short_config(sphere_scene, tmp_path / "a"), precision="f16")
+    whole = override(short_config(sphere_scene, tmp_path / "a"), precision="f16")
     experiment.train(whole)
-    parts = dataclasses.replace(whole, run_dir=tmp_path / "b")
-    experiment.train(dataclasses.replace(parts, max_minutes=0.0))
-    assert saved_steps(parts.run_dir) == [1]
-    experiment.train(dataclasses.replace(parts, resume=True))
+    parts = override(whole, run_dir=tmp_path / "b")
+    experiment.train(override(parts, max_minutes=0.0))
+    assert saved_steps(parts.run.run_dir) == [1]
+    experiment.train(override(parts, resume=True))
     assert_same_state(whole, parts)
-    assert logged(whole.run_dir) == logged(parts.run_dir)
-    state = checkpoint.load_run(parts.run_dir)[1]
+    assert logged(whole.run.run_dir) == logged(parts.run.run_dir)
+    state = checkpoint.load_run(parts.run.run_dir)[1]
     assert float(state.loss_scale.loss_scale) > 0  # a dynamic loss scale came back
 
 
 def test_odd_sized_videos_are_padded(tiny_run, tmp_path):
     cfg, _ = tiny_run
     out = tmp_path / "odd.mp4"
-    render_orbit(OrbitArgs(run_dir=cfg.run_dir, out=out, frames=2, width=51, height=33))
+    render_orbit(OrbitArgs(run_dir=cfg.run.run_dir, out=out, frames=2, width=51, height=33))
     for name in ("odd.mp4", "odd_depth.mp4"):
         frames = np.stack(list(iio.imiter(tmp_path / name, plugin="FFMPEG")))
         assert frames.shape == (2, 34, 52, 3)
@@ -99,47 +99,47 @@ def test_a_second_trainer_on_the_same_run_dir_is_refused(sphere_scene, tmp_path)
             assert first.poll() is None, first.stderr.read()
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        cfg = dataclasses.replace(tiny_config(sphere_scene, run_dir), n_iters=long, resume=True)
+        cfg = override(tiny_config(sphere_scene, run_dir), n_iters=long, resume=True)
         with pytest.raises(ConfigError, match="in use by another trainer"):
             experiment.train(cfg)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
     # A killed trainer's lock does not outlive it.
-    experiment.train(dataclasses.replace(cfg, max_minutes=0.0))
+    experiment.train(override(cfg, max_minutes=0.0))
 
 
 def test_non_finite_options_are_refused_up_front(sphere_scene, tmp_path):
     cfg = short_config(sphere_scene, tmp_path / "nan")
     for name in ("lr_grid", "lr_network", "lr_decay_ratio", "mask_threshold"):
         with pytest.raises(ConfigError, match=name.replace("_", "-")):
-            experiment.train(dataclasses.replace(cfg, **{name: float("nan")}))
-    assert not cfg.run_dir.exists()
+            experiment.train(override(cfg, **{name: float("nan")}))
+    assert not cfg.run.run_dir.exists()
 
 
 def test_exploding_parameters_stop_training(sphere_scene, tmp_path, monkeypatch):
     """Huge steps leave the loss finite for a while but blow the grids up: those updates
     are skipped like non-finite ones, and the advice (a lower rate, --resume) works. (The
     limit is lowered so that the largest learning rate the checks allow crosses it.)"""
-    cfg = dataclasses.replace(short_config(sphere_scene, tmp_path / "big"), upsample_steps=(),
-                              mask_steps=(), eval_max_views=1)  # fmt: skip
-    experiment.train(dataclasses.replace(cfg, max_minutes=0.0))
+    cfg = override(short_config(sphere_scene, tmp_path / "big"), upsample_steps=(),
+                   mask_steps=(), eval_max_views=1)  # fmt: skip
+    experiment.train(override(cfg, max_minutes=0.0))
     monkeypatch.setattr(steps, "PARAMETER_LIMIT", 100.0)
     jax.clear_caches()  # train_step must be traced again with the lower limit
     with pytest.raises(TrainingError, match="lower --lr-grid") as error:
-        experiment.train(dataclasses.replace(cfg, resume=True, lr_grid=1e3, max_bad_steps=3))
+        experiment.train(override(cfg, resume=True, lr_grid=1e3, max_bad_steps=3))
     assert "3 steps in a row up to step 4" in str(error.value)
     assert "blew up past 100" in str(error.value)
-    assert saved_steps(cfg.run_dir) == [1]
+    assert saved_steps(cfg.run.run_dir) == [1]
     monkeypatch.undo()
     jax.clear_caches()
-    metrics = experiment.train(dataclasses.replace(cfg, resume=True, lr_grid=0.01))
-    assert np.isfinite(metrics["psnr"]) and metrics["step"] == cfg.n_iters
+    metrics = experiment.train(override(cfg, resume=True, lr_grid=0.01))
+    assert np.isfinite(metrics["psnr"]) and metrics["step"] == cfg.schedule.n_iters
 
 
 def test_non_finite_metrics_never_exit_0(sphere_scene, tmp_path, monkeypatch):
-    cfg = dataclasses.replace(short_config(sphere_scene, tmp_path / "m"), n_iters=2,
-                              upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
+    cfg = override(short_config(sphere_scene, tmp_path / "m"), n_iters=2,
+                   upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
     real = evaluation.evaluate_views
 
     def nan_metrics(*args, **kwargs):
@@ -149,14 +149,14 @@ def test_non_finite_metrics_never_exit_0(sphere_scene, tmp_path, monkeypatch):
     monkeypatch.setattr(evaluation, "evaluate_views", nan_metrics)
     with pytest.raises(TrainingError, match="not finite"):
         experiment.train(cfg)
-    assert json.loads((cfg.run_dir / "metrics.json").read_text())["psnr"] is None
+    assert json.loads((cfg.run.run_dir / "metrics.json").read_text())["psnr"] is None
 
 
 def test_half_written_files(tiny_run, tmp_path, capsys):
     cfg, _ = tiny_run
     run = tmp_path / "run"
-    shutil.copytree(cfg.run_dir, run)
-    resumed = dataclasses.replace(cfg, run_dir=run, resume=True)
+    shutil.copytree(cfg.run.run_dir, run)
+    resumed = override(cfg, run_dir=run, resume=True)
     # A crash in the middle of a log line: the partial line is dropped on resume.
     lines = (run / monitor.LOG_FILE).read_text()
     (run / monitor.LOG_FILE).write_text(lines + '{"step": 61, "loss": 0.0')
@@ -172,7 +172,7 @@ def test_half_written_files(tiny_run, tmp_path, capsys):
     message = one_line_exit(lambda: experiment.train(resumed), capsys)
     assert "config.json" in message and "corrupt" in message
     # A corrupt cameras.json too.
-    (run / checkpoint.CONFIG_FILE).write_text(json.dumps(config.to_dict(resumed)))
+    checkpoint.save_config(run, resumed)
     (run / checkpoint.CAMERAS_FILE).write_text("[1, 2")
     result = run_cli("render_360.py", "--run-dir", str(run), "--out", str(tmp_path / "o.mp4"))
     assert_one_line_error(result, "cameras.json", "corrupt")
@@ -203,10 +203,10 @@ def test_second_interrupt_stops_at_once_without_a_traceback(capsys):
 
 
 def test_resume_without_a_checkpoint_says_so(sphere_scene, tmp_path, capsys):
-    cfg = dataclasses.replace(short_config(sphere_scene, tmp_path / "r"), n_iters=2,
-                              upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
-    checkpoint.save_config(cfg.run_dir, cfg)  # a run killed before its first checkpoint
-    experiment.train(dataclasses.replace(cfg, resume=True))
+    cfg = override(short_config(sphere_scene, tmp_path / "r"), n_iters=2,
+                   upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
+    checkpoint.save_config(cfg.run.run_dir, cfg)  # a run killed before its first checkpoint
+    experiment.train(override(cfg, resume=True))
     assert "no checkpoint" in capsys.readouterr().err
 
 
@@ -214,7 +214,7 @@ def test_unreadable_checkpoints_from_the_command_line(tiny_run, tmp_path):
     """orbax's abandoned background reads print no tracebacks after a failed restore."""
     cfg, _ = tiny_run
     run = tmp_path / "run"
-    shutil.copytree(cfg.run_dir, run)
+    shutil.copytree(cfg.run.run_dir, run)
     for path in (run / "checkpoints").glob("*/state/d/*"):
         path.write_bytes(path.read_bytes()[:10])
     result = run_cli("render_360.py", "--run-dir", str(run), "--out", str(tmp_path / "o.mp4"),

@@ -81,8 +81,8 @@ def test_hostile_json_in_a_run_directory_is_one_line(sphere_run, tmp_path):
     cfg, _ = sphere_run
     run = tmp_path / "run"
     run.mkdir()
-    config = (cfg.run_dir / checkpoint.CONFIG_FILE).read_text()
-    cameras = (cfg.run_dir / checkpoint.CAMERAS_FILE).read_text()
+    config = (cfg.run.run_dir / checkpoint.CONFIG_FILE).read_text()
+    cameras = (cfg.run.run_dir / checkpoint.CAMERAS_FILE).read_text()
     for what, value in hostile_json():
         (run / checkpoint.CONFIG_FILE).write_text(with_value(config, "batch_size", value))
         with pytest.raises(CheckpointError, match="config.json: corrupt"):
@@ -241,7 +241,7 @@ def test_colmap_cameras_and_quaternions_no_model_has_are_one_line(tmp_path):
 def test_evaluating_on_a_scene_of_another_kind_is_refused(sphere_run, tmp_path, capsys):
     cfg, _ = sphere_run
     scene = write_llff_scene(tmp_path / "llff")
-    args = EvaluateArgs(run_dir=cfg.run_dir, dataset_path=scene.root, save_renders=False)
+    args = EvaluateArgs(run_dir=cfg.run.run_dir, dataset_path=scene.root, save_renders=False)
     message = one_line_exit(lambda: evaluate_run(args), capsys)
     assert "holds a forward-facing scene" in message and "trained on an object" in message
 

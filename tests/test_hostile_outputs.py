@@ -138,23 +138,23 @@ def test_an_image_that_does_not_read_back_is_never_left(tmp_path, monkeypatch):
 def test_a_full_disk_during_evaluation_leaves_no_grid_or_video(sphere_run, tmp_path,
                                                                monkeypatch, capsys):  # fmt: skip
     cfg, _ = sphere_run
-    args = EvaluateArgs(run_dir=cfg.run_dir, max_views=2, save_renders=False, video=True,
+    args = EvaluateArgs(run_dir=cfg.run.run_dir, max_views=2, save_renders=False, video=True,
                         grid=True, split="test")  # fmt: skip
-    run_files = set(cfg.run_dir.iterdir())
+    run_files = set(cfg.run.run_dir.iterdir())
     for what in image_failures(monkeypatch):
         message = one_line_exit(lambda: evaluate_run(args), capsys)
         assert "renders_test_grid.png" in message, what
-        new = set(cfg.run_dir.iterdir()) - run_files
+        new = set(cfg.run.run_dir.iterdir()) - run_files
         # The video was finished before the grid failed; the grid was not.
         assert {p.name for p in new} <= {"renders_test.mp4"}, what
-    (cfg.run_dir / "renders_test.mp4").unlink(missing_ok=True)
+    (cfg.run.run_dir / "renders_test.mp4").unlink(missing_ok=True)
 
 
 def test_a_full_disk_during_mesh_export_leaves_no_partial_mesh(sphere_run, tmp_path,
                                                                monkeypatch, capsys):  # fmt: skip
     cfg, _ = sphere_run
     out = tmp_path / "mesh.ply"
-    args = ExportArgs(run_dir=cfg.run_dir, out=out, resolution=24)
+    args = ExportArgs(run_dir=cfg.run.run_dir, out=out, resolution=24)
     real = trimesh.Trimesh.export
 
     def half_then_full(self, path, *a, **k):

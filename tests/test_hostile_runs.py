@@ -20,6 +20,7 @@ from test_reliability import logged, saved_steps, short_config
 
 from tensorf import data, experiment, outputs
 from tensorf.cli import ConfigError
+from tensorf.config import override
 from tensorf.data import DatasetError
 from tensorf.field import tensor_vm
 from tensorf.loop import monitor
@@ -75,10 +76,10 @@ def bad_test_images(scene: Path) -> Iterator[tuple[str, Path]]:
 
 def test_a_bad_test_image_fails_before_the_first_step(sphere_scene, tmp_path):
     for what, scene in bad_test_images(sphere_scene):
-        cfg = dataclasses.replace(short_config(scene, tmp_path / what), eval_every=10**6)
+        cfg = override(short_config(scene, tmp_path / what), eval_every=10**6)
         with pytest.raises(DatasetError, match="test/") as error:
             experiment.train(cfg)
-        assert saved_steps(cfg.run_dir) == [], what  # not a step was trained
+        assert saved_steps(cfg.run.run_dir) == [], what  # not a step was trained
         assert "\n" not in str(error.value)
 
 
@@ -106,10 +107,10 @@ def test_a_kill_while_resume_rewrites_the_run_files_leaves_them_whole(sphere_run
                                                                        monkeypatch):  # fmt: skip
     cfg, _ = sphere_run
     run = tmp_path / "run"
-    shutil.copytree(cfg.run_dir, run)
+    shutil.copytree(cfg.run.run_dir, run)
     names = (checkpoint.CONFIG_FILE, checkpoint.CAMERAS_FILE, monitor.LOG_FILE)
     before = {name: (run / name).read_text() for name in names}
-    views = data.load_views(cfg.dataset_path, "train")
+    views = data.load_views(cfg.data.dataset_path, "train")
     rewrites = {
         checkpoint.CONFIG_FILE: lambda: checkpoint.save_config(run, cfg),
         checkpoint.CAMERAS_FILE: lambda: checkpoint.save_cameras(run, views),
@@ -129,10 +130,10 @@ def test_a_resumed_run_logs_what_the_uninterrupted_run_logged(sphere_run, tmp_pa
     after it, `training_rays` included, is the uninterrupted run's."""
     cfg, _ = sphere_run
     run = tmp_path / "run"
-    shutil.copytree(cfg.run_dir, run)
+    shutil.copytree(cfg.run.run_dir, run)
     shutil.rmtree(run / "checkpoints" / "300")
-    experiment.train(dataclasses.replace(cfg, run_dir=run, resume=True))
-    assert logged(run) == logged(cfg.run_dir)
+    experiment.train(override(cfg, run_dir=run, resume=True))
+    assert logged(run) == logged(cfg.run.run_dir)
     rays = [line["training_rays"] for line in logged(run)]
     assert rays[-1] < rays[0]  # the filter at step 200 shows in the log
 
@@ -156,12 +157,13 @@ def test_what_passes_the_memory_check_sizes_no_larger_buffers(sphere_scene, tmp_
         except ConfigError as error:
             assert "needs about" in str(error), options
             continue
-        aabb = np.reshape(cfg.aabb, (2, 3))
-        for grid in (cfg.grid_init, cfg.grid_final):
+        aabb = np.reshape(cfg.schedule.aabb, (2, 3))
+        for grid in (cfg.schedule.grid_init, cfg.schedule.grid_final):
             resolution = tensor_vm.resolution_for_voxels(grid**3, aabb)
             settings = sampling.render_settings(cfg, aabb, resolution, None)
             per_ray = min(cfg.render.appearance_samples, settings.samples_per_ray)
-            assert settings.appearance_capacity == bucket(cfg.batch_size * per_ray), options
+            shaded = cfg.optimiser.batch_size * per_ray
+            assert settings.appearance_capacity == bucket(shaded), options
     # The check counts the shading buffer: with little memory, a wide MLP is refused.
     monkeypatch.setattr(checks.os, "sysconf", lambda name: 2**16 if "PAGES" in name else 4096)
     checks.check_config(base)  # 256 MiB hold the sphere run
@@ -181,20 +183,20 @@ def test_what_passes_the_memory_check_sizes_no_larger_buffers(sphere_scene, tmp_
     monkeypatch.setattr(checks, "check_memory", refuse)
     with pytest.raises(ConfigError, match="no room"):
         experiment.train(base)
-    assert loaded == [24 * 32 * 32 * 3 * 4] and saved_steps(base.run_dir) == []
+    assert loaded == [24 * 32 * 32 * 3 * 4] and saved_steps(base.run.run_dir) == []
 
 
 def test_small_ones(sphere_run, sphere_scene, tmp_path):
     cfg, _ = sphere_run
     # Looking at a run whose checkpoints were deleted leaves no empty folder behind.
     run = tmp_path / "run"
-    shutil.copytree(cfg.run_dir, run, ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(cfg.run.run_dir, run, ignore=shutil.ignore_patterns("checkpoints"))
     with pytest.raises(CheckpointError, match="checkpoints: not found"):
         checkpoint.load_run(run)
     assert not (run / "checkpoints").exists()
     # --run-dir '' would fill the current folder with the run.
     with pytest.raises(ConfigError, match="--run-dir is empty"):
-        checks.check_config(dataclasses.replace(cfg, run_dir=Path("")))
+        checks.check_config(override(cfg, run_dir=Path("")))
     # Videos spawn ffmpeg without JAX's warning about os.fork().
     jax.numpy.zeros(3).block_until_ready()  # JAX's threads are running
     with warnings.catch_warnings(record=True) as caught:

@@ -3,7 +3,6 @@ within seconds, never a hang, and a trainer never holds its run's lock while it 
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import shutil
 import socket
@@ -14,6 +13,7 @@ import pytest
 from test_hostile_outputs import one_line_exit
 
 from tensorf import experiment
+from tensorf.config import override
 from tensorf.loop import rundir
 from tensorf.viewer import server
 from tensorf.viewer.__main__ import ViewerArgs, serve
@@ -40,7 +40,7 @@ def test_an_address_the_viewer_cannot_listen_on_is_one_line(sphere_run, top_port
     cfg, _ = sphere_run
     for host, port, says in unbindable():
         start = time.monotonic()
-        args = ViewerArgs(cfg.run_dir, host, port)
+        args = ViewerArgs(cfg.run.run_dir, host, port)
         message = one_line_exit(lambda args=args: serve(args), capsys)
         assert says in message and f"--{'port' if port == 65535 else 'host'}" in message
         assert time.monotonic() - start < 2 * server.BIND_SECONDS, (host, port)
@@ -50,7 +50,7 @@ def test_a_server_that_never_starts_is_one_line(sphere_run, monkeypatch, capsys)
     cfg, _ = sphere_run
     monkeypatch.setattr(server, "BIND_SECONDS", 0.5)
     monkeypatch.setattr(server.viser, "ViserServer", lambda **_: time.sleep(5))
-    message = one_line_exit(lambda: serve(ViewerArgs(cfg.run_dir, port=0)), capsys)
+    message = one_line_exit(lambda: serve(ViewerArgs(cfg.run.run_dir, port=0)), capsys)
     assert "did not finish within 0.5 s" in message
 
 
@@ -58,7 +58,7 @@ def test_the_trainer_does_not_hold_the_lock_while_binding(sphere_run, tmp_path, 
                                                           capsys):  # fmt: skip
     cfg, _ = sphere_run
     run = tmp_path / "run"
-    shutil.copytree(cfg.run_dir, run)
+    shutil.copytree(cfg.run.run_dir, run)
     real = server.free_port
     free_while_binding = []
 
@@ -72,8 +72,8 @@ def test_the_trainer_does_not_hold_the_lock_while_binding(sphere_run, tmp_path, 
         return real(*args)
 
     monkeypatch.setattr(server, "free_port", free_port)
-    resumed = dataclasses.replace(cfg, run_dir=run, resume=True, viewer=True,
-                                  viewer_host="203.0.113.7")  # fmt: skip
+    resumed = override(cfg, run_dir=run, resume=True, viewer=True,
+                       viewer_host="203.0.113.7")  # fmt: skip
     message = one_line_exit(lambda: experiment.train(resumed), capsys)
     assert "--viewer-host 203.0.113.7: cannot listen there" in message
     assert free_while_binding == [True]

@@ -18,7 +18,7 @@ PARTS = [
     ("geometry",),  # cameras, paths, distortion, NDC, contraction
     ("data",),  # one loader per format
     ("capture",),  # posing photos or a video
-    ("config", "presets"),
+    ("config", "config_json", "presets"),
     ("parallel",),  # the device mesh
     ("field",),  # grids, MLP, alpha mask
     ("render",),  # settings, marching, images, frames

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
@@ -25,6 +24,7 @@ from test_viewer import assert_first_view_shows_the_scene
 
 from tensorf import experiment
 from tensorf.cli import ConfigError
+from tensorf.config import override
 from tensorf.data import DatasetError, data_dir, detect_format, load_views
 from tensorf.geometry.cameras import Intrinsics, pixel_rays, spiral_poses
 from tensorf.orbit import OrbitArgs, render_orbit
@@ -406,7 +406,7 @@ def test_fern_quick_run(tmp_path):
     if not (fern / "poses_bounds.npy").is_file():
         pytest.skip(f"fern data not found at {fern}")
     preset = PRESETS["llff-quick"][1]
-    cfg = dataclasses.replace(
+    cfg = override(
         preset,
         dataset_path=fern,
         run_dir=tmp_path / "fern",
@@ -426,7 +426,7 @@ def test_fern_quick_run(tmp_path):
     seconds = time.perf_counter() - start
     print(f"fern: PSNR {metrics['psnr']:.2f} SSIM {metrics['ssim']:.4f} in {seconds:.0f} s, "
           f"per view {metrics['psnr_per_view']}")  # fmt: skip
-    saved = json.loads((cfg.run_dir / "metrics.json").read_text())
+    saved = json.loads((cfg.run.run_dir / "metrics.json").read_text())
     assert saved["n_views"] == 3 and saved["step"] == 400 and saved["split"] == "test"
     assert saved["psnr"] == pytest.approx(metrics["psnr"])
     assert len(saved["psnr_per_view"]) == 3
@@ -435,9 +435,10 @@ def test_fern_quick_run(tmp_path):
     # Depth is metric: the held-out view's surfaces lie within the scene's depth bounds
     # (NDC depth would be in [0, 1]), and the wall behind the fern is farther than its
     # leaves in the middle.
-    cfg_saved, state = checkpoint.load_run(cfg.run_dir)
+    cfg_saved, state = checkpoint.load_run(cfg.run.run_dir)
     views = load_views(fern, "test", downscale=8, max_views=1)
-    settings = train_state.settings_for(cfg_saved, state, sampling.ndc_for(cfg, views.intrinsics))
+    projection = sampling.ndc_for(cfg.render, views.intrinsics)
+    settings = train_state.settings_for(cfg_saved, state, projection)
     out, _ = render_image(state.params, cfg.model, settings, state.aabb, state.mask,
                           views.c2w[0], views.intrinsics)  # fmt: skip
     near, far = views.depth_bounds
@@ -446,24 +447,26 @@ def test_fern_quick_run(tmp_path):
     assert inside.mean() > 0.9 and np.median(depth) > 1.5
 
     # The live viewer's first view of it shows the scene.
-    assert_first_view_shows_the_scene(cfg.run_dir, load_views(fern, "train", downscale=8).images)
+    images = load_views(fern, "train", downscale=8).images
+    assert_first_view_shows_the_scene(cfg.run.run_dir, images)
 
     # The default video path of a forward-facing run is the spiral; RGB and depth videos.
     video = tmp_path / "spiral.mp4"
-    render_orbit(OrbitArgs(run_dir=cfg.run_dir, out=video, frames=3, width=64))
+    render_orbit(OrbitArgs(run_dir=cfg.run.run_dir, out=video, frames=3, width=64))
     for name in ("spiral.mp4", "spiral_depth.mp4"):
         frames = np.stack(list(iio.imiter(tmp_path / name, plugin="FFMPEG")))
         assert frames.shape == (3, 48, 64, 3)
         assert np.abs(frames[0].astype(int) - frames[1].astype(int)).mean() > 1.0
     with pytest.raises(ConfigError, match="spiral"):
-        render_orbit(OrbitArgs(run_dir=cfg.run_dir, out=video, path="orbit", frames=1))
+        render_orbit(OrbitArgs(run_dir=cfg.run.run_dir, out=video, path="orbit", frames=1))
 
     # No mesh from NDC space: one line, exit 2.
-    mesh = run_cli("-m", "tensorf.export_mesh", "--run-dir", str(cfg.run_dir), "--out",
+    mesh = run_cli("-m", "tensorf.export_mesh", "--run-dir", str(cfg.run.run_dir), "--out",
                    str(tmp_path / "fern.ply"))  # fmt: skip
     assert_one_line_error(mesh, "forward-facing (NDC) run")
 
     # Evaluation from the command line, as the README has it.
-    result = run_cli("-m", "tensorf.evaluate", "--run-dir", str(cfg.run_dir), "--max-views", "1")
+    result = run_cli("-m", "tensorf.evaluate", "--run-dir", str(cfg.run.run_dir),
+                     "--max-views", "1")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "test: PSNR" in result.stdout

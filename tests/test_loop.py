@@ -4,7 +4,6 @@ training included; those evaluations reach TensorBoard."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from tensorboardX.proto import event_pb2
 
 from tensorf import data, experiment
 from tensorf.cli import Interrupted
+from tensorf.config import override
 from tensorf.eval.evaluation import evaluate_views
 from tensorf.loop import budget, monitor, schedule
 from tensorf.presets import PRESETS
@@ -31,7 +31,7 @@ from tensorf.train import checkpoint, steps, timing
 def loop_config(scene, run_dir, **overrides):
     """The tiny run (events at 20 and 40) for 80 steps, a checkpoint every 30."""
     values = dict(n_iters=80, checkpoint_every=30, eval_max_views=1)
-    return dataclasses.replace(tiny_config(scene, run_dir), **{**values, **overrides})
+    return override(tiny_config(scene, run_dir), **{**values, **overrides})
 
 
 class StepRecorder:
@@ -75,12 +75,13 @@ def test_the_loop_never_waits_for_the_steps_it_queued(sphere_scene, tmp_path, mo
 
     monkeypatch.setattr(ArrayImpl, "_value", property(recorded))
     experiment.train(cfg)
-    assert recorder.steps == cfg.n_iters
-    assert recorder.calls == 1 + cfg.n_iters // cfg.log_every  # step 1, then per log line
+    assert recorder.steps == cfg.schedule.n_iters
+    # Step 1, then one call per log line.
+    assert recorder.calls == 1 + cfg.schedule.n_iters // cfg.run.log_every
     # Where the state must reach the host: grid events, checkpoints, the end; and step 1,
     # whose counts size the buffers.
-    drains = {1, 20, 40, cfg.n_iters,
-              *range(cfg.checkpoint_every, cfg.n_iters, cfg.checkpoint_every)}  # fmt: skip
+    every = cfg.run.checkpoint_every
+    drains = {1, 20, 40, cfg.schedule.n_iters, *range(every, cfg.schedule.n_iters, every)}
     waits = sorted({step for step, kind in reads if kind != "previous" and step not in drains})
     assert waits == []
     # The counts of (nearly) every call are read, one call late.
@@ -103,7 +104,7 @@ class FakeClock:
 
 def planned(cfg) -> int:
     """The planned length of a run, as its latest checkpoint saved it."""
-    return checkpoint.restore_latest(checkpoint.manager(cfg.run_dir), cfg)[1]["n_iters"]
+    return checkpoint.restore_latest(checkpoint.manager(cfg.run.run_dir), cfg)[1]["n_iters"]
 
 
 @pytest.mark.parametrize(
@@ -121,18 +122,19 @@ def test_fill_budget_ends_at_the_budget_with_a_complete_schedule(
     seconds = 60.0
     cfg = loop_config(sphere_scene, tmp_path / "run", n_iters=400, max_minutes=seconds / 60,
                       fill_budget=True)  # fmt: skip
-    clock = FakeClock(monkeypatch, seconds / (cfg.n_iters * speed))
+    clock = FakeClock(monkeypatch, seconds / (cfg.schedule.n_iters * speed))
     metrics = experiment.train(cfg)
     n_iters = planned(cfg)
     assert metrics["step"] == n_iters == clock.recorder.steps
     # The plan leaves 2% of the budget for the final checkpoint.
-    assert n_iters == pytest.approx(cfg.n_iters * speed * (1 - budget.RESERVE), abs=2)
+    assert n_iters == pytest.approx(cfg.schedule.n_iters * speed * (1 - budget.RESERVE), abs=2)
     assert (1 - 2 * budget.RESERVE) * seconds <= metrics["train_seconds"] <= seconds
-    last = json.loads((cfg.run_dir / monitor.LOG_FILE).read_text().splitlines()[-1])
+    last = json.loads((cfg.run.run_dir / monitor.LOG_FILE).read_text().splitlines()[-1])
     assert last["step"] == n_iters
     # The last step's rate is that of step n_iters - 1, counted from the upsample.
-    decayed = cfg.lr_decay_ratio ** ((n_iters - 1 - cfg.upsample_steps[-1]) / n_iters)
-    assert last["lr_grid"] == pytest.approx(cfg.lr_grid * decayed, rel=1e-5)
+    since = n_iters - 1 - cfg.schedule.upsample_steps[-1]
+    decayed = cfg.optimiser.lr_decay_ratio ** (since / n_iters)
+    assert last["lr_grid"] == pytest.approx(cfg.optimiser.lr_grid * decayed, rel=1e-5)
 
 
 def test_fill_budget_plan_survives_resume(sphere_scene, tmp_path, monkeypatch):
@@ -163,9 +165,9 @@ def test_fill_budget_plan_survives_resume(sphere_scene, tmp_path, monkeypatch):
         experiment.train(cfg_b)
     assert planned(cfg_b) == planned(cfg_a) > stop_at
     FakeClock(monkeypatch, 1.5 * seconds_per_step)  # a slower machine on resume: same plan
-    experiment.train(dataclasses.replace(cfg_b, resume=True))
-    state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run_dir), cfg_a)[0]
-    state_b = checkpoint.restore_latest(checkpoint.manager(cfg_b.run_dir), cfg_b)[0]
+    experiment.train(override(cfg_b, resume=True))
+    state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run.run_dir), cfg_a)[0]
+    state_b = checkpoint.restore_latest(checkpoint.manager(cfg_b.run.run_dir), cfg_b)[0]
     assert int(state_a.step) == int(state_b.step) == planned(cfg_a)
     for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -194,7 +196,7 @@ def test_evaluations_during_training_reach_tensorboard(sphere_scene, tmp_path):
     cfg = loop_config(sphere_scene, tmp_path / "run", eval_every=20, eval_every_views=2,
                       checkpoint_every=20, keep_checkpoints=4)  # fmt: skip
     experiment.train(cfg)
-    logged = read_tensorboard(cfg.run_dir / "tensorboard")
+    logged = read_tensorboard(cfg.run.run_dir / "tensorboard")
     tag = "test_during_training"
     assert sorted(logged[f"{tag}/psnr"]) == [20, 40, 60]
     assert sorted(logged["test/psnr"]) == [80]
@@ -204,7 +206,8 @@ def test_evaluations_during_training_reach_tensorboard(sphere_scene, tmp_path):
     views = data.load_views(sphere_scene, "test", max_views=2)
     for step in (20, 60):
         alone = tmp_path / f"at_{step}"
-        shutil.copytree(cfg.run_dir / "checkpoints" / str(step), alone / "checkpoints" / str(step))
+        shutil.copytree(cfg.run.run_dir / "checkpoints" / str(step),
+                        alone / "checkpoints" / str(step))  # fmt: skip
         state = checkpoint.restore_latest(checkpoint.manager(alone), cfg)[0]
         metrics, _ = evaluate_views(state, cfg, views, None)
         assert logged[f"{tag}/psnr"][step] == pytest.approx(metrics["psnr"], abs=1e-4)
@@ -214,7 +217,7 @@ def test_evaluations_during_training_reach_tensorboard(sphere_scene, tmp_path):
 
 
 def test_fill_budget_plans_for_evaluations_and_compilations_during_training():
-    cfg = dataclasses.replace(PRESETS["quick"][1], max_minutes=10.0)
+    cfg = override(PRESETS["quick"][1], max_minutes=10.0)
     plan = budget.BudgetPlan(cfg, planned=False)
     at = plan.at
     plan.note(at - budget.PLAN_STEPS, 100.0)
@@ -246,7 +249,7 @@ def test_calls_end_where_the_host_has_work():
 
 
 def test_the_budget_plan_asks_for_calls_to_end_where_it_measures():
-    cfg = dataclasses.replace(PRESETS["quick"][1], max_minutes=10.0)
+    cfg = override(PRESETS["quick"][1], max_minutes=10.0)
     plan = budget.BudgetPlan(cfg, planned=False)
     assert plan.stops() == {plan.at - budget.PLAN_STEPS, plan.at}
     plan.note(plan.at - budget.PLAN_STEPS + 30, 100.0)  # resumed inside the window
@@ -258,9 +261,8 @@ def test_the_budget_plan_asks_for_calls_to_end_where_it_measures():
 def test_every_cpu_preset_fills_its_budget(preset):
     """llff-quick once ended its 5000 steps in 9.9 of 15 minutes: every CPU preset plans
     its length from the measured step rate once its last grid event is past."""
-    cfg = dataclasses.replace(PRESETS[preset][1], max_minutes=15.0)
+    cfg = override(PRESETS[preset][1], max_minutes=15.0)
     plan = budget.BudgetPlan(cfg, planned=False)
-    assert plan.at == max(cfg.mask_steps + cfg.upsample_steps) + budget.PLAN_WARMUP + (
-        budget.PLAN_STEPS
-    )
-    assert plan.at < cfg.n_iters
+    last_event = max(cfg.schedule.mask_steps + cfg.schedule.upsample_steps)
+    assert plan.at == last_event + budget.PLAN_WARMUP + budget.PLAN_STEPS
+    assert plan.at < cfg.schedule.n_iters

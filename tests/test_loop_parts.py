@@ -5,7 +5,6 @@ hand in test_loop.py.)"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -13,6 +12,7 @@ import signal
 import numpy as np
 import pytest
 
+from tensorf.config import override
 from tensorf.errors import ConfigError, TrainingError
 from tensorf.loop import monitor, rundir
 from tensorf.loop.budget import budget_spent
@@ -29,16 +29,16 @@ QUICK = PRESETS["quick"][1]  # 7000 steps; masks at 500, 1000, 2000; upsamples a
 
 def test_the_schedule_says_what_is_due_at_each_step():
     schedule = Schedule.of(QUICK, evaluates=True)
-    assert schedule.voxels == dict(zip((500, 1000, 1500), events.voxel_schedule(QUICK),
+    assert schedule.voxels == dict(zip((500, 1000, 1500), events.voxel_schedule(QUICK.schedule),
                                        strict=True))  # fmt: skip
     assert schedule.voxels[1500] == 200**3 and schedule.per_call == 64
     # Calls end at step 1, every log line (50), checkpoint (500), evaluation (2000), grid
     # event, and the budget plan's steps; 64 steps at most.
-    n = QUICK.n_iters
+    n = QUICK.schedule.n_iters
     stops = [schedule.stop(s, n, set()) for s in (0, 1, 480, 1490, 6990)]
     assert stops == [1, 50, 500, 1500, 7000]
     assert schedule.stop(450, n, {460}) == 460
-    assert Schedule.of(dataclasses.replace(QUICK, log_every=1000), True).stop(100, n, set()) == 164
+    assert Schedule.of(override(QUICK, log_every=1000), True).stop(100, n, set()) == 164
     assert [s for s in range(1, n + 1) if schedule.grid_event(s)] == [500, 1000, 1500, 2000]
     assert [s for s in range(1, n + 1) if schedule.save(s, n)][:3] == [500, 1000, 1500]
     assert schedule.save(6999, 6999) and not schedule.save(501, n)
@@ -46,12 +46,12 @@ def test_the_schedule_says_what_is_due_at_each_step():
     # The evaluation at the last step is the final one, not one during training.
     assert [s for s in range(1, n + 1) if schedule.evaluate(s, n)] == [2000, 4000, 6000]
     assert not Schedule.of(QUICK, evaluates=False).evaluate(2000, n)
-    assert Schedule.of(dataclasses.replace(QUICK, steps_per_call=8), True).per_call == 8
+    assert Schedule.of(override(QUICK, steps_per_call=8), True).per_call == 8
 
 
 def quick_settings():
     """The quick preset's settings at 64^3, sized for the worst case (1024 rays)."""
-    return render_settings(QUICK, np.reshape(QUICK.aabb, (2, 3)), (64, 64, 64))
+    return render_settings(QUICK, np.reshape(QUICK.schedule.aabb, (2, 3)), (64, 64, 64))
 
 
 def test_the_buffers_grow_at_once_and_shrink_only_at_shrink_points():
@@ -91,7 +91,7 @@ def test_the_buffers_survive_a_checkpoint_and_carry_over_a_grid_event():
     assert BufferSizer.restored(fresh, saved) == settings
     # A grid event: the density buffer scales with the samples per ray, then the old peaks
     # (counted with the old grid) are dropped.
-    bigger = render_settings(QUICK, np.reshape(QUICK.aabb, (2, 3)), (128, 128, 128))
+    bigger = render_settings(QUICK, np.reshape(QUICK.schedule.aabb, (2, 3)), (128, 128, 128))
     scale = bigger.samples_per_ray / settings.samples_per_ray
     carried = sizer.new_grid(bigger, settings)
     assert carried.density_capacity == min(bigger.density_capacity,
@@ -125,7 +125,7 @@ def call(first: int, n: int, finite=None, peak: int = 100) -> tuple[int, int, di
 
 
 def test_readings_lag_one_call_and_log_the_last_step_of_a_call():
-    cfg = dataclasses.replace(QUICK, max_bad_steps=3)
+    cfg = override(QUICK, max_bad_steps=3)
     sizer, log = BufferSizer({}), FakeMonitor()
     readings, settings = Readings(cfg, sizer, log), quick_settings()
     settings = readings.queue(call(1, 1, peak=3000), settings)
@@ -142,7 +142,7 @@ def test_readings_lag_one_call_and_log_the_last_step_of_a_call():
 
 
 def test_readings_stop_at_max_bad_steps_in_a_row_across_calls():
-    readings = Readings(dataclasses.replace(QUICK, max_bad_steps=3), BufferSizer({}),
+    readings = Readings(override(QUICK, max_bad_steps=3), BufferSizer({}),
                         FakeMonitor())  # fmt: skip
     settings = quick_settings()
     readings.queue(call(1, 4, finite=[True, False, True, False]), settings)
@@ -230,9 +230,9 @@ def test_a_first_signal_asks_to_stop_and_a_second_stops_at_once():
 
 
 def test_the_budget_is_spent_past_max_minutes():
-    assert not budget_spent(dataclasses.replace(QUICK, max_minutes=None), 1e9)
-    one = dataclasses.replace(QUICK, max_minutes=1.0)
-    assert not budget_spent(one, 60.0) and budget_spent(one, 60.01)
+    assert not budget_spent(override(QUICK, max_minutes=None).run, 1e9)
+    one = override(QUICK, max_minutes=1.0)
+    assert not budget_spent(one.run, 60.0) and budget_spent(one.run, 60.01)
 
 
 def test_a_run_directory_has_one_trainer_at_a_time(tmp_path):

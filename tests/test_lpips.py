@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from types import SimpleNamespace
@@ -14,6 +13,7 @@ from lpips_pairs import _ripple, demo_view, pairs
 from test_loop import read_tensorboard
 
 from tensorf import data
+from tensorf.config import override
 from tensorf.eval.evaluation import _lpips_net
 from tensorf.eval.lpips import MIN_SIDE, load_params, lpips
 from tensorf.evaluate import EvaluateArgs, evaluate_run
@@ -78,21 +78,21 @@ def test_evaluation_reports_lpips(sphere_run, tmp_path, capsys) -> None:
     """Training's metrics.json and TensorBoard, and tensorf.evaluate's file and summary
     line, carry LPIPS; each view's value is that of its saved render against its image."""
     cfg, metrics = sphere_run
-    saved = json.loads((cfg.run_dir / "metrics.json").read_text())
+    saved = json.loads((cfg.run.run_dir / "metrics.json").read_text())
     assert saved["lpips_net"] == "alex" and len(saved["lpips_per_view"]) == saved["n_views"]
     assert saved["lpips"] == pytest.approx(np.mean(saved["lpips_per_view"]), abs=1e-4)
     # A sphere trained for 300 steps looks much like itself, but not exactly.
     assert 0 < saved["lpips"] < 0.2
-    logged = read_tensorboard(cfg.run_dir / "tensorboard")
+    logged = read_tensorboard(cfg.run.run_dir / "tensorboard")
     assert logged["test/lpips"] == {saved["step"]: pytest.approx(saved["lpips"])}
 
     run_dir = tmp_path / "run"
-    shutil.copytree(cfg.run_dir, run_dir)
+    shutil.copytree(cfg.run.run_dir, run_dir)
     capsys.readouterr()
     got = evaluate_run(EvaluateArgs(run_dir=run_dir, max_views=2))
     assert f"LPIPS (alex) {got['lpips']:.4f} over 2 views" in capsys.readouterr().out
     assert json.loads((run_dir / "metrics_test.json").read_text())["lpips"] == got["lpips"]
-    views = data.load_views(cfg.dataset_path, "test", max_views=2)
+    views = data.load_views(cfg.data.dataset_path, "test", max_views=2)
     for i, value in enumerate(got["lpips_per_view"]):
         render = iio.imread(run_dir / "renders_test" / f"{i:03d}_rgb.png") / 255.0
         # The PNG is the render rounded to 8 bits, which moves LPIPS a little.
@@ -105,9 +105,9 @@ def test_evaluation_reports_lpips(sphere_run, tmp_path, capsys) -> None:
 
 def test_which_network_evaluation_uses(capsys) -> None:
     cfg = PRESETS["demo"][1]
-    assert _lpips_net(cfg, SimpleNamespace(width=40, height=30)) is None
+    assert _lpips_net(cfg.eval, SimpleNamespace(width=40, height=30)) is None
     assert "alex network needs images of at least 31 pixels a side" in capsys.readouterr().err
-    assert _lpips_net(dataclasses.replace(cfg, eval_lpips="vgg"),
+    assert _lpips_net(override(cfg, eval_lpips="vgg").eval,
                       SimpleNamespace(width=40, height=30)) == "vgg"  # fmt: skip
-    off = dataclasses.replace(cfg, eval_lpips="off")
-    assert _lpips_net(off, SimpleNamespace(width=400, height=400)) is None
+    off = override(cfg, eval_lpips="off")
+    assert _lpips_net(off.eval, SimpleNamespace(width=400, height=400)) is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 
@@ -15,6 +14,8 @@ from cli_helpers import REPO, assert_one_line_error, run_cli
 from nbclient import NotebookClient
 from skimage.metrics import structural_similarity
 
+from tensorf.config import override
+from tensorf.config_json import flat_dict
 from tensorf.eval.scoring import ssim
 from tensorf.evaluate import EvaluateArgs, evaluate_run
 from tensorf.export_mesh import ExportArgs, export_mesh
@@ -62,7 +63,7 @@ def test_render_360_cli(sphere_run, tmp_path):
     cfg, _ = sphere_run
     out = tmp_path / "orbit.mp4"
     result = run_cli(
-        "render_360.py", "--run-dir", str(cfg.run_dir), "--out", str(out), "--frames", "6",
+        "render_360.py", "--run-dir", str(cfg.run.run_dir), "--out", str(out), "--frames", "6",
         "--width", "48", "--height", "40", "--normals",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -73,7 +74,7 @@ def test_render_360_cli(sphere_run, tmp_path):
 
 def test_orbit_side_by_side_gif(sphere_run, tmp_path):
     cfg, _ = sphere_run
-    args = OrbitArgs(run_dir=cfg.run_dir, out=tmp_path / "spin.gif", frames=4, width=32,
+    args = OrbitArgs(run_dir=cfg.run.run_dir, out=tmp_path / "spin.gif", frames=4, width=32,
                      height=32, normals=True, side_by_side=True)  # fmt: skip
     paths = render_orbit(args)
     assert list(paths.values()) == [tmp_path / "spin.gif"]
@@ -109,7 +110,7 @@ def test_notebook_runs_top_to_bottom(sphere_run):
     client = NotebookClient(notebook, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(REPO)}})  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TENSORF_RUN_DIR", str(cfg.run_dir))
+        patch.setenv("TENSORF_RUN_DIR", str(cfg.run.run_dir))
         patch.setenv("PYTHONPATH", str(REPO))
         client.execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
@@ -117,16 +118,16 @@ def test_notebook_runs_top_to_bottom(sphere_run):
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 3  # test view | photo, depth, novel view | depth
     text = "".join(o.get("text", "") for o in outputs)
-    assert "PSNR" in text and f"step {cfg.n_iters}" in text
+    assert "PSNR" in text and f"step {cfg.schedule.n_iters}" in text
 
 
 def test_export_mesh_of_the_sphere(sphere_run, tmp_path):
     cfg, _ = sphere_run
     out = tmp_path / "sphere.ply"
-    export_mesh(ExportArgs(run_dir=cfg.run_dir, out=out))
+    export_mesh(ExportArgs(run_dir=cfg.run.run_dir, out=out))
     mesh = trimesh.load(out)
     assert len(mesh.vertices) > 500 and len(mesh.faces) > 500
-    state = checkpoint.restore_latest(checkpoint.manager(cfg.run_dir), cfg)[0]
+    state = checkpoint.restore_latest(checkpoint.manager(cfg.run.run_dir), cfg)[0]
     aabb = np.asarray(state.aabb)
     assert (mesh.vertices >= aabb[0] - 1e-5).all() and (mesh.vertices <= aabb[1] + 1e-5).all()
     # The sphere scene is a ball of radius 0.6 at the origin.
@@ -160,7 +161,7 @@ def test_ssim_matches_scikit_image():
 def test_evaluate_writes_video_and_grid(sphere_run, tmp_path):
     cfg, _ = sphere_run
     run_dir = tmp_path / "run"
-    shutil.copytree(cfg.run_dir, run_dir)
+    shutil.copytree(cfg.run.run_dir, run_dir)
     evaluate_run(EvaluateArgs(run_dir=run_dir, max_views=3, video=True, grid=True,
                               save_renders=False))  # fmt: skip
     frames = read_video(run_dir / "renders_test.mp4")
@@ -177,14 +178,14 @@ def test_output_tools_bad_input(sphere_run, tmp_path):
     result = run_cli("render_360.py", "--run-dir", str(missing), "--out", str(tmp_path / "a.mp4"))
     assert_one_line_error(result, "config.json")
     empty = tmp_path / "no_checkpoint"
-    checkpoint.save_config(empty, dataclasses.replace(cfg, run_dir=empty))
+    checkpoint.save_config(empty, override(cfg, run_dir=empty))
     result = run_cli("-m", "tensorf.export_mesh", "--run-dir", str(empty),
                      "--out", str(tmp_path / "m.ply"))  # fmt: skip
     assert_one_line_error(result, "no checkpoint")
     unwritable = tmp_path / "no_such_folder" / "orbit.mp4"
-    result = run_cli("render_360.py", "--run-dir", str(cfg.run_dir), "--out", str(unwritable))
+    result = run_cli("render_360.py", "--run-dir", str(cfg.run.run_dir), "--out", str(unwritable))
     assert_one_line_error(result, "cannot write")
-    result = run_cli("render_360.py", "--run-dir", str(cfg.run_dir), "--out", "orbit.avi")
+    result = run_cli("render_360.py", "--run-dir", str(cfg.run.run_dir), "--out", "orbit.avi")
     assert_one_line_error(result, ".mp4")
 
 
@@ -193,7 +194,7 @@ def test_run_dir_from_before_full_intrinsics_still_renders(sphere_run, tmp_path)
     the options added since (decomposition, NDC, TV, ...)."""
     cfg, _ = sphere_run
     old = tmp_path / "old_run"
-    shutil.copytree(cfg.run_dir, old)
+    shutil.copytree(cfg.run.run_dir, old)
     cameras = json.loads((old / checkpoint.CAMERAS_FILE).read_text())
     k = cameras.pop("intrinsics")
     assert k["fx"] == k["fy"] and k["cx"] == k["width"] / 2
@@ -201,7 +202,7 @@ def test_run_dir_from_before_full_intrinsics_still_renders(sphere_run, tmp_path)
         cameras.pop(key)
     cameras.update(focal=k["fx"], width=k["width"], height=k["height"])
     (old / checkpoint.CAMERAS_FILE).write_text(json.dumps(cameras))
-    config = json.loads((old / checkpoint.CONFIG_FILE).read_text())
+    config = flat_dict(checkpoint.load_config(old))  # as old runs saved it
     model = config["model"]
     model["density_components"] = model["density_components"][0]
     model["appearance_components"] = model["appearance_components"][0]
@@ -214,11 +215,11 @@ def test_run_dir_from_before_full_intrinsics_still_renders(sphere_run, tmp_path)
     (old / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
 
     frames = {}
-    for name, run_dir in (("new", cfg.run_dir), ("old", old)):
+    for name, run_dir in (("new", cfg.run.run_dir), ("old", old)):
         out = tmp_path / f"{name}.gif"
         render_orbit(OrbitArgs(run_dir=run_dir, out=out, frames=2, width=24, depth=False))
         frames[name] = read_video(out)
     np.testing.assert_array_equal(frames["old"], frames["new"])
     assert checkpoint.load_cameras(old)["intrinsics"] == checkpoint.load_cameras(
-        cfg.run_dir
+        cfg.run.run_dir
     )["intrinsics"]

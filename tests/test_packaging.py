@@ -3,7 +3,6 @@ own, and the demo preset on the scene shipped inside it."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 import site
@@ -17,6 +16,7 @@ import pytest
 from cli_helpers import REPO
 
 from tensorf import data, experiment
+from tensorf.config import override
 from tensorf.presets import DEMO_SCENE, PRESETS
 
 SCRIPTS = ("tensorf-train", "tensorf-eval", "tensorf-render", "tensorf-mesh", "tensorf-viewer")
@@ -129,8 +129,8 @@ DEMO_PSNR_FLOOR = 28.0  # measured 29.51 dB (2026-12-01)
 
 @pytest.mark.slow
 def test_demo_preset_on_the_shipped_scene(tmp_path):
-    cfg = dataclasses.replace(PRESETS["demo"][1], dataset_path=DEMO_SCENE,
-                              run_dir=tmp_path / "demo")  # fmt: skip
+    cfg = override(PRESETS["demo"][1], dataset_path=DEMO_SCENE,
+                   run_dir=tmp_path / "demo")  # fmt: skip
     metrics = experiment.train(cfg)
-    assert metrics["n_views"] == 8 and metrics["step"] == cfg.n_iters
+    assert metrics["n_views"] == 8 and metrics["step"] == cfg.schedule.n_iters
     assert metrics["psnr"] >= DEMO_PSNR_FLOOR

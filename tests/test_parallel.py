@@ -84,14 +84,14 @@ def test_two_processes_train_one_run(sphere_scene, tiny_run, tmp_path):
     cfg, single = tiny_run
     # Every process rendered the same test views (rays split over both processes' devices).
     assert finals[0] == finals[1]
-    assert finals[0]["step"] == cfg.n_iters
+    assert finals[0]["step"] == cfg.schedule.n_iters
     assert finals[0]["psnr"] > single["psnr"] - 1.5, (finals[0], single["psnr"])
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved["psnr"] == pytest.approx(finals[0]["psnr"])
     # One writer: each logged step appears once.
     steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    assert steps == list(range(cfg.log_every, cfg.n_iters + 1, cfg.log_every))
+    assert steps == list(range(cfg.run.log_every, cfg.schedule.n_iters + 1, cfg.run.log_every))
     assert len(list((run_dir / "tensorboard").iterdir())) == 1
     # The checkpoint orbax wrote from both processes restores in one.
     _, state = checkpoint.load_run(run_dir)
-    assert int(state.step) == cfg.n_iters
+    assert int(state.step) == cfg.schedule.n_iters

@@ -27,7 +27,7 @@ def test_the_first_view_sees_the_object_past_every_training_camera(sphere_run):
     training camera is in its field of view on this side of the object (the old view, just
     behind the first training camera, had that camera's frustum across the middle)."""
     cfg, _ = sphere_run
-    cameras = checkpoint.load_cameras(cfg.run_dir)
+    cameras = checkpoint.load_cameras(cfg.run.run_dir)
     home = rendering.home_view(cfg, cameras)
     sight = home.look_at - home.position
     distance = np.linalg.norm(sight)
@@ -51,8 +51,8 @@ def test_open_direction_lies_in_the_widest_gap():
 @pytest.fixture
 def sphere_viewer(sphere_run, tmp_path):
     cfg, _ = sphere_run
-    _, state = checkpoint.load_run(cfg.run_dir)
-    v = server.FieldViewer(cfg, checkpoint.load_cameras(cfg.run_dir), "127.0.0.1", 0,
+    _, state = checkpoint.load_run(cfg.run.run_dir)
+    v = server.FieldViewer(cfg, checkpoint.load_cameras(cfg.run.run_dir), "127.0.0.1", 0,
                            run_dir=tmp_path / "viewer_run")  # fmt: skip
     v.show(state, int(state.step))
     yield v
@@ -110,7 +110,7 @@ def test_the_render_button_writes_the_frames_the_command_line_writes(sphere_view
     assert [f.name for f in frames] == [f"{i:05d}.png" for i in range(5)]
 
     cli_out = tmp_path / "cli_frames"
-    render_orbit(OrbitArgs(run_dir=cfg.run_dir, camera_path=out.with_suffix(".json"),
+    render_orbit(OrbitArgs(run_dir=cfg.run.run_dir, camera_path=out.with_suffix(".json"),
                            out=cli_out, depth=False))  # fmt: skip
     for ours, theirs in zip(frames, sorted(cli_out.iterdir()), strict=True):
         image = iio.imread(ours)
@@ -138,8 +138,8 @@ def test_keyframes_made_in_the_browser_render_as_from_the_command_line(sphere_ru
     rendered by the page's render button: render_360.py renders the saved path to the same
     frames."""
     cfg, _ = sphere_run
-    _, state = checkpoint.load_run(cfg.run_dir)
-    v = server.FieldViewer(cfg, checkpoint.load_cameras(cfg.run_dir), "127.0.0.1", 0,
+    _, state = checkpoint.load_run(cfg.run.run_dir)
+    v = server.FieldViewer(cfg, checkpoint.load_cameras(cfg.run.run_dir), "127.0.0.1", 0,
                            run_dir=tmp_path / "run")  # fmt: skip
     v.show(state, int(state.step))
     panel = v.paths
@@ -166,7 +166,7 @@ def test_keyframes_made_in_the_browser_render_as_from_the_command_line(sphere_ru
         v.close()
     out = tmp_path / "run" / "camera_paths" / "browser"
     cli_out = tmp_path / "cli_frames"
-    render_orbit(OrbitArgs(run_dir=cfg.run_dir, camera_path=out.with_suffix(".json"),
+    render_orbit(OrbitArgs(run_dir=cfg.run.run_dir, camera_path=out.with_suffix(".json"),
                            out=cli_out, depth=False))  # fmt: skip
     frames = sorted(out.iterdir())
     assert len(frames) == 5

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -21,6 +20,7 @@ from synthetic import tiny_config
 
 from tensorf import experiment
 from tensorf.cli import TrainingError
+from tensorf.config import override
 from tensorf.loop import monitor
 from tensorf.train import checkpoint, steps
 
@@ -34,10 +34,11 @@ sys.path.insert(0, {str(REPO / "tests")!r})
 from cli_helpers import REPO
 from synthetic import tiny_config
 from tensorf import cli, experiment
+from tensorf.config import override
 cfg = tiny_config(Path(sys.argv[1]), Path(sys.argv[2]))
 if len(sys.argv) > 4:
-    cfg = dataclasses.replace(cfg, n_iters=int(sys.argv[4]))
-cli.run_main(lambda: experiment.train(dataclasses.replace(cfg, resume=sys.argv[3] == "resume")))
+    cfg = override(cfg, n_iters=int(sys.argv[4]))
+cli.run_main(lambda: experiment.train(override(cfg, resume=sys.argv[3] == "resume")))
 """
 
 
@@ -66,8 +67,8 @@ def saved_steps(run_dir: Path) -> list[int]:
 
 
 def assert_same_state(cfg_a, cfg_b) -> None:
-    state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run_dir), cfg_a)[0]
-    state_b = checkpoint.restore_latest(checkpoint.manager(cfg_b.run_dir), cfg_b)[0]
+    state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run.run_dir), cfg_a)[0]
+    state_b = checkpoint.restore_latest(checkpoint.manager(cfg_b.run.run_dir), cfg_b)[0]
     for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -83,22 +84,22 @@ def test_sigkill_at_a_random_moment_then_resume(tiny_run, sphere_scene, tmp_path
     at most one checkpoint interval and ends bit for bit where the uninterrupted run did."""
     cfg_a, metrics_a = tiny_run
     cfg = tiny_config(sphere_scene, tmp_path / "killed")
-    process = start_run(sphere_scene, cfg.run_dir)
-    wait_for(lambda: saved_steps(cfg.run_dir), process)
+    process = start_run(sphere_scene, cfg.run.run_dir)
+    wait_for(lambda: saved_steps(cfg.run.run_dir), process)
     time.sleep(random.uniform(0.0, 1.0))  # the tiny run trains for a few seconds
     process.kill()
     process.wait()
-    last_logged = max([0] + [line["step"] for line in logged(cfg.run_dir)])
-    assert max(saved_steps(cfg.run_dir)) >= last_logged - cfg.checkpoint_every
+    last_logged = max([0] + [line["step"] for line in logged(cfg.run.run_dir)])
+    assert max(saved_steps(cfg.run.run_dir)) >= last_logged - cfg.run.checkpoint_every
 
-    metrics = experiment.train(dataclasses.replace(cfg, resume=True))
-    assert metrics["step"] == cfg.n_iters
+    metrics = experiment.train(override(cfg, resume=True))
+    assert metrics["step"] == cfg.schedule.n_iters
     assert metrics["psnr"] == pytest.approx(metrics_a["psnr"], abs=1e-6)
     assert_same_state(cfg_a, cfg)
     # The resumed log continues the killed one without repeating steps.
-    steps = [line["step"] for line in logged(cfg.run_dir)]
-    assert steps == list(range(cfg.log_every, cfg.n_iters + 1, cfg.log_every))
-    assert logged(cfg.run_dir) == logged(cfg_a.run_dir)
+    steps = [line["step"] for line in logged(cfg.run.run_dir)]
+    assert steps == list(range(cfg.run.log_every, cfg.schedule.n_iters + 1, cfg.run.log_every))
+    assert logged(cfg.run.run_dir) == logged(cfg_a.run.run_dir)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -120,11 +121,11 @@ def test_signal_saves_a_checkpoint_before_exiting(sphere_scene, tmp_path, signum
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny_run, tmp_path, capfd):
     cfg_a, metrics_a = tiny_run
     run_dir = tmp_path / "damaged"
-    shutil.copytree(cfg_a.run_dir, run_dir)
+    shutil.copytree(cfg_a.run.run_dir, run_dir)
     for path in (run_dir / "checkpoints" / "60").rglob("*"):
         if path.is_file() and path.stat().st_size > 0:
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    cfg = dataclasses.replace(cfg_a, run_dir=run_dir, resume=True)
+    cfg = override(cfg_a, run_dir=run_dir, resume=True)
     metrics = experiment.train(cfg)
     err = capfd.readouterr().err
     assert "warning: checkpoint" in err and "60 is unreadable" in err
@@ -138,7 +139,7 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny_run, tmp_p
 def test_no_readable_checkpoint_is_a_clear_error(tiny_run, tmp_path):
     cfg_a, _ = tiny_run
     run_dir = tmp_path / "all_damaged"
-    shutil.copytree(cfg_a.run_dir / "checkpoints", run_dir / "checkpoints")
+    shutil.copytree(cfg_a.run.run_dir / "checkpoints", run_dir / "checkpoints")
     for path in (run_dir / "checkpoints").rglob("*"):
         if path.is_file():
             path.write_bytes(b"")
@@ -148,15 +149,15 @@ def test_no_readable_checkpoint_is_a_clear_error(tiny_run, tmp_path):
 
 def short_config(scene: Path, run_dir: Path):
     """The tiny run with a checkpoint every 10 steps, 2 kept."""
-    return dataclasses.replace(tiny_config(scene, run_dir), checkpoint_every=10, keep_checkpoints=2)
+    return override(tiny_config(scene, run_dir), checkpoint_every=10, keep_checkpoints=2)
 
 
 def test_same_seed_same_run_and_bounded_disk(sphere_scene, tmp_path):
     cfg_a = short_config(sphere_scene, tmp_path / "a")
     cfg_b = short_config(sphere_scene, tmp_path / "b")
     metrics_a, metrics_b = experiment.train(cfg_a), experiment.train(cfg_b)
-    assert len(logged(cfg_a.run_dir)) == 6
-    assert logged(cfg_a.run_dir) == logged(cfg_b.run_dir)
+    assert len(logged(cfg_a.run.run_dir)) == 6
+    assert logged(cfg_a.run.run_dir) == logged(cfg_b.run.run_dir)
     # Timings, and compilations (the second run finds the first one's in the jit cache;
     # compile_*: what was compiled ahead, and what stalled).
     timing = {"train_seconds", "load_seconds", "seconds_per_image", "train_step_compiles",
@@ -166,22 +167,22 @@ def test_same_seed_same_run_and_bounded_disk(sphere_scene, tmp_path):
     }
     assert_same_state(cfg_a, cfg_b)
     # Six checkpoints were written, two are kept.
-    assert saved_steps(cfg_a.run_dir) == [50, 60]
+    assert saved_steps(cfg_a.run.run_dir) == [50, 60]
     # A different seed gives a different run.
-    cfg_c = dataclasses.replace(short_config(sphere_scene, tmp_path / "c"), seed=1, n_iters=20,
-                                upsample_steps=(), mask_steps=())  # fmt: skip
+    cfg_c = override(short_config(sphere_scene, tmp_path / "c"), seed=1, n_iters=20,
+                     upsample_steps=(), mask_steps=())  # fmt: skip
     experiment.train(cfg_c)
-    assert logged(cfg_c.run_dir)[0]["loss"] != logged(cfg_a.run_dir)[0]["loss"]
+    assert logged(cfg_c.run.run_dir)[0]["loss"] != logged(cfg_a.run.run_dir)[0]["loss"]
 
 
 def test_non_finite_steps_stop_training_and_keep_the_good_checkpoint(
     sphere_scene, tmp_path, monkeypatch
 ):
-    cfg = dataclasses.replace(
+    cfg = override(
         short_config(sphere_scene, tmp_path / "nan"), upsample_steps=(), mask_steps=()
     )
-    experiment.train(dataclasses.replace(cfg, max_minutes=0.0, eval_max_views=1))
-    assert saved_steps(cfg.run_dir) == [1]
+    experiment.train(override(cfg, max_minutes=0.0, eval_max_views=1))
+    assert saved_steps(cfg.run.run_dir) == [1]
 
     render = steps.render_rays
 
@@ -192,7 +193,7 @@ def test_non_finite_steps_stop_training_and_keep_the_good_checkpoint(
     monkeypatch.setattr(steps, "render_rays", poisoned)
     jax.clear_caches()  # train_step must be traced again with the poisoned renderer
     with pytest.raises(TrainingError, match="3 steps in a row up to step 4"):
-        experiment.train(dataclasses.replace(cfg, resume=True, max_bad_steps=3))
-    assert saved_steps(cfg.run_dir) == [1]
-    state = checkpoint.restore_latest(checkpoint.manager(cfg.run_dir), cfg)[0]
+        experiment.train(override(cfg, resume=True, max_bad_steps=3))
+    assert saved_steps(cfg.run.run_dir) == [1]
+    state = checkpoint.restore_latest(checkpoint.manager(cfg.run.run_dir), cfg)[0]
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))

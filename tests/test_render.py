@@ -13,7 +13,7 @@ import pytest
 from synthetic import sphere_config
 
 from tensorf import data, experiment
-from tensorf.config import ModelConfig, RenderConfig, TrainConfig
+from tensorf.config import ModelConfig, RenderConfig, TrainConfig, override
 from tensorf.eval.scoring import psnr
 from tensorf.field import alpha_mask, decomposition, field
 from tensorf.geometry.cameras import Intrinsics, focal_from_fov, pixel_rays
@@ -146,7 +146,7 @@ def scene():
 
 
 def make_settings(**render_options) -> sampling.RenderSettings:
-    cfg = TrainConfig(
+    cfg = override(TrainConfig(),
         batch_size=N_RAYS, render=RenderConfig(near=0.0, far=10.0, step_ratio=0.5, **render_options)
     )
     return sampling.render_settings(cfg, AABB, RESOLUTION)
@@ -346,12 +346,12 @@ def test_occupied_box_render_matches_the_full_march(sphere_scene, tmp_path):
     occupied box is much smaller than the aabb: the fast path (rays that miss the box are
     background, the others march only through it) renders the same image as marching
     every ray through the whole aabb, background pixels included."""
-    cfg = dataclasses.replace(sphere_config(sphere_scene, tmp_path / "run"), n_iters=150,
-                              upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
+    cfg = override(sphere_config(sphere_scene, tmp_path / "run"), n_iters=150,
+                   upsample_steps=(), mask_steps=(), eval_max_views=1)  # fmt: skip
     experiment.train(cfg)
-    state = checkpoint.restore_latest(checkpoint.manager(cfg.run_dir), cfg)[0]
+    state = checkpoint.restore_latest(checkpoint.manager(cfg.run.run_dir), cfg)[0]
     # A high threshold: after 150 steps the empty space is not yet quite transparent.
-    state = events.update_mask(state, dataclasses.replace(cfg, mask_threshold=0.05),
+    state = events.update_mask(state, override(cfg, mask_threshold=0.05),
                                  shrink=False)[0]  # fmt: skip
     views = data.load_views(sphere_scene, "test")
     fast = train_state.settings_for(cfg, state)
@@ -373,7 +373,7 @@ def test_occupied_box_render_matches_the_full_march(sphere_scene, tmp_path):
         c, _ = image.render_image(*args[0], fast, *args[1], chunk=4 * pixels)
         np.testing.assert_allclose(c["rgb"], a["rgb"], atol=1e-6)
         # Images shade fewer samples (--march.image-threshold), at a small cost.
-        d, _ = image.render_image(*args[0], sampling.image_settings(fast, cfg), *args[1],
+        d, _ = image.render_image(*args[0], sampling.image_settings(fast, cfg.render), *args[1],
                                    chunk=512)  # fmt: skip
         assert d["shaded_samples_per_ray"] < a["shaded_samples_per_ray"]
         gt = views.images[i]
@@ -400,7 +400,8 @@ def test_second_pass_skips_what_opaque_surfaces_hide(scene):
     targets = np.where(np.arange(N_RAYS)[:, None] < N_RAYS // 2,
                        rng.uniform(-0.2, 0.2, (N_RAYS, 3)), side)  # fmt: skip
     dirs = (targets - origins) / np.linalg.norm(targets - origins, axis=-1, keepdims=True)
-    cfg = TrainConfig(batch_size=N_RAYS, render=RenderConfig(near=0.0, far=10.0, step_ratio=0.5))
+    cfg = override(TrainConfig(), batch_size=N_RAYS,
+                   render=RenderConfig(near=0.0, far=10.0, step_ratio=0.5))  # fmt: skip
     one = sampling.render_settings(cfg, AABB, RESOLUTION, mask=mask)
     n = one.samples_per_ray
     one = dataclasses.replace(one, density_capacity=N_RAYS * n, appearance_capacity=N_RAYS * 16)

@@ -13,7 +13,7 @@ from synthetic import sphere_config, tiny_config
 from test_tensor_vm import trilinear
 
 from tensorf import experiment
-from tensorf.config import ModelConfig
+from tensorf.config import ModelConfig, override
 from tensorf.field import decomposition, field, tensor_cp
 from tensorf.field.tensor_cp import CPGrid
 from tensorf.field.tensor_vm import VMGrid
@@ -129,7 +129,7 @@ def test_orthogonality_by_hand():
 
 def cp_config(cfg):
     """`cfg` with the CP decomposition, as the `paper-cp` preset sets it (fewer components)."""
-    return dataclasses.replace(
+    return override(
         cfg, model=dataclasses.replace(cfg.model, decomposition="cp", cp_components=(48, 96),
                                        init_scale=0.2),
         l1_initial=1e-5, l1_rest=1e-5,
@@ -145,7 +145,7 @@ def test_cp_sphere_run_quality(sphere_scene, tmp_path):
     metrics = experiment.train(cfg)
     print(f"CP sphere: PSNR {metrics['psnr']:.2f}, {metrics['model_mb']:.3f} MB")
     assert metrics["psnr"] >= CP_SPHERE_PSNR_FLOOR
-    state = checkpoint.restore_latest(checkpoint.manager(cfg.run_dir), cfg)[0]
+    state = checkpoint.restore_latest(checkpoint.manager(cfg.run.run_dir), cfg)[0]
     assert isinstance(state.params["density"], CPGrid)
 
 
@@ -155,15 +155,15 @@ def test_cp_run_resumes_bit_for_bit(sphere_scene, tmp_path):
     checkpoint after its first step."""
     cfg_a = cp_config(tiny_config(sphere_scene, tmp_path / "cp_a"))
     metrics_a = experiment.train(cfg_a)
-    state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run_dir), cfg_a)[0]
+    state_a = checkpoint.restore_latest(checkpoint.manager(cfg_a.run.run_dir), cfg_a)[0]
     assert isinstance(state_a.params["density"], CPGrid)
 
     cfg_b = cp_config(tiny_config(sphere_scene, tmp_path / "cp_b"))
-    assert experiment.train(dataclasses.replace(cfg_b, max_minutes=0.0, eval_max_views=1))[
+    assert experiment.train(override(cfg_b, max_minutes=0.0, eval_max_views=1))[
         "step"
     ] == 1
-    metrics_b = experiment.train(dataclasses.replace(cfg_b, resume=True))
-    state_b = checkpoint.restore_latest(checkpoint.manager(cfg_b.run_dir), cfg_b)[0]
+    metrics_b = experiment.train(override(cfg_b, resume=True))
+    state_b = checkpoint.restore_latest(checkpoint.manager(cfg_b.run.run_dir), cfg_b)[0]
     for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert metrics_b["psnr"] == pytest.approx(metrics_a["psnr"], abs=1e-6)

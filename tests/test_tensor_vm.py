@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tensorf.config import ModelConfig, TrainConfig
+from tensorf.config import ModelConfig, TrainConfig, override
 from tensorf.field import field, tensor_vm
 from tensorf.field.tensor_vm import LINE_AXES, PLANE_AXES, VMGrid
 from tensorf.train import events, train_state
@@ -198,7 +198,7 @@ def test_interpolation_matrix_rows_sum_to_one(old, new):
 
 
 def test_crop_and_shrink_keep_the_field_inside_the_new_box():
-    cfg = TrainConfig(
+    cfg = override(TrainConfig(),
         grid_init=16,
         model=ModelConfig(density_components=2, appearance_components=3, density_shift=0.0),
     )

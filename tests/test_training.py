@@ -15,7 +15,8 @@ from synthetic import write_sphere_scene
 
 from tensorf import data, parallel
 from tensorf.cli import ConfigError
-from tensorf.config import ModelConfig, RenderConfig, TrainConfig, from_dict, to_dict
+from tensorf.config import ModelConfig, RenderConfig, TrainConfig, override
+from tensorf.config_json import from_dict, to_dict
 from tensorf.field import alpha_mask, field
 from tensorf.presets import PRESETS
 from tensorf.train import checks, events, ray_pool, steps, train_state
@@ -42,7 +43,7 @@ def small_config(**overrides) -> TrainConfig:
         l1_initial=0.0,
     )
     values.update(overrides)
-    return TrainConfig(**values)
+    return override(TrainConfig(), **values)
 
 
 # --- schedule -----------------------------------------------------------------------------
@@ -50,8 +51,8 @@ def small_config(**overrides) -> TrainConfig:
 
 def test_voxel_schedule_paper():
     cfg = PRESETS["paper"][1]
-    counts = events.voxel_schedule(cfg)
-    assert len(counts) == len(cfg.upsample_steps) == 5
+    counts = events.voxel_schedule(cfg.schedule)
+    assert len(counts) == len(cfg.schedule.upsample_steps) == 5
     assert [round(c ** (1 / 3)) for c in counts] == [152, 180, 213, 253, 300]
     assert counts[-1] == 300**3
     # Log-linear: constant ratio between consecutive counts, starting from 128^3.
@@ -61,17 +62,17 @@ def test_voxel_schedule_paper():
 
 def test_voxel_schedule_quick():
     cfg = PRESETS["quick"][1]
-    counts = events.voxel_schedule(cfg)
-    assert len(counts) == len(cfg.upsample_steps)
-    assert counts[-1] == cfg.grid_final**3
-    assert all(a < b for a, b in zip([cfg.grid_init**3, *counts], counts, strict=False))
+    counts = events.voxel_schedule(cfg.schedule)
+    assert len(counts) == len(cfg.schedule.upsample_steps)
+    assert counts[-1] == cfg.schedule.grid_final**3
+    assert all(a < b for a, b in zip([cfg.schedule.grid_init**3, *counts], counts, strict=False))
 
 
 # --- train_step on the sphere scene --------------------------------------------------------
 
 
 def train_step(state, pool, cfg, settings):
-    batch = ray_pool.next_batch(pool, cfg, int(state.step), MESH)
+    batch = ray_pool.next_batch(pool, cfg.run, cfg.optimiser, int(state.step), MESH)
     return steps.train_step(state, batch, cfg, settings, MESH)
 
 
@@ -141,10 +142,10 @@ def test_reduced_precision_tracks_f32(trained, sphere_pool, precision, tolerance
     dtype's precision (grid values and MLP in low precision, compositing in f32)."""
     cfg, state, _ = trained
     _, pool = sphere_pool
-    low_cfg = dataclasses.replace(cfg, precision=precision)
+    low_cfg = override(cfg, precision=precision)
     settings = train_state.settings_for(cfg, state)
     assert train_state.settings_for(low_cfg, state).precision == precision
-    low_state = dataclasses.replace(state, loss_scale=train_state.initial_loss_scale(low_cfg))
+    low_state = dataclasses.replace(state, loss_scale=train_state.initial_loss_scale(low_cfg.run))
     ref, ref_metrics = train_step(jax.tree.map(jnp.array, state), pool, cfg, settings)
     low_settings = dataclasses.replace(settings, precision=precision)
     low, low_metrics = train_step(jax.tree.map(jnp.array, low_state), pool, low_cfg, low_settings)
@@ -158,7 +159,7 @@ def test_reduced_precision_tracks_f32(trained, sphere_pool, precision, tolerance
 def test_f16_overflow_skips_the_step_and_halves_the_loss_scale(trained, sphere_pool):
     cfg, state, _ = trained
     _, pool = sphere_pool
-    f16 = dataclasses.replace(cfg, precision="f16")
+    f16 = override(cfg, precision="f16")
     huge = jmp.DynamicLossScale(jnp.float32(2.0**40))  # scaled gradients overflow f16
     before = jax.tree.map(np.asarray, dataclasses.replace(state, loss_scale=huge))
     settings = train_state.settings_for(f16, state)
@@ -190,7 +191,7 @@ def test_later_shrink_keeps_occupied_space_and_regrid_spends_the_voxels(trained)
     cfg, state, _ = trained
     state = jax.tree.map(jnp.array, state)
     # A high threshold: after 100 steps the empty space is not yet quite transparent.
-    cfg = dataclasses.replace(cfg, mask_threshold=0.05)
+    cfg = override(cfg, mask_threshold=0.05)
     masked, ok = events.update_mask(state, cfg, shrink=True)
     assert ok
     box, aabb = alpha_mask.occupied_box(masked.mask), np.asarray(masked.aabb)
@@ -212,8 +213,9 @@ def test_later_shrink_keeps_occupied_space_and_regrid_spends_the_voxels(trained)
     sigma = [field.density(s.params, cfg.model, field.normalize(xyz, s.aabb))
              for s in (masked, regridded)]  # fmt: skip
     assert float(jnp.abs(sigma[0] - sigma[1]).mean()) < 0.1 * float(jnp.abs(sigma[0]).mean())
-    assert events.scheduled_voxels(cfg, 0) == cfg.grid_init**3
-    assert events.scheduled_voxels(cfg, cfg.upsample_steps[-1]) == cfg.grid_final**3
+    assert events.scheduled_voxels(cfg.schedule, 0) == cfg.schedule.grid_init**3
+    last = cfg.schedule.upsample_steps[-1]
+    assert events.scheduled_voxels(cfg.schedule, last) == cfg.schedule.grid_final**3
 
 
 def test_train_step_after_upsample_restarts_the_learning_rate(trained, sphere_pool):
@@ -221,7 +223,7 @@ def test_train_step_after_upsample_restarts_the_learning_rate(trained, sphere_po
     _, pool = sphere_pool
     # A copy: train_step donates its state and the fixture's state is shared.
     state = jax.tree.map(jnp.array, state)
-    state = events.upsample(state, cfg, 20**3)
+    state = events.upsample(state, cfg.optimiser, 20**3)
     assert state.resolution == (20, 20, 20)
     assert int(state.lr_reset_step) == int(state.step) == N_STEPS
     settings = train_state.settings_for(cfg, state)
@@ -251,7 +253,7 @@ def test_upsample_adam_modes(mode):
     cfg = small_config(adam_on_upsample=mode)
     state = with_moments(train_state.init_state(cfg), 0.3, 5)
     old_density = state.params["density"]
-    new = events.upsample(state, cfg, 20**3)
+    new = events.upsample(state, cfg.optimiser, 20**3)
     assert new.resolution == (20, 20, 20)
     assert int(new.lr_reset_step) == 7 and int(new.step) == 7
     # Corner values survive the aligned-corner resampling.
@@ -283,15 +285,17 @@ def test_config_round_trip_presets(name):
     description, cfg = PRESETS[name]
     assert description
     values = json.loads(json.dumps(to_dict(cfg)))
-    assert isinstance(values["aabb"], list) and isinstance(values["dataset_path"], str)
+    assert isinstance(values["schedule"]["aabb"], list)
+    assert isinstance(values["data"]["dataset_path"], str)
     back = from_dict(TrainConfig, values)
     assert back == cfg
-    assert isinstance(back.dataset_path, Path) and isinstance(back.upsample_steps, tuple)
+    assert isinstance(back.data.dataset_path, Path)
+    assert isinstance(back.schedule.upsample_steps, tuple)
     assert isinstance(back.model, ModelConfig) and isinstance(back.render, RenderConfig)
 
 
 def test_config_round_trip_non_defaults():
-    cfg = dataclasses.replace(
+    cfg = override(
         PRESETS["quick"][1],
         run_dir=Path("runs/x y"),
         max_minutes=1.5,
@@ -304,8 +308,8 @@ def test_config_round_trip_non_defaults():
         steps_per_call=8,
     )
     back = from_dict(TrainConfig, json.loads(json.dumps(to_dict(cfg))))
-    assert back == cfg and isinstance(back.compile_cache, Path)
-    cfg = dataclasses.replace(cfg, compile_cache=None)  # off
+    assert back == cfg and isinstance(back.run.compile_cache, Path)
+    cfg = override(cfg, compile_cache=None)  # off
     back = from_dict(TrainConfig, json.loads(json.dumps(to_dict(cfg))))
     assert back == cfg
     assert hash(back) == hash(cfg)  # configs are static jit arguments
@@ -341,7 +345,7 @@ def test_config_round_trip_non_defaults():
 )
 def test_check_config_rejects(overrides):
     with pytest.raises(ConfigError):
-        checks.check_config(dataclasses.replace(PRESETS["quick"][1], **overrides))
+        checks.check_config(override(PRESETS["quick"][1], **overrides))
     checks.check_config(PRESETS["quick"][1])
 
 
@@ -362,11 +366,11 @@ def test_regulariser_weights_enter_the_loss(trained, sphere_pool, term):
     settings = train_state.settings_for(cfg, state)
     before = jax.tree.map(np.asarray, state)
     if term == "ortho":
-        weighted = dataclasses.replace(cfg, ortho_weight=0.5)
+        weighted = override(cfg, ortho_weight=0.5)
         expected = 0.5 * float(field.orthogonality(before.params))
     else:
-        weighted = dataclasses.replace(cfg, tv_density=0.3, tv_appearance=0.7)
-        decay = cfg.lr_decay_ratio ** ((int(before.step) + 1) / cfg.n_iters)
+        weighted = override(cfg, tv_density=0.3, tv_appearance=0.7)
+        decay = cfg.optimiser.lr_decay_ratio ** ((int(before.step) + 1) / cfg.schedule.n_iters)
         expected = decay * (0.3 * float(field.grid_tv(before.params, "density"))
                             + 0.7 * float(field.grid_tv(before.params, "appearance")))  # fmt: skip
     assert expected > 0

@@ -6,7 +6,6 @@ pausing, and going away) ends exactly where training without one does.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import socket
 import threading
@@ -20,6 +19,7 @@ import pytest
 from synthetic import sphere_config, surface_colour
 
 from tensorf import experiment
+from tensorf.config import override
 from tensorf.geometry.cameras import pixel_rays
 from tensorf.train import checkpoint, steps
 from tensorf.viewer import rendering, server
@@ -191,7 +191,7 @@ def check_screenshot(driver, camera) -> tuple[np.ndarray, np.ndarray]:
 def test_browser_shows_the_sphere_and_follows_the_camera(sphere_run, recorded):
     cfg, _ = sphere_run
     stop = threading.Event()
-    args = ViewerArgs(run_dir=cfg.run_dir, port=0, reload_seconds=0.2)
+    args = ViewerArgs(run_dir=cfg.run.run_dir, port=0, reload_seconds=0.2)
     serving = threading.Thread(target=serve, args=(args, stop.is_set))
     serving.start()
     try:
@@ -235,8 +235,8 @@ def free_port() -> int:
 def test_training_with_a_browser_watching_ends_as_without(sphere_run, sphere_scene, tmp_path,
                                                            recorded, monkeypatch):  # fmt: skip
     reference, reference_metrics = sphere_run
-    cfg = dataclasses.replace(sphere_config(sphere_scene, tmp_path / "watched"), viewer=True,
-                              viewer_port=free_port())  # fmt: skip
+    cfg = override(sphere_config(sphere_scene, tmp_path / "watched"), viewer=True,
+                   viewer_port=free_port())  # fmt: skip
     seen = {}
     # The run takes seconds in calls of up to 64 steps, less than a browser may take to
     # start: from its third call on, each call waits up to 5 s here (outside the step) for
@@ -285,8 +285,8 @@ def test_training_with_a_browser_watching_ends_as_without(sphere_run, sphere_sce
     assert 0 < seen["paused_at"] < 300 and v.paused_seconds >= 1.4, (seen, v.paused_seconds)
     assert v.frames >= 3 and not v._clients
 
-    state = checkpoint.restore_latest(checkpoint.manager(cfg.run_dir), cfg)[0]
-    expected = checkpoint.restore_latest(checkpoint.manager(reference.run_dir), reference)[0]
+    state = checkpoint.restore_latest(checkpoint.manager(cfg.run.run_dir), cfg)[0]
+    expected = checkpoint.restore_latest(checkpoint.manager(reference.run.run_dir), reference)[0]
     for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert metrics["psnr"] == reference_metrics["psnr"]

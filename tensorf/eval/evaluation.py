@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tensorf import data, outputs, parallel
-from tensorf.config import TrainConfig
+from tensorf.config import EvalConfig, TrainConfig
 from tensorf.errors import TrainingError
 from tensorf.eval.lpips import MIN_SIDE, lpips
 from tensorf.eval.scoring import model_megabytes, psnr, ssim, summary
@@ -36,13 +36,14 @@ def evaluate_views(
 ) -> tuple[dict, list[dict[str, np.ndarray]]]:
     """Render every view, compare with its image; write PNGs to out_dir if given.
 
-    Returns the metrics (with LPIPS unless cfg.eval_lpips is off or the images are too small
+    Returns the metrics (with LPIPS unless cfg.eval.eval_lpips is off or the images are too small
     for its network) and the renders of the first three views (for TensorBoard), each with a
     colour-mapped depth image `depth_vis`.
     """
-    settings = image_settings(settings_for(cfg, state, ndc_for(cfg, views.intrinsics)), cfg)
+    fast = settings_for(cfg, state, ndc_for(cfg.render, views.intrinsics))
+    settings = image_settings(fast, cfg.render)
     near, far = views.depth_bounds or depth_range(views.c2w, np.asarray(state.aabb))
-    net = _lpips_net(cfg, views)
+    net = _lpips_net(cfg.eval, views)
     psnrs, ssims, lpipses, previews = [], [], [], []
     lpips_seconds = 0.0
     start = time.perf_counter()
@@ -90,18 +91,18 @@ def evaluate_views(
     return metrics, previews
 
 
-def _lpips_net(cfg: TrainConfig, views: data.Views) -> str | None:
+def _lpips_net(evaluation: EvalConfig, views: data.Views) -> str | None:
     """The LPIPS network to use on these views, None for none (with a warning when the
     images are too small for it)."""
-    if cfg.eval_lpips == "off":
+    if evaluation.eval_lpips == "off":
         return None
-    if min(views.height, views.width) < MIN_SIDE[cfg.eval_lpips]:
+    if min(views.height, views.width) < MIN_SIDE[evaluation.eval_lpips]:
         if parallel.is_primary():
-            print(f"warning: no LPIPS: its {cfg.eval_lpips} network needs images of at least "
-                  f"{MIN_SIDE[cfg.eval_lpips]} pixels a side, these are "
+            print(f"warning: no LPIPS: its {evaluation.eval_lpips} network needs images of at "
+                  f"least {MIN_SIDE[evaluation.eval_lpips]} pixels a side, these are "
                   f"{views.width}x{views.height}", file=sys.stderr)  # fmt: skip
         return None
-    return cfg.eval_lpips
+    return evaluation.eval_lpips
 
 
 class Probe:
@@ -113,10 +114,10 @@ class Probe:
         self.seconds, self.count = 0.0, 0  # spent evaluating so far
         self.views = None
         start = time.perf_counter()
-        if cfg.eval_every and cfg.eval_every < cfg.n_iters:
+        if cfg.eval.eval_every and cfg.eval.eval_every < cfg.schedule.n_iters:
             self.views = data.load_views(
-                cfg.dataset_path, cfg.eval_split, downscale=cfg.downscale,
-                max_views=cfg.eval_every_views, drop_missing=cfg.drop_missing_images,
+                cfg.data.dataset_path, cfg.eval.eval_split, downscale=cfg.data.downscale,
+                max_views=cfg.eval.eval_every_views, drop_missing=cfg.data.drop_missing_images,
             )  # fmt: skip
         self.load_seconds = time.perf_counter() - start  # reading its views
 
@@ -130,7 +131,7 @@ class Probe:
         self.count += 1
         if self.writer is None:
             return seconds
-        tag = f"{self.cfg.eval_split}_during_training"
+        tag = f"{self.cfg.eval.eval_split}_during_training"
         self.writer.add_scalar(f"{tag}/psnr", metrics["psnr"], step)
         self.writer.add_scalar(f"{tag}/ssim", metrics["ssim"], step)
         if "lpips" in metrics:
@@ -139,63 +140,63 @@ class Probe:
             self.writer.add_image(f"{tag}/rgb_{i}", np.clip(out["rgb"], 0, 1), step,
                                   dataformats="HWC")  # fmt: skip
             self.writer.add_image(f"{tag}/depth_{i}", out["depth_vis"], step, dataformats="HWC")
-        tqdm.write(f"step {step}: {self.cfg.eval_split} PSNR {metrics['psnr']:.2f} dB over "
+        tqdm.write(f"step {step}: {self.cfg.eval.eval_split} PSNR {metrics['psnr']:.2f} dB over "
                    f"{metrics['n_views']} views ({seconds:.1f} s)")  # fmt: skip
         return seconds
 
     def per_step(self) -> float:
         """Seconds of evaluation per training step, as measured so far."""
-        return self.seconds / self.count / self.cfg.eval_every if self.count else 0.0
+        return self.seconds / self.count / self.cfg.eval.eval_every if self.count else 0.0
 
 
 def finish(
     state: TrainState, cfg: TrainConfig, writer, train_seconds: float,
     load_seconds: float, counts: dict | None = None,
 ) -> dict:
-    """Evaluate on cfg.eval_split, log to TensorBoard, write metrics.json (with the
+    """Evaluate on cfg.eval.eval_split, log to TensorBoard, write metrics.json (with the
     seconds spent training and loading the training and evaluation images)."""
     load_start = time.perf_counter()
     views = data.load_views(
-        cfg.dataset_path, cfg.eval_split, downscale=cfg.downscale, max_views=cfg.eval_max_views,
-        drop_missing=cfg.drop_missing_images,
+        cfg.data.dataset_path, cfg.eval.eval_split, downscale=cfg.data.downscale,
+        max_views=cfg.eval.eval_max_views, drop_missing=cfg.data.drop_missing_images,
     )
     # Every process renders (the rays are split over all devices); process 0 writes.
     primary = parallel.is_primary()
-    out_dir = Path(cfg.run_dir) / "renders" if primary else None
+    out_dir = Path(cfg.run.run_dir) / "renders" if primary else None
     load_seconds += time.perf_counter() - load_start
     metrics, previews = evaluate_views(state, cfg, views, out_dir)
-    metrics = {"split": cfg.eval_split, "train_seconds": train_seconds,
+    metrics = {"split": cfg.eval.eval_split, "train_seconds": train_seconds,
                "load_seconds": load_seconds, **(counts or {}), **metrics}  # fmt: skip
     if not primary:
         return metrics
     step = metrics["step"]
-    writer.add_scalar(f"{cfg.eval_split}/psnr", metrics["psnr"], step)
-    writer.add_scalar(f"{cfg.eval_split}/ssim", metrics["ssim"], step)
+    writer.add_scalar(f"{cfg.eval.eval_split}/psnr", metrics["psnr"], step)
+    writer.add_scalar(f"{cfg.eval.eval_split}/ssim", metrics["ssim"], step)
     if "lpips" in metrics:
-        writer.add_scalar(f"{cfg.eval_split}/lpips", metrics["lpips"], step)
+        writer.add_scalar(f"{cfg.eval.eval_split}/lpips", metrics["lpips"], step)
     for i, out in enumerate(previews):
-        writer.add_image(f"{cfg.eval_split}/rgb_{i}", np.clip(out["rgb"], 0, 1), step,
+        writer.add_image(f"{cfg.eval.eval_split}/rgb_{i}", np.clip(out["rgb"], 0, 1), step,
                          dataformats="HWC")  # fmt: skip
-        writer.add_image(f"{cfg.eval_split}/depth_{i}", out["depth_vis"], step,
+        writer.add_image(f"{cfg.eval.eval_split}/depth_{i}", out["depth_vis"], step,
                          dataformats="HWC")  # fmt: skip
     writer.close()
     finite = all(np.isfinite(metrics[k]) for k in ("psnr", "ssim"))
     # Non-finite numbers are written as null: the file stays valid JSON.
     saved = {k: None if isinstance(v, float) and not np.isfinite(v) else v
              for k, v in metrics.items()}  # fmt: skip
-    outputs.write_json(Path(cfg.run_dir) / "metrics.json", saved)
+    outputs.write_json(Path(cfg.run.run_dir) / "metrics.json", saved)
     if not finite:
         raise TrainingError(
-            f"the {cfg.eval_split} metrics are not finite (PSNR {metrics['psnr']}, SSIM "
+            f"the {cfg.eval.eval_split} metrics are not finite (PSNR {metrics['psnr']}, SSIM "
             f"{metrics['ssim']}): the model diverged; lower --lr-grid / --lr-network and "
-            f"train again, or --resume from an earlier checkpoint in {cfg.run_dir}"
+            f"train again, or --resume from an earlier checkpoint in {cfg.run.run_dir}"
         )
     print(
-        f"{cfg.eval_split}: {summary(metrics)} over "
+        f"{cfg.eval.eval_split}: {summary(metrics)} over "
         f"{metrics['n_views']} views; trained {train_seconds / 60:.1f} min to step {step}; "
         f"model {metrics['model_mb']:.1f} MB"
     )
-    print(f"{cfg.run_dir}: metrics.json, renders/ (the {cfg.eval_split} views, RGB and depth), "
-          "log.jsonl and tensorboard/ (curves), checkpoints/ (for --resume, render_360.py, "
+    print(f"{cfg.run.run_dir}: metrics.json, renders/ (the {cfg.eval.eval_split} views, RGB and "
+          "depth), log.jsonl and tensorboard/ (curves), checkpoints/ (for --resume, render_360.py, "
           "tensorf.evaluate)")  # fmt: skip
     return metrics

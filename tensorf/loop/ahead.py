@@ -72,9 +72,9 @@ class Ahead:
         self.spec, self.mesh = spec, mesh
         # One process only: placing a predicted pool with several would take the others
         # (`parallel.replicate_per_process`) on the worker thread.
-        self.enabled = enabled = cfg.compile_ahead and jax.process_count() == 1
-        self.grids = sorted({*cfg.mask_steps, *voxels})  # the grid events' steps
-        self.masks = set(cfg.mask_steps)
+        self.enabled = enabled = cfg.run.compile_ahead and jax.process_count() == 1
+        self.grids = sorted({*cfg.schedule.mask_steps, *voxels})  # the grid events' steps
+        self.masks = set(cfg.schedule.mask_steps)
         self.ready: dict[tuple, Future] = {}  # signature -> compiled train_steps
         self.pending: list[threading.Event] = []  # predictions not yet turned into stages
         self.current: tuple | None = None  # the signature of the last call

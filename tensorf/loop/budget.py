@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tensorf import parallel
-from tensorf.config import TrainConfig
+from tensorf.config import RunConfig, TrainConfig
 
 # --fill-budget: the step rate is measured over PLAN_STEPS steps, starting PLAN_WARMUP steps
 # after the last grid event (whose new buffers compile in the first few), and the run ends
@@ -11,8 +11,8 @@ from tensorf.config import TrainConfig
 PLAN_WARMUP, PLAN_STEPS, RESERVE = 20, 100, 0.02
 
 
-def budget_spent(cfg: TrainConfig, seconds: float) -> bool:
-    return cfg.max_minutes is not None and seconds > cfg.max_minutes * 60.0
+def budget_spent(run: RunConfig, seconds: float) -> bool:
+    return run.max_minutes is not None and seconds > run.max_minutes * 60.0
 
 
 class BudgetPlan:
@@ -23,10 +23,10 @@ class BudgetPlan:
 
     def __init__(self, cfg: TrainConfig, planned: bool) -> None:
         self.cfg, self.planned = cfg, planned
-        last = max([0, *cfg.mask_steps, *cfg.upsample_steps])
+        last = max([0, *cfg.schedule.mask_steps, *cfg.schedule.upsample_steps])
         self.at = last + PLAN_WARMUP + PLAN_STEPS
-        active = cfg.fill_budget and cfg.max_minutes is not None and not planned
-        if not active or self.at >= cfg.n_iters:
+        active = cfg.run.fill_budget and cfg.run.max_minutes is not None and not planned
+        if not active or self.at >= cfg.schedule.n_iters:
             self.at = None
         self.warm: tuple[int, float] | None = None  # where measuring started (step, seconds)
 
@@ -54,7 +54,7 @@ class BudgetPlan:
         which `steady` went to training steps alone (as `note`); evaluations during training
         (--eval-every) will go on costing `eval_per_step` seconds per step."""
         rate = (steady - self.warm[1]) / (step - self.warm[0])  # seconds per step
-        left = self.cfg.max_minutes * 60.0 * (1.0 - RESERVE) - seconds
+        left = self.cfg.run.max_minutes * 60.0 * (1.0 - RESERVE) - seconds
         n_iters = step + max(int(left / max(rate + eval_per_step, 1e-9)), 1)
         self.at, self.planned = None, True
         return parallel.from_primary(n_iters)[0]

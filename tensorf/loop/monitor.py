@@ -49,8 +49,8 @@ def _step_of(line: str) -> int | None:
 def open_sinks(cfg: TrainConfig, step: int) -> tuple[SummaryWriter, JsonLog]:
     """Process 0's TensorBoard writer and log.jsonl, continuing a run from `step`."""
     # purge_step drops what a killed run logged after its last checkpoint.
-    writer = SummaryWriter(str(cfg.run_dir / "tensorboard"), purge_step=step or None)
-    return writer, JsonLog(cfg.run_dir / LOG_FILE, step)
+    writer = SummaryWriter(str(cfg.run.run_dir / "tensorboard"), purge_step=step or None)
+    return writer, JsonLog(cfg.run.run_dir / LOG_FILE, step)
 
 
 class Monitor:
@@ -60,9 +60,10 @@ class Monitor:
 
     def __init__(self, cfg: TrainConfig, writer, log: JsonLog | None, start: tuple[int, float],
                  viewer=None) -> None:  # fmt: skip
-        self.batch_size, self.log_every, self.n_iters = cfg.batch_size, cfg.log_every, cfg.n_iters
+        self.batch_size, self.log_every = cfg.optimiser.batch_size, cfg.run.log_every
+        self.n_iters = cfg.schedule.n_iters
         self.writer, self.log, self.viewer = writer, log, viewer
-        self.bar = tqdm(total=cfg.n_iters, initial=start[0], desc="training", unit="step",
+        self.bar = tqdm(total=cfg.schedule.n_iters, initial=start[0], desc="training", unit="step",
                         dynamic_ncols=True, disable=writer is None)  # fmt: skip
         self.last_log_step, self.last_log = start
         self.grid = (0, 0, 0)

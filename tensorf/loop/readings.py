@@ -51,12 +51,12 @@ class Readings:
         self.sizer.note([int(m[k][:n].max()) for k in ("density_peak", "appearance_peak")])
         for i, finite in enumerate(m["finite"][:n]):
             self.bad_steps = 0 if finite else self.bad_steps + 1
-            if self.bad_steps >= self.cfg.max_bad_steps:
+            if self.bad_steps >= self.cfg.run.max_bad_steps:
                 raise TrainingError(
                     f"{self.bad_steps} steps in a row up to step {step - n + 1 + i} had a "
                     "non-finite loss or gradient, or parameters that blew up past "
                     f"{steps.PARAMETER_LIMIT:g} (all skipped); the last good checkpoint "
-                    f"is in {self.cfg.run_dir}; lower --lr-grid / --lr-network and --resume "
+                    f"is in {self.cfg.run.run_dir}; lower --lr-grid / --lr-network and --resume "
                     "(both may change on resume)"
                 )
         if self.monitor.log_due(step):

@@ -8,36 +8,31 @@ import os
 from pathlib import Path
 
 from tensorf import cli
-from tensorf.config import TrainConfig, to_dict
+from tensorf.config import TrainConfig, resumable_options
+from tensorf.config_json import flat_dict
 from tensorf.errors import ConfigError
 from tensorf.train import checkpoint
 
-# Options that may differ between a run and its --resume.
-RESUMABLE = {
-    "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
-    "max_bad_steps", "distributed", "lr_grid", "lr_network", "eval_every", "eval_every_views",
-    "eval_lpips", "viewer", "viewer_host", "viewer_port", "compile_cache", "steps_per_call",
-    "compile_ahead",
-}  # fmt: skip
 LOCK_FILE = "lock"
 
 
 def check_run_dir(cfg: TrainConfig) -> None:
     """Refuse to overwrite a run; on --resume check the saved config against ours."""
-    cli.check_creatable(cfg.run_dir, "--run-dir")
-    has_run = (cfg.run_dir / checkpoint.CONFIG_FILE).exists()
-    if not cfg.resume:
+    cli.check_creatable(cfg.run.run_dir, "--run-dir")
+    has_run = (cfg.run.run_dir / checkpoint.CONFIG_FILE).exists()
+    if not cfg.run.resume:
         if has_run:
             raise ConfigError(
-                f"{cfg.run_dir} already holds a run; pass --resume to continue it "
+                f"{cfg.run.run_dir} already holds a run; pass --resume to continue it "
                 "or choose another --run-dir"
             )
         return
     if not has_run:
-        raise ConfigError(f"{cfg.run_dir}: nothing to resume; drop --resume to start a new run")
-    saved = checkpoint.load_config(cfg.run_dir)
-    ours, theirs = to_dict(cfg), to_dict(saved)
-    differ = sorted(k for k in ours if k not in RESUMABLE and ours[k] != theirs[k])
+        raise ConfigError(f"{cfg.run.run_dir}: nothing to resume; drop --resume to start a new run")
+    saved = checkpoint.load_config(cfg.run.run_dir)
+    # By the options' flat names (n_iters, not schedule.n_iters), as the flags are.
+    ours, theirs, free = flat_dict(cfg), flat_dict(saved), resumable_options()
+    differ = sorted(k for k in ours if k not in free and ours[k] != theirs.get(k))
     if differ:
         raise ConfigError(
             f"--resume with options that differ from the saved run: {', '.join(differ)}; "

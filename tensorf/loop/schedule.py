@@ -34,10 +34,12 @@ class Schedule:
     @classmethod
     def of(cls, cfg: TrainConfig, evaluates: bool) -> Schedule:
         """`evaluates`: whether the run evaluates during training (--eval-every)."""
-        voxels = dict(zip(cfg.upsample_steps, events.voxel_schedule(cfg), strict=True))
-        return cls(tuple(cfg.mask_steps), voxels, cfg.log_every, cfg.checkpoint_every,
-                   cfg.eval_every if evaluates else 0,
-                   cfg.steps_per_call or steps.MAX_STEPS_PER_CALL)  # fmt: skip
+        counts = events.voxel_schedule(cfg.schedule)
+        voxels = dict(zip(cfg.schedule.upsample_steps, counts, strict=True))
+        return cls(tuple(cfg.schedule.mask_steps), voxels, cfg.run.log_every,
+                   cfg.run.checkpoint_every,
+                   cfg.eval.eval_every if evaluates else 0,
+                   cfg.run.steps_per_call or steps.MAX_STEPS_PER_CALL)  # fmt: skip
 
     def stop(self, step: int, n_iters: int, also: set[int]) -> int:
         """The last step of the call that starts after `step`: the next step with work, or

@@ -36,27 +36,27 @@ def begin(cfg: TrainConfig, views: data.Views) -> Start:
     # a contracted box holds every ray whole.
     filter_rays = not (cfg.render.ndc or cfg.render.contract)
     if filter_rays:
-        initial_box = alpha_mask.everything(np.reshape(cfg.aabb, (2, 3)))
-        pool = events.filter_rays(initial_box, pool, cfg)
+        initial_box = alpha_mask.everything(np.reshape(cfg.schedule.aabb, (2, 3)))
+        pool = events.filter_rays(initial_box, pool, cfg.render)
         if not len(pool.index):
             raise ConfigError(
-                f"no training ray reaches the box --aabb {' '.join(map(str, cfg.aabb))} between "
-                f"--render.near {cfg.render.near} and --render.far {cfg.render.far}: the scene "
-                "is elsewhere; fix those options (or use the preset made for this scene)"
+                f"no training ray reaches the box --aabb {' '.join(map(str, cfg.schedule.aabb))} "
+                f"between --render.near {cfg.render.near} and --render.far {cfg.render.far}: the "
+                "scene is elsewhere; fix those options (or use the preset made for this scene)"
             )
     if parallel.is_primary():
-        checkpoint.save_config(cfg.run_dir, cfg)
-        checkpoint.save_cameras(cfg.run_dir, views)
-    mngr = checkpoint.manager(cfg.run_dir, cfg.keep_checkpoints)
+        checkpoint.save_config(cfg.run.run_dir, cfg)
+        checkpoint.save_cameras(cfg.run.run_dir, views)
+    mngr = checkpoint.manager(cfg.run.run_dir, cfg.run.keep_checkpoints)
     saved = {}
-    if cfg.resume and mngr.all_steps():
-        unreadable = cfg.run_dir / "unreadable_checkpoints"
+    if cfg.run.resume and mngr.all_steps():
+        unreadable = cfg.run.run_dir / "unreadable_checkpoints"
         state, saved = checkpoint.restore_latest(mngr, cfg, set_aside=unreadable)
     else:
-        if cfg.resume and parallel.is_primary():
-            print(f"warning: --resume: {cfg.run_dir} has no checkpoint yet (the run stopped "
+        if cfg.run.resume and parallel.is_primary():
+            print(f"warning: --resume: {cfg.run.run_dir} has no checkpoint yet (the run stopped "
                   "before its first); starting from step 0", file=sys.stderr)  # fmt: skip
         state = train_state.init_state(cfg)
-    if filter_rays and any(s <= int(state.step) for s in cfg.mask_steps[1:]):
-        pool = events.filter_rays(state.mask, pool, cfg)
+    if filter_rays and any(s <= int(state.step) for s in cfg.schedule.mask_steps[1:]):
+        pool = events.filter_rays(state.mask, pool, cfg.render)
     return Start(state, pool, mngr, saved, filter_rays)

@@ -4,11 +4,10 @@ reads (`Readings`), so the devices never wait for the host between those points.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 from tensorf import data, parallel
-from tensorf.config import TrainConfig
+from tensorf.config import TrainConfig, override
 from tensorf.eval.evaluation import Probe, finish
 from tensorf.loop import start
 from tensorf.loop.ahead import Ahead, next_stage
@@ -30,7 +29,7 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
     writer, log = open_sinks(cfg, step) if parallel.is_primary() else (None, None)
     settings = BufferSizer.restored(train_state.settings_for(cfg, state, projection), begun.saved)
     # A filled budget's plan (see `BudgetPlan`) is part of the run: saved, and kept on resume.
-    run_cfg = dataclasses.replace(cfg, n_iters=begun.saved.get("n_iters", cfg.n_iters))
+    run_cfg = override(cfg, n_iters=begun.saved.get("n_iters", cfg.schedule.n_iters))
     plan = BudgetPlan(cfg, planned="n_iters" in begun.saved)
     probe = Probe(cfg, writer)
     schedule = Schedule.of(cfg, evaluates=probe.views is not None)
@@ -39,13 +38,13 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
     monitor.describe(state, settings, len(pool.index))
     sizer = BufferSizer(begun.saved)
     readings = Readings(cfg, sizer, monitor)
-    device_pool = pool.on(mesh, cfg.seed)
+    device_pool = pool.on(mesh, cfg.run.seed)
     spec, hyper = steps.StepSpec.of(cfg), steps.Hyper.of(run_cfg)
     ahead = Ahead(spec, mesh, cfg, schedule.voxels)  # compiles the grid events' stages
     with StopOnSignals() as signals, ahead:
-        while step < run_cfg.n_iters:
-            n = schedule.stop(step, run_cfg.n_iters, plan.stops()) - step
-            if coming := ahead.due(step, n, run_cfg.n_iters):  # predicted on a state's copy
+        while step < run_cfg.schedule.n_iters:
+            n = schedule.stop(step, run_cfg.schedule.n_iters, plan.stops()) - step
+            if coming := ahead.due(step, n, run_cfg.schedule.n_iters):  # on a state's copy
                 ahead.prepare(coming, state, functools.partial(
                     next_stage, pool, hyper, cfg, coming, schedule.voxels, begun.filter_rays,
                     projection, mesh))  # fmt: skip
@@ -53,12 +52,13 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
             step += n
             monitor.bar.update(n)
             settings = readings.queue((step, n, metrics), settings)
-            event, save = schedule.grid_event(step), schedule.save(step, run_cfg.n_iters)
+            event, save = schedule.grid_event(step), schedule.save(step, run_cfg.schedule.n_iters)
             # Process 0 decides, so that every process stops at the same step.
             out_of_time, signum = parallel.from_primary(
-                budget_spent(cfg, timing.clock() - began), signals.signum or 0
+                budget_spent(cfg.run, timing.clock() - began), signals.signum or 0
             )
-            evaluate = schedule.evaluate(step, run_cfg.n_iters) and not (out_of_time or signum)
+            evaluate = (schedule.evaluate(step, run_cfg.schedule.n_iters)
+                        and not (out_of_time or signum))
             # The plan's measurements wait for the devices too: a clock read while a call
             # is still in flight counted its steps in the window (lego quick planned 20%
             # too few steps).
@@ -72,7 +72,7 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
                       - timing.compile_seconds_since(compiles))  # fmt: skip
             if plan.due(step):
                 n_iters = plan.n_iters(step, timing.clock() - began, steady, probe.per_step())
-                run_cfg = dataclasses.replace(run_cfg, n_iters=n_iters)
+                run_cfg = override(run_cfg, n_iters=n_iters)
                 hyper = steps.Hyper.of(run_cfg)
                 monitor.plan(step, n_iters)
             plan.note(step, steady)
@@ -85,13 +85,13 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
             if evaluate:
                 monitor.last_log += probe.run(state, step)  # left out of the rays/s
             if save or out_of_time or signum:
-                saved = {**sizer.saved(settings), **plan.saved(run_cfg.n_iters)}
+                saved = {**sizer.saved(settings), **plan.saved(run_cfg.schedule.n_iters)}
                 checkpoint.save(mngr, state, saved)
             if signum:
                 mngr.wait_until_finished()
-                raise interrupted(signum, step, cfg.run_dir)
+                raise interrupted(signum, step, cfg.run.run_dir)
             if out_of_time:
-                monitor.say(f"--max-minutes {cfg.max_minutes} reached at step {step}")
+                monitor.say(f"--max-minutes {cfg.run.max_minutes} reached at step {step}")
                 break
             # A pause from the page is left out of the time budget.
             began += monitor.hand_off(state, step, lambda: signals.signum)

@@ -68,7 +68,8 @@ def render_frames(
     what a side-by-side frame holds). `after_frame(i)` is called as each frame is written
     (the viewer's progress). The command line and the viewer's render button share this,
     so that they write the same frames."""
-    settings = image_settings(render_settings(cfg, np.asarray(aabb), resolution, ndc, mask), cfg)
+    fast = render_settings(cfg, np.asarray(aabb), resolution, ndc, mask)
+    settings = image_settings(fast, cfg.render)
     near, far = depth_bounds or depth_range(poses, np.asarray(aabb))
     params = baked(params)  # once, not once per frame
     with contextlib.ExitStack() as stack:

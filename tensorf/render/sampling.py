@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tensorf.config import Precision, TrainConfig
+from tensorf.config import Precision, RenderConfig, RunConfig, TrainConfig
 from tensorf.field import alpha_mask
 from tensorf.field.alpha_mask import AlphaMask
 from tensorf.geometry import ndc
@@ -108,21 +108,21 @@ def carry_capacity(
     )
 
 
-def precision(cfg: TrainConfig) -> Precision:
-    if cfg.precision != "auto":
-        return cfg.precision
+def precision(run: RunConfig) -> Precision:
+    if run.precision != "auto":
+        return run.precision
     return "bf16" if jax.default_backend() == "gpu" else "f32"
 
 
-def ndc_for(cfg: TrainConfig, intrinsics: Intrinsics) -> tuple[float, float] | None:
+def ndc_for(render: RenderConfig, intrinsics: Intrinsics) -> tuple[float, float] | None:
     """The NDC projection of a scene's (training) cameras when the config samples in NDC."""
-    return ndc.projection(intrinsics) if cfg.render.ndc else None
+    return ndc.projection(intrinsics) if render.ndc else None
 
 
-def voxel_step(cfg: TrainConfig, aabb: np.ndarray, resolution) -> float:
+def voxel_step(render: RenderConfig, aabb: np.ndarray, resolution) -> float:
     """step_ratio times the mean voxel size (official stepSize)."""
     size = np.asarray(aabb, np.float64)[1] - np.asarray(aabb, np.float64)[0]
-    return float(np.mean(size / (np.array(resolution) - 1)) * cfg.render.step_ratio)
+    return float(np.mean(size / (np.array(resolution) - 1)) * render.step_ratio)
 
 
 def render_settings(
@@ -141,7 +141,7 @@ def render_settings(
         # Contracted, these are the inner samples: the (contracted) box's diagonal covers
         # the way through the inner box from a camera up to 2 sqrt(3) outside it.
         near, far = cfg.render.near, cfg.render.far
-        step = voxel_step(cfg, aabb, resolution)
+        step = voxel_step(cfg.render, aabb, resolution)
         n_samples = min(int(np.linalg.norm(size) / step) + 1, cfg.render.max_samples)
     else:
         # Evenly over t in [0, 1] (the near plane to infinity), as many samples as the
@@ -156,15 +156,15 @@ def render_settings(
     return RenderSettings(
         n_samples=n_samples,
         step_size=step,
-        density_capacity=bucket(cfg.batch_size * (window or n_samples + outer)),
+        density_capacity=bucket(cfg.optimiser.batch_size * (window or n_samples + outer)),
         # Top-k takes at most every sample of a ray: a k beyond that sizes nothing.
-        appearance_capacity=bucket(cfg.batch_size * min(cfg.render.appearance_samples,
+        appearance_capacity=bucket(cfg.optimiser.batch_size * min(cfg.render.appearance_samples,
                                                          window or n_samples + outer)),
         appearance_samples=cfg.render.appearance_samples,
         unselected=cfg.render.unselected,
         near=near,
         far=far,
-        precision=precision(cfg),
+        precision=precision(cfg.run),
         ndc=ndc,
         background=1.0 if cfg.render.background == "white" else 0.0,
         contract=cfg.render.contract,
@@ -190,6 +190,6 @@ def occupied_window(
     return tuple(float(x) for x in box.reshape(-1)), window if window < n_samples else 0
 
 
-def image_settings(settings: RenderSettings, cfg: TrainConfig) -> RenderSettings:
+def image_settings(settings: RenderSettings, render: RenderConfig) -> RenderSettings:
     """Settings for rendering images rather than training (--render.image-threshold)."""
-    return dataclasses.replace(settings, weight_threshold=cfg.render.image_threshold)
+    return dataclasses.replace(settings, weight_threshold=render.image_threshold)

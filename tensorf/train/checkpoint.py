@@ -17,7 +17,8 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 
 from tensorf import outputs, safe_json
-from tensorf.config import TrainConfig, from_dict, to_dict
+from tensorf.config import TrainConfig
+from tensorf.config_json import from_dict, to_dict
 from tensorf.data.views import Views
 from tensorf.errors import CheckpointError
 from tensorf.field import field
@@ -178,7 +179,7 @@ def _storable(state: TrainState) -> TrainState:
 def _restored(state: TrainState, cfg: TrainConfig) -> TrainState:
     """Inverse of `_storable`: the loss scale's fixed settings come from the config."""
     if isinstance(state.loss_scale, dict):
-        scale = dataclasses.replace(initial_loss_scale(cfg), **state.loss_scale)
+        scale = dataclasses.replace(initial_loss_scale(cfg.run), **state.loss_scale)
         return dataclasses.replace(state, loss_scale=scale)
     return state
 
@@ -197,7 +198,7 @@ def _abstract_state(cfg: TrainConfig, resolution, mask_cells) -> TrainState:
             rng=jax.random.PRNGKey(0),
             skipped_steps=jnp.int32(0),
             dropped_samples=jnp.int32(0),
-            loss_scale=initial_loss_scale(cfg),
+            loss_scale=initial_loss_scale(cfg.run),
         )
 
     # Restored replicated on every device (of every process), as training keeps it.

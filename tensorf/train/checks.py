@@ -16,7 +16,7 @@ import numpy as np
 
 from tensorf import cli
 from tensorf.cli import ConfigError, number_problems
-from tensorf.config import TrainConfig
+from tensorf.config import OPTION_GROUPS, TrainConfig
 from tensorf.field import field, tensor_vm
 from tensorf.geometry.contraction import OUTER_AABB
 from tensorf.render import sampling
@@ -60,7 +60,8 @@ def flag(path: str) -> str:
 
 def _get(cfg: TrainConfig, path: str):
     value = cfg
-    for name in path.split("."):
+    first = path.split(".")[0]
+    for name in ([OPTION_GROUPS[first]] if first in OPTION_GROUPS else []) + path.split("."):
         value = getattr(value, name)
     return value
 
@@ -78,16 +79,16 @@ def check_config(cfg: TrainConfig) -> None:
     problems = range_problems(cfg)
     if problems:  # the checks below assume sane numbers
         raise ConfigError("; ".join(problems))
-    if cfg.batch_size % len(jax.devices()):
+    if cfg.optimiser.batch_size % len(jax.devices()):
         problems.append(f"--batch-size must be a multiple of the {len(jax.devices())} devices")
-    if cfg.grid_final < cfg.grid_init:
+    if cfg.schedule.grid_final < cfg.schedule.grid_init:
         problems.append("--grid-final must be >= --grid-init")
     for name in ("upsample_steps", "mask_steps"):
-        steps = getattr(cfg, name)
+        steps = getattr(cfg.schedule, name)
         if list(steps) != sorted(set(steps)) or any(s <= 0 for s in steps):
             problems.append(f"{flag(name)} must be increasing positive steps")
-        elif steps and steps[-1] > cfg.n_iters:
-            problems.append(f"{flag(name)} go beyond --n-iters {cfg.n_iters}")
+        elif steps and steps[-1] > cfg.schedule.n_iters:
+            problems.append(f"{flag(name)} go beyond --n-iters {cfg.schedule.n_iters}")
     render, model = cfg.render, cfg.model
     if not 1 <= render.appearance_samples <= render.max_samples:
         problems.append(
@@ -103,24 +104,25 @@ def check_config(cfg: TrainConfig) -> None:
                             "(one per axis pair)")  # fmt: skip
     if len(model.cp_components) != 2 or not all(1 <= c <= 4096 for c in model.cp_components):
         problems.append("--model.cp-components must be two counts from 1 to 4096")
-    if len(cfg.aabb) != 6 or not all(math.isfinite(x) and abs(x) <= 1e6 for x in cfg.aabb):
+    aabb = cfg.schedule.aabb
+    if len(aabb) != 6 or not all(math.isfinite(x) and abs(x) <= 1e6 for x in aabb):
         problems.append("--aabb must be six finite numbers within +-1e6")
-    elif any(a >= b for a, b in zip(cfg.aabb[:3], cfg.aabb[3:], strict=True)):
+    elif any(a >= b for a, b in zip(cfg.schedule.aabb[:3], cfg.schedule.aabb[3:], strict=True)):
         problems.append("--aabb must be x0 y0 z0 x1 y1 z1 with x0 < x1, y0 < y1, z0 < z1")
-    if render.contract and (render.ndc or tuple(cfg.aabb) != OUTER_AABB):
+    if render.contract and (render.ndc or tuple(cfg.schedule.aabb) != OUTER_AABB):
         problems.append("--render.contract needs --aabb -2 -2 -2 2 2 2 (the contracted box) "
                         "and no --render.ndc")  # fmt: skip
     if render.contract and render.near <= 0:
         problems.append("--render.contract needs --render.near > 0")
-    if cfg.max_minutes is not None and not 0 <= cfg.max_minutes <= 1e7:
+    if cfg.run.max_minutes is not None and not 0 <= cfg.run.max_minutes <= 1e7:
         problems.append("--max-minutes must be a finite number of minutes >= 0")
-    if cfg.eval_max_views is not None and not 1 <= cfg.eval_max_views <= 10**6:
+    if cfg.eval.eval_max_views is not None and not 1 <= cfg.eval.eval_max_views <= 10**6:
         problems.append("--eval-max-views must be a positive number of views")
-    if Path(cfg.run_dir) == Path():  # what '' parses to: the run would fill this folder
+    if Path(cfg.run.run_dir) == Path():  # what '' parses to: the run would fill this folder
         problems.append("--run-dir is empty (or '.'): name a folder of its own for the run, "
                         "such as runs/NAME")  # fmt: skip
-    problems += cli.host_problems("--viewer-host", cfg.viewer_host)
-    if cfg.viewer and cfg.distributed.num_processes > 1:
+    problems += cli.host_problems("--viewer-host", cfg.live.viewer_host)
+    if cfg.live.viewer and cfg.distributed.num_processes > 1:
         problems.append("--viewer serves single-process training; drop it, and look at the "
                         "run with python -m tensorf.viewer --run-dir instead")  # fmt: skip
     if not problems:
@@ -149,15 +151,15 @@ def check_memory(cfg: TrainConfig, image_bytes: int) -> None:
 def _memory_problems(cfg: TrainConfig, image_bytes: int = 0) -> list[str]:
     """Refuse a run whose final grid, batch and images cannot fit in this machine's
     memory, rather than let it die of it hours later."""
-    aabb = np.reshape(cfg.aabb, (2, 3))
-    resolution = tensor_vm.resolution_for_voxels(cfg.grid_final**3, aabb)
+    aabb = np.reshape(cfg.schedule.aabb, (2, 3))
+    resolution = tensor_vm.resolution_for_voxels(cfg.schedule.grid_final**3, aabb)
     shapes = jax.eval_shape(lambda: field.init_params(jax.random.PRNGKey(0), cfg.model,
                                                       resolution))  # fmt: skip
     params = sum(int(np.prod(x.shape)) * 4 for x in jax.tree.leaves(shapes))
     ndc = (1.0, 1.0) if cfg.render.ndc else None
     settings = sampling.render_settings(cfg, aabb, resolution, ndc)
     samples = settings.samples_per_ray
-    need = (_COPIES_OF_PARAMS * params + cfg.batch_size * samples * _BYTES_PER_SAMPLE
+    need = (_COPIES_OF_PARAMS * params + cfg.optimiser.batch_size * samples * _BYTES_PER_SAMPLE
             + settings.appearance_capacity * _shaded_sample_bytes(cfg) + image_bytes)  # fmt: skip
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need <= have:

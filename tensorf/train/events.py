@@ -12,7 +12,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from tensorf import parallel
-from tensorf.config import TrainConfig
+from tensorf.config import OptimiserConfig, RenderConfig, ScheduleConfig, TrainConfig
 from tensorf.field import alpha_mask, decomposition, field, tensor_vm
 from tensorf.field.alpha_mask import AlphaMask
 from tensorf.render.march import ray_aabb
@@ -36,27 +36,29 @@ def _map_grids(state: TrainState, fn, moments: str) -> TrainState:
     return dataclasses.replace(state, params=params, opt_state=opt_state)
 
 
-def voxel_schedule(cfg: TrainConfig) -> list[int]:
+def voxel_schedule(schedule: ScheduleConfig) -> list[int]:
     """Voxel counts after each upsample: log-linear from grid_init^3 to grid_final^3."""
     counts = np.exp(
         np.linspace(
-            np.log(cfg.grid_init**3), np.log(cfg.grid_final**3), len(cfg.upsample_steps) + 1
+            np.log(schedule.grid_init**3), np.log(schedule.grid_final**3),
+            len(schedule.upsample_steps) + 1,
         )
     )
     return [int(round(c)) for c in counts[1:]]
 
 
-def upsample(state: TrainState, cfg: TrainConfig, n_voxels: int) -> TrainState:
+def upsample(state: TrainState, optimiser: OptimiserConfig, n_voxels: int) -> TrainState:
     resolution = tensor_vm.resolution_for_voxels(n_voxels, np.asarray(state.aabb))
-    moments = "reset" if cfg.adam_on_upsample == "reset" else "map"
+    moments = "reset" if optimiser.adam_on_upsample == "reset" else "map"
     state = _map_grids(state, lambda g: decomposition.resize(g, resolution), moments)
     return dataclasses.replace(state, lr_reset_step=state.step.copy())
 
 
-def scheduled_voxels(cfg: TrainConfig, step: int) -> int:
+def scheduled_voxels(schedule: ScheduleConfig, step: int) -> int:
     """The voxel count the upsampling schedule has reached by `step`."""
-    counts = [cfg.grid_init**3] + [
-        n for s, n in zip(cfg.upsample_steps, voxel_schedule(cfg), strict=True) if s <= step
+    counts = [schedule.grid_init**3] + [
+        n for s, n in zip(schedule.upsample_steps, voxel_schedule(schedule), strict=True)
+        if s <= step
     ]
     return counts[-1]
 
@@ -89,11 +91,11 @@ def update_mask(state: TrainState, cfg: TrainConfig, shrink: bool) -> tuple[Trai
     collapsed) the state keeps its previous mask, so training can go on.
     """
     resolution = state.resolution
-    if np.prod(resolution) >= cfg.mask_max_resolution**3 and state.mask.cells.size > 1:
+    if np.prod(resolution) >= cfg.schedule.mask_max_resolution**3 and state.mask.cells.size > 1:
         resolution = tuple(s + 1 for s in state.mask.cells.shape)
-    step = voxel_step(cfg, np.asarray(state.aabb), state.resolution)
+    step = voxel_step(cfg.render, np.asarray(state.aabb), state.resolution)
     mask, bounds = alpha_mask.compute_alpha_mask(
-        alpha_fn(state, cfg, step), np.asarray(state.aabb), resolution, cfg.mask_threshold
+        alpha_fn(state, cfg, step), np.asarray(state.aabb), resolution, cfg.schedule.mask_threshold
     )
     if not np.asarray(mask.cells).any():
         return state, False
@@ -126,19 +128,19 @@ def at_step(
     Returns the new state and pool, and False when an alpha mask would have been empty
     (and was kept)."""
     ok = True
-    if step in cfg.mask_steps:
-        first = step == cfg.mask_steps[0]
-        follow = cfg.shrink == "every" and not first
+    if step in cfg.schedule.mask_steps:
+        first = step == cfg.schedule.mask_steps[0]
+        follow = cfg.schedule.shrink == "every" and not first
         state, ok = update_mask(state, cfg, shrink=first or follow)
         if first:
-            state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.l1_rest))
+            state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.optimiser.l1_rest))
         elif filtering:
-            pool = filter_rays(state.mask, pool, cfg)
+            pool = filter_rays(state.mask, pool, cfg.render)
         if ok and follow and step not in voxels:
             # Spend the voxels the schedule has reached on the smaller box.
-            state = regrid(state, scheduled_voxels(cfg, step))
+            state = regrid(state, scheduled_voxels(cfg.schedule, step))
     if step in voxels:
-        state = upsample(state, cfg, voxels[step])
+        state = upsample(state, cfg.optimiser, voxels[step])
     return state, pool, ok
 
 
@@ -150,11 +152,12 @@ def on_devices(
     its own copy. Returns the new state (replicated), host pool, device pool and render
     settings (buffers sized for the worst case), and whether the alpha mask was kept."""
     state, pool, ok = at_step(parallel.local_copy(state), pool, cfg, step, voxels, filtering)
-    state, device_pool = parallel.replicate(state, mesh), pool.on(mesh, cfg.seed)
+    state, device_pool = parallel.replicate(state, mesh), pool.on(mesh, cfg.run.seed)
     return state, pool, device_pool, settings_for(cfg, state, projection), ok
 
 
-def filter_rays(mask: AlphaMask, pool: RayPool, cfg: TrainConfig, chunk: int = 65536) -> RayPool:
+def filter_rays(mask: AlphaMask, pool: RayPool, render: RenderConfig,
+                chunk: int = 65536) -> RayPool:  # fmt: skip
     """Keep the training rays that pass through an occupied mask cell.
 
     The official code marches every ray through the full-resolution mask; here the mask is
@@ -170,7 +173,7 @@ def filter_rays(mask: AlphaMask, pool: RayPool, cfg: TrainConfig, chunk: int = 6
     @jax.jit
     def hits(ids):
         o, d = pool.cameras.rays(ids)
-        t_min, t_max = ray_aabb(o, d, coarse.aabb, cfg.render.near, cfg.render.far)
+        t_min, t_max = ray_aabb(o, d, coarse.aabb, render.near, render.far)
         t = t_min[:, None] + step * jnp.arange(n)
         pts = o[:, None] + d[:, None] * t[..., None]
         return ((t <= t_max[:, None]) & alpha_mask.is_occupied(coarse, pts)).any(-1)

@@ -11,7 +11,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from tensorf import parallel
-from tensorf.config import TrainConfig
+from tensorf.config import OptimiserConfig, RunConfig
 from tensorf.data.views import Views
 from tensorf.geometry.cameras import Intrinsics, camera_directions, camera_rays, pixel_rays
 from tensorf.render.sampling import bucket
@@ -106,11 +106,12 @@ def make_pool(views: Views) -> RayPool:
 Batch = tuple[Cameras, jax.Array, jax.Array]  # cameras, pixel ids (rays,), colours (rays, 3)
 
 
-def next_batch(pool: RayPool, cfg: TrainConfig, step: int, mesh: Mesh) -> Batch:
+def next_batch(pool: RayPool, run: RunConfig, optimiser: OptimiserConfig, step: int,
+               mesh: Mesh) -> Batch:  # fmt: skip
     """The batch of a step: the (replicated) cameras, and pixel ids and target colours split
     over the mesh, every process contributing its share of the rays. Host to device only:
     nothing here waits for the devices."""
-    ids, rgb = pool.sample(cfg.seed, step, cfg.batch_size // jax.process_count())
+    ids, rgb = pool.sample(run.seed, step, optimiser.batch_size // jax.process_count())
     return (pool.cameras_on(mesh), *parallel.shard_rows(mesh, ids, rgb))
 
 

@@ -42,8 +42,9 @@ class StepSpec:
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> StepSpec:
-        return cls(cfg.batch_size, cfg.model, cfg.render.background == "random",
-                   cfg.tv_density > 0, cfg.tv_appearance > 0, cfg.ortho_weight > 0)  # fmt: skip
+        opt = cfg.optimiser
+        return cls(opt.batch_size, cfg.model, cfg.render.background == "random",
+                   opt.tv_density > 0, opt.tv_appearance > 0, opt.ortho_weight > 0)  # fmt: skip
 
 
 @jax.tree_util.register_dataclass
@@ -61,9 +62,10 @@ class Hyper:
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> Hyper:
-        rates = (cfg.lr_grid, cfg.lr_network, cfg.lr_decay_ratio, cfg.tv_density,
-                 cfg.tv_appearance, cfg.ortho_weight)  # fmt: skip
-        return cls(np.int32(cfg.n_iters), *map(np.float32, rates))
+        opt = cfg.optimiser
+        rates = (opt.lr_grid, opt.lr_network, opt.lr_decay_ratio, opt.tv_density,
+                 opt.tv_appearance, opt.ortho_weight)  # fmt: skip
+        return cls(np.int32(cfg.schedule.n_iters), *map(np.float32, rates))
 
 
 def _learning_rates(hyper: Hyper, params: field.Params) -> field.Params:

@@ -11,7 +11,7 @@ import jmp
 import numpy as np
 import optax
 
-from tensorf.config import TrainConfig
+from tensorf.config import RunConfig, TrainConfig
 from tensorf.field import alpha_mask, field, tensor_vm
 from tensorf.field.alpha_mask import AlphaMask
 from tensorf.render.sampling import RenderSettings, precision, render_settings
@@ -42,9 +42,9 @@ class TrainState:
 
 
 def init_state(cfg: TrainConfig) -> TrainState:
-    key, init_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
-    aabb = np.array(cfg.aabb, np.float32).reshape(2, 3)
-    resolution = tensor_vm.resolution_for_voxels(cfg.grid_init**3, aabb)
+    key, init_key = jax.random.split(jax.random.PRNGKey(cfg.run.seed))
+    aabb = np.array(cfg.schedule.aabb, np.float32).reshape(2, 3)
+    resolution = tensor_vm.resolution_for_voxels(cfg.schedule.grid_init**3, aabb)
     params = field.init_params(init_key, cfg.model, resolution)
     return TrainState(
         params=params,
@@ -53,17 +53,17 @@ def init_state(cfg: TrainConfig) -> TrainState:
         mask=alpha_mask.everything(aabb),
         step=jnp.int32(0),
         lr_reset_step=jnp.int32(0),
-        l1_weight=jnp.float32(cfg.l1_initial),
+        l1_weight=jnp.float32(cfg.optimiser.l1_initial),
         rng=key,
         skipped_steps=jnp.int32(0),
         dropped_samples=jnp.int32(0),
-        loss_scale=initial_loss_scale(cfg),
+        loss_scale=initial_loss_scale(cfg.run),
     )
 
 
-def initial_loss_scale(cfg: TrainConfig) -> jmp.LossScale:
+def initial_loss_scale(run: RunConfig) -> jmp.LossScale:
     """f16 gradients underflow without loss scaling; bf16 and f32 have f32's range."""
-    if precision(cfg) == "f16":
+    if precision(run) == "f16":
         return jmp.DynamicLossScale(jnp.float32(2**15))
     return jmp.NoOpLossScale()
 

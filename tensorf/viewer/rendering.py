@@ -58,7 +58,7 @@ def home_view(cfg: TrainConfig, cameras: dict) -> Home:
         position = average_pose(c2w)[:3, 3]
         target = spiral_focus(c2w, cameras["depth_bounds"])
     else:
-        box_centre = np.reshape(cfg.aabb, (2, 3)).mean(0)
+        box_centre = np.reshape(cfg.schedule.aabb, (2, 3)).mean(0)
         target = np.zeros(3) if cameras["kind"] == "capture" else box_centre
         offsets = c2w[:, :3, 3] - target
         distance = 1.2 * float(np.median(np.linalg.norm(offsets, axis=-1)))
@@ -106,7 +106,7 @@ def render_frame(cfg: TrainConfig, cameras: dict, field: Field, c2w: np.ndarray,
         density = field.params["density"]
         settings = render_settings(cfg, np.asarray(field.aabb), density.resolution, ndc,
                                    field.mask)  # fmt: skip
-        field.settings = image_settings(settings, cfg)
+        field.settings = image_settings(settings, cfg.render)
         field.params = baked(field.params)  # once, not once per frame
     out, field.settings = render_image(
         field.params, cfg.model, field.settings, field.aabb, field.mask, c2w, k,

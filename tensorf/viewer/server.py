@@ -134,7 +134,7 @@ class FieldViewer:
         """`run_dir` (default: the config's) is where camera paths are saved."""
         self.cfg, self.cameras, self.resolution = cfg, cameras, resolution
         self._training = training
-        self.ndc = ndc_for(cfg, cameras["intrinsics"])
+        self.ndc = ndc_for(cfg.render, cameras["intrinsics"])
         self.device = jax.local_devices()[0]
         # One device: the viewer's renders then hold no collectives that could interleave
         # with the training step's.
@@ -152,7 +152,7 @@ class FieldViewer:
         self._scene()
         self._gui(training)
         train = cameras["intrinsics"]
-        self.paths = PathPanel(self.server, run_dir or cfg.run_dir, (train.width, train.height),
+        self.paths = PathPanel(self.server, run_dir or cfg.run.run_dir, (train.width, train.height),
                                self)  # fmt: skip
         self.server.on_client_connect(self._connect)
         self.server.on_client_disconnect(self._disconnect)
