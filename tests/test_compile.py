@@ -51,15 +51,16 @@ import dataclasses, json, sys
 from pathlib import Path
 import jax
 from synthetic import sphere_config
-from tensorf import data, experiment, parallel, training
+from tensorf import data, parallel
 from tensorf.config import override
+from tensorf.train import ray_pool, steps, timing, train_state
 folder = None if sys.argv[2] == "off" else Path(sys.argv[2])
 timing.use_compile_cache(folder)
 cfg = override(sphere_config(Path(sys.argv[1]), Path("unused")), batch_size=128)
 mesh = parallel.data_mesh()
 state = parallel.replicate(train_state.init_state(cfg), mesh)
 pool = ray_pool.make_pool(data.load_views(cfg.data.dataset_path, "train"))
-batch = ray_pool.next_batch(pool, cfg, 0, mesh)
+batch = ray_pool.next_batch(pool, cfg.run, cfg.optimiser, 0, mesh)
 _, metrics = steps.train_step(state, batch, cfg, train_state.settings_for(cfg, state), mesh)
 jax.block_until_ready(metrics)
 print(json.dumps(timing.COMPILES))

@@ -132,6 +132,7 @@ RESUMABLE_BEFORE = {
     "resume", "max_minutes", "run_dir", "dataset_path", "eval_max_views", "log_every",
     "max_bad_steps", "distributed", "lr_grid", "lr_network", "eval_every", "eval_every_views",
     "eval_lpips", "viewer", "viewer_host", "viewer_port", "compile_cache", "steps_per_call",
+    "compile_ahead",  # added with compile ahead: it changes when, not what, is compiled
 }  # fmt: skip
 
 
