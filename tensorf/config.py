@@ -221,6 +221,20 @@ class OptimiserConfig:
     adam_on_upsample: Literal["reset", "resample"] = "reset"
     """What Adam's moments do when the grid is upsampled: 'reset' re-creates the optimizer
     (official code); 'resample' interpolates the moments onto the new grid."""
+    refine_poses: bool = False
+    """Learn a correction of every training camera's pose with the field (6 numbers per
+    view: a rotation about the camera's centre and a move along its axes, starting at
+    none), for captures whose poses are a little off. Renders of the training views
+    (--eval-split train), videos and the viewer use the refined poses, also written to
+    <run_dir>/refined_poses.json; held-out views have no correction and are rendered from
+    their given poses."""
+    lr_poses: float = resumable(default=1e-3)
+    """With --refine-poses: Adam learning rate of the pose corrections (radians and world
+    units per step, roughly); it decays by --lr-decay-ratio over the run, from step 0, and
+    is not restarted on upsample."""
+    pose_warmup_steps: int = 500
+    """With --refine-poses: the pose learning rate ramps up linearly from 0 over this many
+    steps, so that the cameras move once the field has a shape to align them to."""
 
 
 @dataclasses.dataclass(frozen=True)

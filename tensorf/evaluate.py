@@ -21,7 +21,7 @@ from tensorf.render.visualize import (
     side_by_side,
     to_uint8,
 )
-from tensorf.train import checkpoint
+from tensorf.train import checkpoint, pose_refinement
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +95,7 @@ def evaluate_run(args: EvaluateArgs) -> dict:
         drop_missing=cfg.data.drop_missing_images,
     )
     _check_scene(args, views)
+    views = pose_refinement.seen_from_refined(views, state.poses, args.split, args.max_views)
     out_dir = args.run_dir / f"renders_{args.split}" if args.save_renders else None
     grid = _Grid(views.n_views, views.width) if args.grid else None
     with contextlib.ExitStack() as stack:

@@ -99,3 +99,16 @@ def from_primary(*values: int) -> tuple[int, ...]:
         return tuple(int(v) for v in values)
     agreed = multihost_utils.broadcast_one_to_all(np.asarray(values, np.int32))
     return tuple(int(v) for v in agreed)
+
+
+def total(count: int) -> int:
+    """The sum of every process's `count` (e.g. the training views of all the shares)."""
+    if jax.process_count() == 1:
+        return int(count)
+    return int(multihost_utils.process_allgather(np.int32(count)).sum())
+
+
+def view_ids(n_views: int) -> np.ndarray:
+    """(n_views,) int32: the index in the whole split of each of this process's views
+    (process i of n holds views i, i + n, i + 2n, ...: `data.load_views`'s shard)."""
+    return (jax.process_index() + jax.process_count() * np.arange(n_views)).astype(np.int32)

@@ -21,6 +21,7 @@ from tensorf.render.image import baked, render_image
 from tensorf.render.sampling import image_settings, ndc_for
 from tensorf.render.visualize import colorize_depth, depth_range, to_uint8
 from tensorf.train import timing
+from tensorf.train.pose_refinement import seen_from_refined
 from tensorf.train.train_state import TrainState, settings_for
 
 # Called with each view's index, render (rgb, depth, acc, depth_vis) and ground truth.
@@ -125,7 +126,9 @@ class Probe:
         """Evaluate (every process renders its share) and log (process 0); returns the
         seconds it took."""
         start = timing.clock()
-        metrics, previews = evaluate_views(state, self.cfg, self.views, None)
+        views = seen_from_refined(self.views, state.poses, self.cfg.eval.eval_split,
+                                  self.cfg.eval.eval_every_views)  # fmt: skip
+        metrics, previews = evaluate_views(state, self.cfg, views, None)
         seconds = timing.clock() - start
         self.seconds += seconds
         self.count += 1
@@ -164,6 +167,7 @@ def finish(
     primary = parallel.is_primary()
     out_dir = Path(cfg.run.run_dir) / "renders" if primary else None
     load_seconds += time.perf_counter() - load_start
+    views = seen_from_refined(views, state.poses, cfg.eval.eval_split, cfg.eval.eval_max_views)
     metrics, previews = evaluate_views(state, cfg, views, out_dir)
     metrics = {"split": cfg.eval.eval_split, "train_seconds": train_seconds,
                "load_seconds": load_seconds, **(counts or {}), **metrics}  # fmt: skip

@@ -13,7 +13,7 @@ from tensorf import data, parallel
 from tensorf.config import TrainConfig
 from tensorf.errors import ConfigError
 from tensorf.field import alpha_mask
-from tensorf.train import checkpoint, events, ray_pool, train_state
+from tensorf.train import checkpoint, events, pose_refinement, ray_pool, train_state
 from tensorf.train.ray_pool import RayPool
 from tensorf.train.train_state import TrainState
 
@@ -56,7 +56,19 @@ def begin(cfg: TrainConfig, views: data.Views) -> Start:
         if cfg.run.resume and parallel.is_primary():
             print(f"warning: --resume: {cfg.run.run_dir} has no checkpoint yet (the run stopped "
                   "before its first); starting from step 0", file=sys.stderr)  # fmt: skip
-        state = train_state.init_state(cfg)
+        state = train_state.init_state(cfg, parallel.total(views.n_views))
+    if parallel.is_primary():
+        export_poses(cfg, views, pool, state)
     if filter_rays and any(s <= int(state.step) for s in cfg.schedule.mask_steps[1:]):
         pool = events.filter_rays(state.mask, pool, cfg.render)
     return Start(state, pool, mngr, saved, filter_rays)
+
+
+def export_poses(cfg: TrainConfig, views: data.Views, pool: RayPool, state: TrainState) -> None:
+    """refined_poses.json as `state` has them (--refine-poses; process 0); without, none,
+    so that an earlier run's in the same folder is not taken for this one's."""
+    if state.poses is None:
+        (cfg.run.run_dir / pose_refinement.POSES_FILE).unlink(missing_ok=True)
+        return
+    ids = np.asarray(pool.cameras.view_ids)
+    pose_refinement.export(cfg.run.run_dir, views, ids, state.poses, int(state.step))

@@ -87,6 +87,8 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
             if save or out_of_time or signum:
                 saved = {**sizer.saved(settings), **plan.saved(run_cfg.schedule.n_iters)}
                 checkpoint.save(mngr, state, saved)
+                if parallel.is_primary():
+                    start.export_poses(cfg, views, pool, state)
             if signum:
                 mngr.wait_until_finished()
                 raise interrupted(signum, step, cfg.run.run_dir)

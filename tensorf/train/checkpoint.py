@@ -26,6 +26,7 @@ from tensorf.field.alpha_mask import AlphaMask
 from tensorf.geometry.cameras import Intrinsics
 from tensorf.outputs import is_disk_full
 from tensorf.parallel import REPLICATED, data_mesh
+from tensorf.train.pose_refinement import PoseCorrections, load_refined
 from tensorf.train.train_state import ADAM, TrainState, initial_loss_scale
 
 CONFIG_FILE = "config.json"
@@ -116,7 +117,8 @@ def save_cameras(run_dir: Path, views: Views) -> None:
 
 
 def load_cameras(run_dir: Path) -> dict:
-    """The training views' cameras: {"intrinsics": Intrinsics, "c2w": (n, 4, 4) array,
+    """The training views' cameras: {"intrinsics": Intrinsics, "c2w": (n, 4, 4) array (as
+    refined by --refine-poses, where the run did: refined_poses.json),
     "kind": scene kind, "depth_bounds": (near, far) or None, "placement": how a capture's
     world was placed (`tensorf.data.placement`) or None}."""
     path = Path(run_dir) / CAMERAS_FILE
@@ -133,9 +135,10 @@ def load_cameras(run_dir: Path) -> dict:
         c2w = np.array(cameras["c2w"], np.float64)
         if c2w.ndim != 3 or c2w.shape[1:] != (4, 4) or not np.isfinite(c2w).all():
             raise ValueError(f"c2w of shape {c2w.shape}, expected finite (n, 4, 4)")
+        refined = load_refined(Path(run_dir), len(c2w))
         return {
             "intrinsics": intrinsics,
-            "c2w": c2w,
+            "c2w": c2w if refined is None else refined,
             "kind": cameras.get("kind", "object"),
             "depth_bounds": None if bounds is None else tuple(bounds),
             "placement": cameras.get("placement"),
@@ -155,6 +158,8 @@ def save(mngr: ocp.CheckpointManager, state: TrainState, buffers: dict | None = 
     the render buffer sizes in use (`buffers`), so a resumed run continues bit for bit."""
     step = int(state.step)
     shapes = {"resolution": list(state.resolution), "mask_cells": list(state.mask.cells.shape)}
+    if state.poses is not None:
+        shapes["pose_views"] = int(state.poses.table.shape[0])
     state = _storable(state)
     shapes["buffers"] = buffers or {}
     mngr.save(
@@ -184,7 +189,7 @@ def _restored(state: TrainState, cfg: TrainConfig) -> TrainState:
     return state
 
 
-def _abstract_state(cfg: TrainConfig, resolution, mask_cells) -> TrainState:
+def _abstract_state(cfg: TrainConfig, resolution, mask_cells, pose_views: int | None) -> TrainState:
     def build():
         params = field.init_params(jax.random.PRNGKey(0), cfg.model, tuple(resolution))
         return TrainState(
@@ -199,6 +204,7 @@ def _abstract_state(cfg: TrainConfig, resolution, mask_cells) -> TrainState:
             skipped_steps=jnp.int32(0),
             dropped_samples=jnp.int32(0),
             loss_scale=initial_loss_scale(cfg.run),
+            poses=None if pose_views is None else PoseCorrections.zeros(pose_views),
         )
 
     # Restored replicated on every device (of every process), as training keeps it.
@@ -225,7 +231,8 @@ def restore_latest(
         try:
             shapes = mngr.restore(step, args=ocp.args.Composite(shapes=ocp.args.JsonRestore()))
             shapes = shapes["shapes"]
-            target = _abstract_state(cfg, shapes["resolution"], shapes["mask_cells"])
+            target = _abstract_state(cfg, shapes["resolution"], shapes["mask_cells"],
+                                     shapes.get("pose_views"))  # fmt: skip
             args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
             state = _restored(mngr.restore(step, args=args)["state"], cfg)
             return state, shapes.get("buffers", {})

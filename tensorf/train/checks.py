@@ -34,13 +34,14 @@ INTS = {
     "render.outer_samples": (1, 4096),
     "distributed.num_processes": (1, 10**5), "distributed.process_id": (0, 10**5),
     "eval_every": (0, 10**9), "eval_every_views": (1, 10**6), "viewer_port": (0, 65535),
-    "steps_per_call": (0, steps.MAX_STEPS_PER_CALL),
+    "steps_per_call": (0, steps.MAX_STEPS_PER_CALL), "pose_warmup_steps": (0, 10**9),
 }  # fmt: skip
 # (lowest, highest) of each float option, which must also be finite; TINY stands for
 # "above zero".
 TINY = 1e-12
 FLOATS = {
     "lr_grid": (TINY, 1e3), "lr_network": (TINY, 1e3), "lr_decay_ratio": (TINY, 1.0),
+    "lr_poses": (TINY, 1e3),
     "mask_threshold": (TINY, 1.0), "l1_initial": (0.0, 1e6), "l1_rest": (0.0, 1e6),
     "tv_density": (0.0, 1e6), "tv_appearance": (0.0, 1e6), "ortho_weight": (0.0, 1e6),
     "model.density_shift": (-1e3, 1e3), "model.distance_scale": (TINY, 1e6),

@@ -13,6 +13,7 @@ from jax.sharding import Mesh
 from tensorf import parallel
 from tensorf.config import OptimiserConfig, RunConfig
 from tensorf.data.views import Views
+from tensorf.geometry import se3
 from tensorf.geometry.cameras import Intrinsics, camera_directions, camera_rays, pixel_rays
 from tensorf.render.sampling import bucket
 
@@ -30,18 +31,27 @@ class Cameras:
     c2w: jax.Array  # (views, 4, 4)
     directions: jax.Array | None  # (cameras, H * W, 3) camera-frame directions, or None
     camera_of_view: jax.Array | None  # (views,) int32 row of `directions`, or None
+    view_ids: jax.Array  # (views,) int32 each view's place in the whole training split
     intrinsics: Intrinsics = dataclasses.field(metadata={"static": True})  # the image size
 
     @classmethod
     def of(cls, views: Views) -> Cameras:
+        """The cameras of `views`, this process's share of the training split."""
         c2w = jnp.asarray(views.c2w)
+        ids = jnp.asarray(parallel.view_ids(views.n_views))
         cameras = [views.camera(i) for i in range(views.n_views)]
         if views.per_view is None and views.intrinsics.distortion is None:
-            return cls(c2w, None, None, views.intrinsics)
+            return cls(c2w, None, None, ids, views.intrinsics)
         distinct = list(dict.fromkeys(cameras))
         table = np.stack([camera_directions(c).reshape(-1, 3) for c in distinct])
         index = np.array([distinct.index(c) for c in cameras], np.int32)
-        return cls(c2w, jnp.asarray(table), jnp.asarray(index), views.intrinsics)
+        return cls(c2w, jnp.asarray(table), jnp.asarray(index), ids, views.intrinsics)
+
+    def corrected(self, table: jax.Array) -> Cameras:
+        """The cameras moved by their views' rows of the correction table (all views, 6)
+        (--refine-poses, `se3.corrected`). Rays are then made as before: a tabulated
+        camera-frame direction turns with its camera."""
+        return dataclasses.replace(self, c2w=se3.corrected(self.c2w, table[self.view_ids]))
 
     def rays(self, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Pixel ids (n,) -> origins, directions (n, 3)."""

@@ -18,6 +18,7 @@ from tensorf.field import field
 from tensorf.parallel import AXIS, REPLICATED, SHARDED
 from tensorf.render.march import render_rays
 from tensorf.render.sampling import RenderSettings
+from tensorf.train import pose_refinement
 from tensorf.train.ray_pool import Batch, DevicePool
 from tensorf.train.train_state import ADAM, TrainState
 
@@ -39,12 +40,14 @@ class StepSpec:
     tv_density: bool
     tv_appearance: bool
     ortho: bool
+    refine_poses: bool  # off, the step is the one of before: no pose in its computation
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> StepSpec:
         opt = cfg.optimiser
         return cls(opt.batch_size, cfg.model, cfg.render.background == "random",
-                   opt.tv_density > 0, opt.tv_appearance > 0, opt.ortho_weight > 0)  # fmt: skip
+                   opt.tv_density > 0, opt.tv_appearance > 0, opt.ortho_weight > 0,
+                   opt.refine_poses)  # fmt: skip
 
 
 @jax.tree_util.register_dataclass
@@ -59,13 +62,16 @@ class Hyper:
     tv_density: jax.Array  # () float32
     tv_appearance: jax.Array  # () float32
     ortho_weight: jax.Array  # () float32
+    lr_poses: jax.Array  # () float32 (--refine-poses)
+    pose_warmup_steps: jax.Array  # () int32 (--refine-poses)
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> Hyper:
         opt = cfg.optimiser
         rates = (opt.lr_grid, opt.lr_network, opt.lr_decay_ratio, opt.tv_density,
-                 opt.tv_appearance, opt.ortho_weight)  # fmt: skip
-        return cls(np.int32(cfg.schedule.n_iters), *map(np.float32, rates))
+                 opt.tv_appearance, opt.ortho_weight, opt.lr_poses)  # fmt: skip
+        return cls(np.int32(cfg.schedule.n_iters), *map(np.float32, rates),
+                   np.int32(opt.pose_warmup_steps))  # fmt: skip
 
 
 def _learning_rates(hyper: Hyper, params: field.Params) -> field.Params:
@@ -117,12 +123,16 @@ def _step(
         background = jax.random.bernoulli(jax.random.fold_in(key_jitter, 1)).astype(jnp.float32)
     n_values = spec.batch_size * 3
 
-    def local(params, aabb, mask, source, jitter, background):
-        """This device's rays: squared error and sample counts, summed over all devices."""
+    def local(params, poses, aabb, mask, source, jitter, background):
+        """This device's rays: squared error and sample counts, summed over all devices.
+        `poses`: the pose correction table (--refine-poses), or None."""
         # Explicitly what shard_map does implicitly (and transposes to a sum over the
         # devices): the custom gradient of `tensor_vm.weighted_rows` must see it.
         params = jax.lax.pcast(params, AXIS, to="varying")
         cameras, ids, target = rows(source)
+        if poses is not None:
+            # The world rays are corrected; NDC (LLFF) projects them later, in render_rays.
+            cameras = cameras.corrected(jax.lax.pcast(poses, AXIS, to="varying"))
         origins, dirs = cameras.rays(ids)
         out = render_rays(
             params, spec.model, settings, aabb, mask, origins, dirs, jitter, background
@@ -135,17 +145,19 @@ def _step(
         return psum(sse), psum(counts), jax.lax.pmax(counts, AXIS), psum(dropped)
 
     sharded = jax.shard_map(
-        local, mesh=mesh, in_specs=(REPLICATED,) * 3 + (source_specs, SHARDED, REPLICATED),
+        local, mesh=mesh, in_specs=(REPLICATED,) * 4 + (source_specs, SHARDED, REPLICATED),
         out_specs=REPLICATED,
     )  # fmt: skip
     # Official: the TV weights decay by the learning-rate factor every step, from the
     # first, and are not reset when the grid is upsampled.
     tv_decay = hyper.lr_decay_ratio ** ((state.step + 1) / hyper.n_iters)
 
-    def loss_fn(params):
+    def loss_fn(trainable):
         # Differentiating through shard_map sums the replicated parameters' gradients
         # over the devices (the transpose of replicating them).
-        sse, *counts = sharded(params, state.aabb, state.mask, source, jitter, background)
+        params, poses = trainable if spec.refine_poses else (trainable, None)
+        sse, *counts = sharded(params, poses, state.aabb, state.mask, source, jitter,
+                               background)  # fmt: skip
         mse = sse / n_values
         loss = mse + state.l1_weight * field.density_l1(params)
         terms = ((spec.tv_density, hyper.tv_density, "density"),
@@ -158,6 +170,9 @@ def _step(
         return state.loss_scale.scale(loss), (loss, mse, counts)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if spec.refine_poses:
+        (_, (loss, mse, counts)), (grads, pose_grads) = grad_fn((state.params, state.poses.table))
+        return _update(state, grads, rng, hyper, loss, mse, counts, pose_grads)
     (_, (loss, mse, counts)), grads = grad_fn(state.params)
     return _update(state, grads, rng, hyper, loss, mse, counts)
 
@@ -165,10 +180,12 @@ def _step(
 def _update(
     state: TrainState, grads: field.Params, rng: jax.Array, hyper: Hyper, loss: jax.Array,
     mse: jax.Array, counts: tuple[jax.Array, jax.Array, jax.Array],
+    pose_grads: jax.Array | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:  # fmt: skip
     """The step's Adam update with its (scaled) gradients, unless something is not finite;
     `counts`: the samples that needed each buffer (summed, and the most on one device)
-    and those dropped. Returns the next state and the step's metrics."""
+    and those dropped; `pose_grads` (views, 6): the pose corrections' (--refine-poses).
+    Returns the next state and the step's metrics."""
     counts, peaks, dropped = counts
     grads = state.loss_scale.unscale(grads)
     updates, opt_state = ADAM.update(grads, state.opt_state)
@@ -186,6 +203,15 @@ def _update(
     largest = jnp.max(jnp.stack([jnp.max(jnp.abs(p)) for p in jax.tree.leaves(params)]))
     finite = jnp.isfinite(loss) & jmp.all_finite(grads) & (largest < PARAMETER_LIMIT)
     keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+    poses, pose_metrics = state.poses, {}
+    if pose_grads is not None:
+        pose_grads = state.loss_scale.unscale(pose_grads)
+        finite = finite & jmp.all_finite(pose_grads)
+        lr_poses = pose_refinement.learning_rate(hyper.lr_poses, hyper.pose_warmup_steps,
+                                                 hyper.lr_decay_ratio, hyper.n_iters,
+                                                 state.step)  # fmt: skip
+        poses = keep(state.poses.step(pose_grads, lr_poses), state.poses)
+        pose_metrics = {"lr_poses": lr_poses, **_pose_sizes(poses.table)}
     new_state = dataclasses.replace(
         state,
         params=keep(params, state.params),
@@ -196,6 +222,7 @@ def _update(
         # Overflowing samples were treated as empty / unshaded; the buffers grow next step.
         dropped_samples=state.dropped_samples + dropped,
         loss_scale=state.loss_scale.adjust(finite),
+        poses=poses,
     )
     metrics = {
         "finite": finite,
@@ -211,8 +238,17 @@ def _update(
         "appearance_peak": peaks[1],
         "skipped_steps": new_state.skipped_steps,
         "dropped_samples": new_state.dropped_samples,
+        **pose_metrics,
     }
     return new_state, metrics
+
+
+def _pose_sizes(table: jax.Array) -> dict[str, jax.Array]:
+    """How far the pose corrections (views, 6) move the cameras: the mean rotation
+    (degrees) and translation (world units) over the views."""
+    rotation = jnp.degrees(jnp.linalg.norm(table[:, :3], axis=1))
+    return {"pose_rotation_deg": jnp.mean(rotation),
+            "pose_translation": jnp.mean(jnp.linalg.norm(table[:, 3:], axis=1))}  # fmt: skip
 
 
 # Steps one call of `train_steps` can run at most: the size of its per-step metrics, static

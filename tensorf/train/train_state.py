@@ -15,6 +15,7 @@ from tensorf.config import RunConfig, TrainConfig
 from tensorf.field import alpha_mask, field, tensor_vm
 from tensorf.field.alpha_mask import AlphaMask
 from tensorf.render.sampling import RenderSettings, precision, render_settings
+from tensorf.train.pose_refinement import PoseCorrections
 
 ADAM = optax.scale_by_adam(b1=0.9, b2=0.99)
 
@@ -35,13 +36,20 @@ class TrainState:
     skipped_steps: jax.Array  # () int32, steps skipped for a non-finite loss or gradient
     dropped_samples: jax.Array  # () int32, samples skipped because a buffer was full
     loss_scale: jmp.LossScale  # dynamic for f16, a no-op otherwise
+    # --refine-poses: every training view's pose correction; None without (no leaves, so
+    # such a run's checkpoints are as before).
+    poses: PoseCorrections | None = None
 
     @property
     def resolution(self) -> tuple[int, int, int]:
         return self.params["density"].resolution
 
 
-def init_state(cfg: TrainConfig) -> TrainState:
+def init_state(cfg: TrainConfig, n_views: int = 0) -> TrainState:
+    """Step 0 of a run; `n_views`: the training views (all processes'), which
+    --refine-poses needs."""
+    if cfg.optimiser.refine_poses and n_views < 1:
+        raise ValueError("--refine-poses needs the number of training views")
     key, init_key = jax.random.split(jax.random.PRNGKey(cfg.run.seed))
     aabb = np.array(cfg.schedule.aabb, np.float32).reshape(2, 3)
     resolution = tensor_vm.resolution_for_voxels(cfg.schedule.grid_init**3, aabb)
@@ -58,6 +66,7 @@ def init_state(cfg: TrainConfig) -> TrainState:
         skipped_steps=jnp.int32(0),
         dropped_samples=jnp.int32(0),
         loss_scale=initial_loss_scale(cfg.run),
+        poses=PoseCorrections.zeros(n_views) if cfg.optimiser.refine_poses else None,
     )
 
 
