@@ -3,7 +3,10 @@ few steps (in two calls that draw their batches on the devices, as the training 
 and renders a view on 1 device and on 4, and prints how far apart they are as JSON
 (tests/test_parallel.py asserts on it).
 
-    python tests/parallel_check.py SCENE_DIR
+    python tests/parallel_check.py SCENE_DIR [refine-poses]
+
+With refine-poses the cameras' pose corrections are learned too (from the first step), and
+compared with the parameters.
 """
 
 import json
@@ -15,18 +18,21 @@ import numpy as np
 from synthetic import tiny_config
 
 from tensorf import data, parallel
+from tensorf.config import override
 from tensorf.render.image import render_image
 from tensorf.train import ray_pool, steps, train_state
 
 assert len(jax.devices()) == 4, "run with XLA_FLAGS=--xla_force_host_platform_device_count=4"
 scene = Path(sys.argv[1])
 cfg = tiny_config(scene, scene / "unused")
+if sys.argv[2:] == ["refine-poses"]:
+    cfg = override(cfg, refine_poses=True, pose_warmup_steps=0)
 views = data.load_views(scene, "train")
 results = {}
 for n in (1, 4):
     mesh = parallel.data_mesh(jax.devices()[:n])
     pool = ray_pool.make_pool(views).on(mesh, cfg.run.seed)
-    state = parallel.replicate(train_state.init_state(cfg), mesh)
+    state = parallel.replicate(train_state.init_state(cfg, views.n_views), mesh)
     settings = train_state.settings_for(cfg, state)
     hyper, spec = steps.Hyper.of(cfg), steps.StepSpec.of(cfg)
     losses = []
@@ -38,7 +44,7 @@ for n in (1, 4):
         views.intrinsics, chunk=256, mesh=mesh,
     )  # fmt: skip
     sharding = state.params["density"].planes[0].sharding
-    leaves = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+    leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.poses))]
     results[n] = (losses, leaves, image["rgb"], len(sharding.device_set))
 
 (loss_1, params_1, rgb_1, devices_1), (loss_4, params_4, rgb_4, devices_4) = results.values()

@@ -133,6 +133,7 @@ RESUMABLE_BEFORE = {
     "max_bad_steps", "distributed", "lr_grid", "lr_network", "eval_every", "eval_every_views",
     "eval_lpips", "viewer", "viewer_host", "viewer_port", "compile_cache", "steps_per_call",
     "compile_ahead",  # added with compile ahead: it changes when, not what, is compiled
+    "lr_poses",  # added with --refine-poses: a learning rate, as lr_grid and lr_network
 }  # fmt: skip
 
 

@@ -16,9 +16,10 @@ from synthetic import write_sphere_scene
 from tensorf.train import checkpoint
 
 
-def test_four_devices_match_one(tmp_path):
+@pytest.mark.parametrize("refine", [[], ["refine-poses"]])
+def test_four_devices_match_one(tmp_path, refine):
     scene = write_sphere_scene(tmp_path / "scene", size=16, n_train=8, n_test=1)
-    result = run_cli(str(REPO / "tests" / "parallel_check.py"), str(scene),
+    result = run_cli(str(REPO / "tests" / "parallel_check.py"), str(scene), *refine,
                      XLA_FLAGS="--xla_force_host_platform_device_count=4")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])

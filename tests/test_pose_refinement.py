@@ -203,3 +203,13 @@ def test_refined_run_resumes_bit_for_bit_and_exports_its_poses(sphere_scene, tmp
     log = [json.loads(line) for line in (cfg_a.run.run_dir / "log.jsonl").read_text().split("\n")
            if line.strip()]  # fmt: skip
     assert log[-1]["pose_rotation_deg"] > 0 and log[-1]["lr_poses"] > 0
+
+
+def test_each_process_indexes_its_own_views_in_the_whole_table(monkeypatch, sphere_scene):
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    monkeypatch.setattr(jax, "process_count", lambda: 3)
+    share = data.load_views(sphere_scene, "train", shard=(1, 3))
+    whole = data.load_views(sphere_scene, "train")
+    ids = np.asarray(ray_pool.Cameras.of(share).view_ids)
+    assert ids.tolist() == list(range(1, 24, 3))
+    np.testing.assert_array_equal(whole.c2w[ids], share.c2w)
