@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 
+from orbax.checkpoint import CheckpointManager
+
 from tensorf import data, parallel
 from tensorf.config import TrainConfig, override
 from tensorf.eval.evaluation import Probe, finish
@@ -18,6 +20,8 @@ from tensorf.loop.readings import Readings
 from tensorf.loop.schedule import Schedule
 from tensorf.loop.signals import StopOnSignals, interrupted
 from tensorf.train import checkpoint, events, steps, timing, train_state
+from tensorf.train.ray_pool import RayPool
+from tensorf.train.train_state import TrainState
 
 
 def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, viewer) -> dict:
@@ -86,9 +90,7 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
                 monitor.last_log += probe.run(state, step)  # left out of the rays/s
             if save or out_of_time or signum:
                 saved = {**sizer.saved(settings), **plan.saved(run_cfg.schedule.n_iters)}
-                checkpoint.save(mngr, state, saved)
-                if parallel.is_primary():
-                    start.export_poses(cfg, views, pool, state)
+                save_run(mngr, state, saved, cfg, views, pool)
             if signum:
                 mngr.wait_until_finished()
                 raise interrupted(signum, step, cfg.run.run_dir)
@@ -102,3 +104,12 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
     mngr.wait_until_finished()
     counts = {**timing.compiles_since(compiles), **ahead.report()}
     return finish(state, cfg, writer, train_seconds, load_seconds + probe.load_seconds, counts)
+
+
+def save_run(mngr: CheckpointManager, state: TrainState, saved: dict, cfg: TrainConfig,
+             views: data.Views, pool: RayPool) -> None:  # fmt: skip
+    """A checkpoint (`saved`: what goes with the state), and from process 0 the poses
+    refined so far (--refine-poses)."""
+    checkpoint.save(mngr, state, saved)
+    if parallel.is_primary():
+        start.export_poses(cfg, views, pool, state)
