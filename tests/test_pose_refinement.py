@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pose_scene import CAMERA_ANGLE_X, CAMERA_DISTANCE, write_pose_scene
 from scipy.spatial.transform import Rotation
-from synthetic import focal_length, tiny_config
+from synthetic import focal_length, tiny_config, write_llff_scene
 
 from tensorf import data, experiment, parallel
 from tensorf.config import ModelConfig, RenderConfig, TrainConfig, override
@@ -21,7 +21,9 @@ from tensorf.data.views import Views
 from tensorf.eval.scoring import psnr
 from tensorf.geometry import se3
 from tensorf.geometry.cameras import Intrinsics, pixel_rays
+from tensorf.presets import PRESETS
 from tensorf.render.image import render_image
+from tensorf.render.sampling import ndc_for
 from tensorf.train import checkpoint, pose_refinement, ray_pool, steps, train_state
 
 MESH = parallel.data_mesh()
@@ -213,3 +215,32 @@ def test_each_process_indexes_its_own_views_in_the_whole_table(monkeypatch, sphe
     ids = np.asarray(ray_pool.Cameras.of(share).view_ids)
     assert ids.tolist() == list(range(1, 24, 3))
     np.testing.assert_array_equal(whole.c2w[ids], share.c2w)
+
+
+def test_forward_facing_steps_correct_the_world_rays_before_ndc(tmp_path):
+    """LLFF: at zero the corrections leave the step's loss as it is without them; their
+    gradient is finite and moves every camera that had rays in the batch."""
+    scene = write_llff_scene(tmp_path / "llff", n=6, full_size=(24, 32), factors=(1,)).root
+    llff = PRESETS["llff-quick"][1]
+    # The preset's relu density: a field at its initial values has some, to move rays in.
+    model = dataclasses.replace(llff.model, density_components=(2, 2, 2),
+                                appearance_components=(4, 4, 4), appearance_dim=6, mlp_width=8)
+    cfg = override(llff, dataset_path=scene, downscale=1, batch_size=256, grid_init=16,
+                   grid_final=16, model=model, pose_warmup_steps=0)  # fmt: skip
+    views = data.load_views(scene, "train")
+    pool = ray_pool.make_pool(views)
+    projection = ndc_for(cfg.render, views.intrinsics)
+    losses, tables = [], []
+    for refine in (False, True):
+        cfg_r = override(cfg, refine_poses=refine)
+        state = train_state.init_state(cfg_r, views.n_views)
+        settings = train_state.settings_for(cfg_r, state, projection)
+        batch = ray_pool.next_batch(pool, cfg_r.run, cfg_r.optimiser, 0, MESH)
+        state, metrics = steps.train_step(state, batch, cfg_r, settings, MESH)
+        losses.append(float(metrics["loss"]))
+        tables.append(state.poses)
+    assert tables[0] is None
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+    table = np.asarray(tables[1].table)
+    # Adam's first step moves every coordinate with a gradient by the learning rate.
+    np.testing.assert_allclose(np.abs(table), 1e-3, rtol=1e-3)
