@@ -159,9 +159,21 @@ class DataConfig:
     downscale: int = 1
     """Integer image downscale factor for training and evaluation (LLFF: reads images_N/
     when present, else resizes the largest image folder)."""
+    target_long_side: int = 0
+    """Pick the downscale from the photos: the factor that puts the images' long side
+    nearest to this many pixels (by ratio; Blender: factors dividing both sides). Applies
+    while --downscale is 1; another --downscale overrides it, and 0 turns it off (full
+    size: --target-long-side 0). The chosen factor is printed and saved in config.json as
+    --downscale, which --resume keeps."""
     drop_missing_images: bool = False
     """Captures (transforms.json, COLMAP): drop the frames whose image file is missing,
     with a warning, instead of refusing the scene."""
+
+    @property
+    def fits_downscale(self) -> bool:
+        """Whether --target-long-side picks the downscale: while --downscale is at its
+        default 1, so that an explicit factor wins and a fitted one, once saved, stays."""
+        return self.target_long_side > 0 and self.downscale == 1
 
 
 @dataclasses.dataclass(frozen=True)

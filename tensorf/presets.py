@@ -74,12 +74,13 @@ PRESETS["llff"] = (
     _LLFF,
 )
 PRESETS["llff-quick"] = (
-    "LLFF tuned for a 2-core CPU (use with --max-minutes 15) at images_8: 5000 steps of 1024 "
-    "rays, 64^3 -> 256^3 by step 2000, half the official samples per ray, a second alpha "
-    "mask at step 2500.",
+    "LLFF tuned for a 2-core CPU (use with --max-minutes 15) at a long side near 504 px "
+    "(the LLFF scenes' images_8): 5000 steps of 1024 rays, 64^3 -> 256^3 by step 2000, half "
+    "the official samples per ray, a second alpha mask at step 2500.",
     override(
         _LLFF,
-        downscale=8,
+        downscale=1,
+        target_long_side=504,
         n_iters=5000,
         batch_size=1024,
         grid_init=64,
@@ -133,12 +134,13 @@ PRESETS["unbounded"] = (
     _UNBOUNDED,
 )
 PRESETS["unbounded-quick"] = (
-    "Unbounded captures on a 2-core CPU (use with --max-minutes 15) at an eighth of the "
-    "photos' size: VM-96, 5000 steps of 1024 rays, 64^3 -> 256^3 by step 2000, one sample "
-    "per voxel inside the inner box and 64 beyond it.",
+    "Unbounded captures on a 2-core CPU (use with --max-minutes 15) at a long side near 400 "
+    "px: VM-96, 5000 steps of 1024 rays, 64^3 -> 256^3 by step 2000, one sample per voxel "
+    "inside the inner box and 64 beyond it.",
     override(
         _UNBOUNDED,
-        downscale=8,
+        downscale=1,
+        target_long_side=400,
         n_iters=5000,
         batch_size=1024,
         grid_init=64,

@@ -76,6 +76,7 @@ def evaluate_views(
         "model_mb": model_megabytes(state.params),
         "ssim": float(np.mean(ssims)),
         "n_views": views.n_views,
+        "image_size": [views.width, views.height],
         "step": int(state.step),
         # Without LPIPS, which has its own figure: as before it was added.
         "seconds_per_image": (seconds - lpips_seconds) / views.n_views,
@@ -165,8 +166,9 @@ def finish(
     out_dir = Path(cfg.run.run_dir) / "renders" if primary else None
     load_seconds += time.perf_counter() - load_start
     metrics, previews = evaluate_views(state, cfg, views, out_dir)
-    metrics = {"split": cfg.eval.eval_split, "train_seconds": train_seconds,
-               "load_seconds": load_seconds, **(counts or {}), **metrics}  # fmt: skip
+    metrics = {"split": cfg.eval.eval_split, "downscale": cfg.data.downscale,
+               "train_seconds": train_seconds, "load_seconds": load_seconds,
+               **(counts or {}), **metrics}  # fmt: skip
     if not primary:
         return metrics
     step = metrics["step"]

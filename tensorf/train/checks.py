@@ -17,6 +17,7 @@ import numpy as np
 from tensorf import cli
 from tensorf.cli import ConfigError, number_problems
 from tensorf.config import OPTION_GROUPS, TrainConfig
+from tensorf.data.views import MAX_IMAGE_SIDE
 from tensorf.field import field, tensor_vm
 from tensorf.geometry.contraction import OUTER_AABB
 from tensorf.render import sampling
@@ -27,6 +28,7 @@ INTS = {
     "batch_size": (1, 2**24), "n_iters": (1, 10**9), "grid_init": (2, 4096),
     "grid_final": (2, 4096), "checkpoint_every": (1, 10**9), "keep_checkpoints": (1, 10**6),
     "log_every": (1, 10**9), "max_bad_steps": (1, 10**9), "downscale": (1, 10**4),
+    "target_long_side": (0, MAX_IMAGE_SIDE),
     "seed": (0, 2**31 - 1), "mask_max_resolution": (2, 1024),
     "model.appearance_dim": (1, 4096), "model.mlp_width": (1, 4096),
     "model.feature_pe": (0, 16), "model.view_pe": (0, 16),
