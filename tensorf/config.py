@@ -230,6 +230,12 @@ class OptimiserConfig:
     ortho_weight: float = 0.0
     """Weight of the orthogonality term on the grids' line factors (official Ortho_weight,
     vector_comp_diffs: off-diagonal entries of each line's component Gram matrix)."""
+    distortion_weight: float = 0.0
+    """Weight of mip-NeRF 360's distortion loss (0: off), averaged over the rays: each ray's
+    compositing weights pulled together onto one short stretch of it, which empties
+    floaters and haze. Measured in a distance normalised over the ray (world rays: from
+    --render.near to --render.far; NDC: t; contracted: the contracted distance); mip-NeRF
+    360 uses 0.01."""
     adam_on_upsample: Literal["reset", "resample"] = "reset"
     """What Adam's moments do when the grid is upsampled: 'reset' re-creates the optimizer
     (official code); 'resample' interpolates the moments onto the new grid."""

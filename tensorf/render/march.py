@@ -31,6 +31,7 @@ from tensorf.field import field
 from tensorf.field.alpha_mask import AlphaMask, is_occupied
 from tensorf.geometry import contraction
 from tensorf.geometry.ndc import ndc_rays, world_distance
+from tensorf.render.distortion_loss import distortion_loss
 from tensorf.render.sampling import DTYPES, RenderSettings
 
 
@@ -96,6 +97,7 @@ def render_rays(
     dirs: jax.Array,
     jitter: jax.Array | None = None,
     background: jax.Array | None = None,
+    distortion: bool = False,
 ) -> dict[str, jax.Array]:
     """Render world rays (rays, 3), unit directions -> rgb (rays, 3), depth (rays,) and
     acc (rays,). Depth is the expected distance along the ray, in world units (for NDC
@@ -108,7 +110,8 @@ def render_rays(
     needed a slot: above the capacity, the excess samples were skipped (treated as empty
     / unshaded), so callers enlarge the buffers and, when exactness matters, render again.
     `jitter` (rays,) in [0, 1) offsets each ray's samples during training; `background`
-    (a scalar) overrides `settings.background`.
+    (a scalar) overrides `settings.background`. `distortion`: also each ray's distortion
+    loss (rays,) (`tensorf.render.distortion_loss`, in `normalised_distances`).
     """
     n_rays, n = origins.shape[0], settings.samples_per_ray
     params = to_compute(params, settings.precision)
@@ -146,7 +149,7 @@ def render_rays(
     depth = (weights * distance).sum(-1)
     rgb, appearance_count = _shade(params, cfg, settings, aabb, s, dirs, weights, acc,
                                    background)  # fmt: skip
-    return {
+    out = {
         "rgb": rgb,
         "depth": depth,
         "acc": acc,
@@ -155,6 +158,9 @@ def render_rays(
         "rest_count": rest_count,
         "rest_density_count": rest_density_count,
     }
+    if distortion:
+        out["distortion"] = distortion_loss(weights, *normalised_distances(settings, s))
+    return out
 
 
 class _Samples(NamedTuple):
@@ -209,6 +215,32 @@ def _samples(settings: RenderSettings, aabb: jax.Array, origins: jax.Array, dirs
         in_range = (t < t_max[:, None]) & (k < settings.n_samples)
     dt = jnp.broadcast_to(dt, (n_rays, n)).reshape(-1)
     return _Samples(o, d, t, dt, in_range, t_out, settings.contract)
+
+
+def normalised_distances(settings: RenderSettings, s: _Samples) -> tuple[jax.Array, jax.Array]:
+    """Where the samples are along their rays, and the lengths they stand for (rays,
+    samples), in a distance from 0 at the ray's start to 1 at its end, for the distortion
+    loss (mip-NeRF 360 measures it in such a normalised distance, its s-space).
+
+    World rays: (t - near) / (far - near). NDC rays: t itself, 0 on the near plane and 1 at
+    infinity. Contracted rays: the contracted distance, over its whole: the way to the edge
+    of the inner box as it is (the contraction is the identity there), then beyond it the
+    fraction of the way in disparity from the edge to `far` (the outer samples are spaced
+    evenly in it, and it is about the contracted distance across the shell, whose depth is
+    1), the whole divided by its length."""
+    near, far = settings.near, settings.far
+    if not s.contract:
+        return (s.t - near) / (far - near), jnp.full_like(s.t, settings.step_size / (far - near))
+    n_inner = settings.n_samples
+    t_in, t_exit = ray_aabb(s.o, s.d, contraction.INNER, near, far)
+    t_exit = jnp.where(t_in < t_exit, t_exit, near)[:, None]  # as the samples took it
+    inside = jnp.minimum(s.t[:, :n_inner], t_exit) - near
+    beyond = (1.0 / t_exit - 1.0 / s.t[:, n_inner:]) / (1.0 / t_exit - 1.0 / far)
+    length = t_exit - near + 1.0
+    mids = jnp.concatenate([inside, t_exit - near + beyond], axis=-1) / length
+    inner_widths = s.dt.reshape(s.t.shape)[:, :n_inner]  # the step, or 0 past the box
+    outer_widths = jnp.full_like(beyond, 1.0 / settings.outer_samples)
+    return mids, jnp.concatenate([inner_widths, outer_widths], axis=-1) / length
 
 
 def _optical_depths(

@@ -45,6 +45,7 @@ FLOATS = {
     "lr_grid": (TINY, 1e3), "lr_network": (TINY, 1e3), "lr_decay_ratio": (TINY, 1.0),
     "mask_threshold": (TINY, 1.0), "l1_initial": (0.0, 1e6), "l1_rest": (0.0, 1e6),
     "tv_density": (0.0, 1e6), "tv_appearance": (0.0, 1e6), "ortho_weight": (0.0, 1e6),
+    "distortion_weight": (0.0, 1e6),
     "model.density_shift": (-1e3, 1e3), "model.distance_scale": (TINY, 1e6),
     "model.init_scale": (TINY, 1e3), "render.step_ratio": (TINY, 1e3),
     "render.near": (0.0, 1e9), "render.far": (TINY, 1e9), "render.image_threshold": (TINY, 1.0),

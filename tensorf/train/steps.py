@@ -39,12 +39,14 @@ class StepSpec:
     tv_density: bool
     tv_appearance: bool
     ortho: bool
+    distortion: bool
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> StepSpec:
         opt = cfg.optimiser
         return cls(opt.batch_size, cfg.model, cfg.render.background == "random",
-                   opt.tv_density > 0, opt.tv_appearance > 0, opt.ortho_weight > 0)  # fmt: skip
+                   opt.tv_density > 0, opt.tv_appearance > 0, opt.ortho_weight > 0,
+                   opt.distortion_weight > 0)  # fmt: skip
 
 
 @jax.tree_util.register_dataclass
@@ -59,12 +61,13 @@ class Hyper:
     tv_density: jax.Array  # () float32
     tv_appearance: jax.Array  # () float32
     ortho_weight: jax.Array  # () float32
+    distortion_weight: jax.Array  # () float32
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> Hyper:
         opt = cfg.optimiser
         rates = (opt.lr_grid, opt.lr_network, opt.lr_decay_ratio, opt.tv_density,
-                 opt.tv_appearance, opt.ortho_weight)  # fmt: skip
+                 opt.tv_appearance, opt.ortho_weight, opt.distortion_weight)  # fmt: skip
         return cls(np.int32(cfg.schedule.n_iters), *map(np.float32, rates))
 
 
@@ -118,21 +121,22 @@ def _step(
     n_values = spec.batch_size * 3
 
     def local(params, aabb, mask, source, jitter, background):
-        """This device's rays: squared error and sample counts, summed over all devices."""
+        """This device's rays: squared error and sample counts, summed over all devices,
+        and with the distortion loss its sum over the rays."""
         # Explicitly what shard_map does implicitly (and transposes to a sum over the
         # devices): the custom gradient of `tensor_vm.weighted_rows` must see it.
         params = jax.lax.pcast(params, AXIS, to="varying")
         cameras, ids, target = rows(source)
         origins, dirs = cameras.rays(ids)
-        out = render_rays(
-            params, spec.model, settings, aabb, mask, origins, dirs, jitter, background
-        )
+        out = render_rays(params, spec.model, settings, aabb, mask, origins, dirs, jitter,
+                          background, spec.distortion)  # fmt: skip
         sse = jnp.sum((out["rgb"] - target) ** 2)
         counts = jnp.stack([out["density_count"], out["appearance_count"]])
         capacity = jnp.array([settings.density_capacity, settings.appearance_capacity])
         dropped = jnp.maximum(counts - capacity, 0).sum()
         psum = functools.partial(jax.lax.psum, axis_name=AXIS)
-        return psum(sse), psum(counts), jax.lax.pmax(counts, AXIS), psum(dropped)
+        sums = (psum(sse),) + ((psum(out["distortion"].sum()),) if spec.distortion else ())
+        return sums, psum(counts), jax.lax.pmax(counts, AXIS), psum(dropped)
 
     sharded = jax.shard_map(
         local, mesh=mesh, in_specs=(REPLICATED,) * 3 + (source_specs, SHARDED, REPLICATED),
@@ -145,8 +149,8 @@ def _step(
     def loss_fn(params):
         # Differentiating through shard_map sums the replicated parameters' gradients
         # over the devices (the transpose of replicating them).
-        sse, *counts = sharded(params, state.aabb, state.mask, source, jitter, background)
-        mse = sse / n_values
+        sums, *counts = sharded(params, state.aabb, state.mask, source, jitter, background)
+        mse = sums[0] / n_values
         loss = mse + state.l1_weight * field.density_l1(params)
         terms = ((spec.tv_density, hyper.tv_density, "density"),
                  (spec.tv_appearance, hyper.tv_appearance, "appearance"))  # fmt: skip
@@ -155,18 +159,23 @@ def _step(
                 loss = loss + weight * tv_decay * field.grid_tv(params, key)
         if spec.ortho:
             loss = loss + hyper.ortho_weight * field.orthogonality(params)
-        return state.loss_scale.scale(loss), (loss, mse, counts)
+        logged = {"mse": mse}
+        if spec.distortion:  # the mean over the rays
+            logged["distortion"] = sums[1] / spec.batch_size
+            loss = loss + hyper.distortion_weight * logged["distortion"]
+        return state.loss_scale.scale(loss), (loss, logged, counts)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (_, (loss, mse, counts)), grads = grad_fn(state.params)
-    return _update(state, grads, rng, hyper, loss, mse, counts)
+    (_, (loss, logged, counts)), grads = grad_fn(state.params)
+    return _update(state, grads, rng, hyper, loss, logged, counts)
 
 
 def _update(
     state: TrainState, grads: field.Params, rng: jax.Array, hyper: Hyper, loss: jax.Array,
-    mse: jax.Array, counts: tuple[jax.Array, jax.Array, jax.Array],
+    logged: dict[str, jax.Array], counts: tuple[jax.Array, jax.Array, jax.Array],
 ) -> tuple[TrainState, dict[str, jax.Array]]:  # fmt: skip
     """The step's Adam update with its (scaled) gradients, unless something is not finite;
+    `logged`: the loss terms to log (mse, and the distortion loss where it is on);
     `counts`: the samples that needed each buffer (summed, and the most on one device)
     and those dropped. Returns the next state and the step's metrics."""
     counts, peaks, dropped = counts
@@ -200,8 +209,8 @@ def _update(
     metrics = {
         "finite": finite,
         "loss": loss,
-        "mse": mse,
-        "psnr": -10.0 * jnp.log10(mse),
+        **logged,
+        "psnr": -10.0 * jnp.log10(logged["mse"]),
         "lr_grid": hyper.lr_grid * decay,
         "lr_network": hyper.lr_network * decay,
         "loss_scale": state.loss_scale.loss_scale,
