@@ -73,6 +73,16 @@ def test_flags_land_in_their_groups():
     )  # fmt: skip
 
 
+def test_options_added_since_land_in_their_groups():
+    cfg, said = parse("unbounded-quick", "--target-long-side", "0", "--distortion-weight",
+                      "0.01")  # fmt: skip
+    assert cfg is not None, said
+    assert (cfg.data.target_long_side, cfg.optimiser.distortion_weight) == (0, 0.01)
+    assert all(c.optimiser.distortion_weight == 0.0 for _, c in PRESETS.values())
+    _, help_text = parse("unbounded-quick", "--help")
+    assert "--target-long-side" in help_text and "--distortion-weight" in help_text
+
+
 def _placeholders(text: str) -> str:
     """Paths that depend on this machine, as the fixture spells them."""
     for path, mark in ((DEMO_SCENE, "{demo}"), (data_dir(), "{data}"),
