@@ -56,7 +56,10 @@ def begin(cfg: TrainConfig, views: data.Views) -> Start:
         if cfg.run.resume and parallel.is_primary():
             print(f"warning: --resume: {cfg.run.run_dir} has no checkpoint yet (the run stopped "
                   "before its first); starting from step 0", file=sys.stderr)  # fmt: skip
-        state = train_state.init_state(cfg)
+        # Only appearance codes need the whole split's size (a collective with several
+        # processes).
+        training_views = parallel.total(views.n_views) if cfg.model.appearance_codes else 0
+        state = train_state.init_state(cfg, training_views)
     if filter_rays and any(s <= int(state.step) for s in cfg.schedule.mask_steps[1:]):
         pool = events.filter_rays(state.mask, pool, cfg.render)
     return Start(state, pool, mngr, saved, filter_rays)
