@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +18,10 @@ from test_reliability import assert_same_state
 
 from tensorf import data, experiment, parallel
 from tensorf.config import ModelConfig, TrainConfig, override
+from tensorf.errors import ConfigError
 from tensorf.field import field
 from tensorf.field.alpha_mask import everything
+from tensorf.loop import start
 from tensorf.render import march
 from tensorf.render.sampling import fit_capacity
 from tensorf.train import checkpoint, ray_pool, steps, train_state
@@ -126,3 +129,11 @@ def test_codes_resume_bit_for_bit(sphere_scene, tmp_path):
     metrics_b = experiment.train(cfg_b)
     assert metrics_b["psnr"] == pytest.approx(metrics_a["psnr"], abs=1e-6)
     assert_same_state(cfg_a, cfg_b)
+
+
+def test_resume_refuses_codes_for_another_number_of_views():
+    state = SimpleNamespace(params={"codes": np.zeros((24, 3))})
+    start.check_codes(state, 24)
+    start.check_codes(SimpleNamespace(params={}), 0)  # no codes: nothing to check
+    with pytest.raises(ConfigError, match="codes are for 24 training views, the scene has 20"):
+        start.check_codes(state, 20)
