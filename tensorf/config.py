@@ -59,6 +59,12 @@ class ModelConfig:
     """Positional-encoding frequencies applied to the appearance features."""
     view_pe: int = 2
     """Positional-encoding frequencies applied to the view direction."""
+    appearance_codes: int = 0
+    """Length of a learned code per training image (NeRF-W / nerfacto appearance
+    embeddings), fed to the shading MLP so that exposure and white balance that change
+    between photos need not be painted into the scene; 0: off. Codes start at zero and
+    learn at --lr-network. Every render outside training (evaluation, videos, the viewer,
+    mesh colours) uses the mean of the training codes."""
     density_activation: Literal["softplus", "relu"] = "softplus"
     """Density from the summed feature: softplus(feature + density_shift), or relu(feature)
     (the official LLFF setting)."""

@@ -133,6 +133,9 @@ PRESETS["unbounded"] = (
     "photos' size. Meant for a GPU.",
     _UNBOUNDED,
 )
+# The length of unbounded-quick's per-image appearance codes (--model.appearance-codes):
+# 0, off, until they are measured on the captures (issue 33); 16 turns them on.
+UNBOUNDED_QUICK_APPEARANCE_CODES = 0
 PRESETS["unbounded-quick"] = (
     "Unbounded captures on a 2-core CPU (use with --max-minutes 15) at a long side near 400 "
     "px: VM-96, 5000 steps of 1024 rays, 64^3 -> 256^3 by step 2000, one sample per voxel "
@@ -147,7 +150,8 @@ PRESETS["unbounded-quick"] = (
         grid_final=256,
         upsample_steps=(500, 1000, 1500, 2000),
         mask_steps=(1000, 2500),
-        model=ModelConfig(density_components=(8, 8, 8), appearance_components=(24, 24, 24)),
+        model=ModelConfig(density_components=(8, 8, 8), appearance_components=(24, 24, 24),
+                          appearance_codes=UNBOUNDED_QUICK_APPEARANCE_CODES),
         render=dataclasses.replace(_UNBOUNDED.render, step_ratio=1.0, appearance_samples=16),
         checkpoint_every=500,
         log_every=50,

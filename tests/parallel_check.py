@@ -3,9 +3,10 @@ few steps (in two calls that draw their batches on the devices, as the training 
 and renders a view on 1 device and on 4, and prints how far apart they are as JSON
 (tests/test_parallel.py asserts on it).
 
-    python tests/parallel_check.py SCENE_DIR
+    python tests/parallel_check.py SCENE_DIR [APPEARANCE_CODES]
 """
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -21,12 +22,14 @@ from tensorf.train import ray_pool, steps, train_state
 assert len(jax.devices()) == 4, "run with XLA_FLAGS=--xla_force_host_platform_device_count=4"
 scene = Path(sys.argv[1])
 cfg = tiny_config(scene, scene / "unused")
+codes = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, appearance_codes=codes))
 views = data.load_views(scene, "train")
 results = {}
 for n in (1, 4):
     mesh = parallel.data_mesh(jax.devices()[:n])
     pool = ray_pool.make_pool(views).on(mesh, cfg.run.seed)
-    state = parallel.replicate(train_state.init_state(cfg), mesh)
+    state = parallel.replicate(train_state.init_state(cfg, views.n_views), mesh)
     settings = train_state.settings_for(cfg, state)
     hyper, spec = steps.Hyper.of(cfg), steps.StepSpec.of(cfg)
     losses = []

@@ -54,49 +54,69 @@ def quick_settings():
     return render_settings(QUICK, np.reshape(QUICK.schedule.aabb, (2, 3)), (64, 64, 64))
 
 
-def test_the_buffers_grow_at_once_and_shrink_only_at_shrink_points():
+def test_the_buffers_grow_at_once_and_shrink_a_call_late_only_at_shrink_points():
     sizer, settings = BufferSizer({}), quick_settings()
-    assert settings.density_capacity > 4096 and sizer.fit(settings) == settings
+
+    def fit(settings):  # after a call
+        return sizer.fit(settings, called=True)[0]
+
+    assert settings.density_capacity > 4096 and fit(settings) == settings
     assert sizer.capacities == [settings.density_capacity, settings.appearance_capacity]
-    # The first fit may shrink: 25% over the peaks, rounded up to a bucket (1024 at least).
+    # The first fit may shrink: 25% over the peaks, rounded up to a bucket (1024 at least),
+    # planned for the call after the next one (compile ahead compiles it behind that one).
     sizer.note([1000, 300])
-    settings = sizer.fit(settings)
+    assert sizer.fit(settings, called=True) == (settings, True)
+    assert sizer.planned == [1280, 1024] and not sizer.may_shrink
+    assert sizer.fit(settings, called=False) == (settings, False)  # no call since: not yet
+    settings = fit(settings)
     assert (settings.density_capacity, settings.appearance_capacity) == (1280, 1024)
-    assert not sizer.may_shrink
+    assert sizer.planned is None
     sizer.note([900, 200])  # fits: nothing changes, and nothing compiles
-    assert sizer.fit(settings) == settings
+    assert fit(settings) == settings
     sizer.note([2000, 100])  # overflowed: grows at once
-    settings = sizer.fit(settings)
+    settings = fit(settings)
     assert settings.density_capacity == 2560
     # At the next shrink point (after a checkpoint) the largest peak since the last one
     # counts, not the last call's.
     sizer.note([700, 100])
     sizer.may_shrink = True
-    assert sizer.fit(settings).density_capacity == 2560
+    assert fit(settings).density_capacity == 2560 and sizer.planned is None
     sizer.note([700, 100])
     sizer.may_shrink = True
-    assert sizer.fit(settings).density_capacity == 1024
+    assert fit(settings).density_capacity == 2560 and sizer.planned == [1024, 1024]
+    sizer.note([3000, 100])  # a grow on top of the planned shrink, at once
+    assert fit(settings).density_capacity == bucket(int(3000 * 1.25) + 1)
 
 
 def test_the_buffers_survive_a_checkpoint_and_carry_over_a_grid_event():
     sizer, fresh = BufferSizer({}), quick_settings()
     sizer.note([1000, 300])
-    settings = sizer.fit(fresh)
+    settings, _ = sizer.fit(fresh, called=True)
     sizer.note([1100, 310])
     saved = sizer.saved(settings)
-    assert saved == {"density_capacity": 1280, "appearance_capacity": 1024,
-                     "peaks": [1100, 310], "high": [1100, 310], "may_shrink": False}  # fmt: skip
+    assert saved == {"density_capacity": fresh.density_capacity,
+                     "appearance_capacity": fresh.appearance_capacity, "peaks": [1100, 310],
+                     "high": [1100, 310], "may_shrink": False,
+                     "recent": [[1000, 300], [1100, 310]], "planned": [1280, 1024]}  # fmt: skip
     again = BufferSizer(json.loads(json.dumps(saved)))  # as a checkpoint stores it
     assert (again.peaks, again.high, again.may_shrink) == ([1100, 310], [1100, 310], False)
     assert BufferSizer.restored(fresh, saved) == settings
-    # A grid event: the density buffer scales with the samples per ray, then the old peaks
-    # (counted with the old grid) are dropped.
+    assert again.fit(settings, called=True)[0] == sizer.fit(settings, called=True)[0]
+    settings = sizer.planned_settings(settings) if sizer.planned else settings
+    # A grid event: the density buffer scales with the samples per ray from the peaks of
+    # the call before the event's own (what compile ahead knew while the event's call was
+    # queued), then the old peaks (counted with the old grid) are dropped.
+    assert sizer.carried(pending=True) == [1100, 310]
+    sizer.note([1500, 320])  # the event's call, read at the event
+    assert sizer.carried(pending=False) == [1100, 310]
     bigger = render_settings(QUICK, np.reshape(QUICK.schedule.aabb, (2, 3)), (128, 128, 128))
     scale = bigger.samples_per_ray / settings.samples_per_ray
     carried = sizer.new_grid(bigger, settings)
     assert carried.density_capacity == min(bigger.density_capacity,
                                            bucket(int(1100 * scale * 1.25) + 1))  # fmt: skip
-    assert (sizer.peaks, sizer.high, sizer.may_shrink) == (None, None, True)
+    assert (sizer.peaks, sizer.high, sizer.may_shrink, sizer.recent) == (None, None, True, [])
+    assert sizer.carried(pending=True) is None  # no call read since the event
+    assert sizer.new_grid(bigger, settings) == bigger  # nothing to carry: the worst case
 
 
 class FakeMonitor:
@@ -126,14 +146,17 @@ def call(first: int, n: int, finite=None, peak: int = 100) -> tuple[int, int, di
 
 def test_readings_lag_one_call_and_log_the_last_step_of_a_call():
     cfg = override(QUICK, max_bad_steps=3)
-    sizer, log = BufferSizer({}), FakeMonitor()
-    readings, settings = Readings(cfg, sizer, log), quick_settings()
+    sizer, log, refits = BufferSizer({}), FakeMonitor(), []
+    readings, settings = Readings(cfg, sizer, log, refits.append), quick_settings()
     settings = readings.queue(call(1, 1, peak=3000), settings)
     assert sizer.capacities == [settings.density_capacity, settings.appearance_capacity]
     assert log.lines == [] and readings.unread[0] == 1  # nothing read yet: still in flight
+    worst = settings
     settings = readings.queue(call(2, 9 - 1, peak=200), settings)  # steps 2..9
-    assert settings.density_capacity == bucket(int(3000 * 1.25) + 1)  # call 1's peak
+    assert settings == worst  # call 1's peaks planned a shrink, to compile ahead first:
+    assert [s.density_capacity for s in refits] == [bucket(int(3000 * 1.25) + 1)]
     settings = readings.queue(call(10, 1), settings)
+    assert settings == refits[0]  # in use from the call after next
     assert sizer.high == [200, 100]  # call 2's 8 steps only, never the padding rows
     assert log.lines == []  # step 9: no log line due
     readings.drain(settings)  # step 10, read at once

@@ -16,6 +16,7 @@ from tensorf.config import EvalConfig, TrainConfig
 from tensorf.errors import TrainingError
 from tensorf.eval.lpips import MIN_SIDE, lpips
 from tensorf.eval.scoring import model_megabytes, psnr, ssim, summary
+from tensorf.field import field
 from tensorf.progress import tqdm
 from tensorf.render.image import baked, render_image
 from tensorf.render.sampling import image_settings, ndc_for
@@ -82,6 +83,8 @@ def evaluate_views(
         "seconds_per_image": (seconds - lpips_seconds) / views.n_views,
         "psnr_per_view": [round(p, 3) for p in psnrs],
     }
+    if cfg.model.appearance_codes:
+        metrics["appearance"] = field.APPEARANCE_RULE
     if net is not None:
         metrics |= {
             "lpips": float(np.mean(lpipses)),

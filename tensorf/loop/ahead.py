@@ -1,11 +1,13 @@
 """Compile ahead: the training step of the grid stage to come is compiled on a background
 thread while the current stage trains, so that a grid event swaps in a ready executable
-instead of stalling the loop on a compilation (issue 30).
+instead of stalling the loop on a compilation (issue 30); so is the step with the smaller
+buffers of a shrink the buffer sizer plans (`refit`).
 
-The loop asks `due` at each call whether to predict; `prepare` takes a function that
-returns the stages to come (the arguments and render settings the loop will pass after
-the event, computed from a copy of the state as the loop will compute them), and the
-worker compiles each one not compiled yet (`jax.jit(...).lower(...).compile()`: the same
+The loop asks `due` before each call whether to predict (and a copy of the state is kept);
+once the call is queued, `prepare` has the worker predict the stages to come (the
+arguments and render settings the loop will pass after the event, computed from the copy
+as the loop will compute them, with the buffer peaks it will carry over: `next_stage`),
+and compile each one not compiled yet (`jax.jit(...).lower(...).compile()`: the same
 program the jit call would compile, so results are the same bit for bit). `train_steps`
 runs a call with the executable of its stage when one was compiled ahead, and otherwise
 falls back to the jit call (a miss).
@@ -28,7 +30,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from tensorf.config import TrainConfig
-from tensorf.render.sampling import RenderSettings
+from tensorf.render.sampling import RenderSettings, carry_capacity
 from tensorf.train import events, steps, timing
 from tensorf.train.ray_pool import RayPool
 
@@ -52,14 +54,14 @@ def signature(args: Args, settings: RenderSettings) -> tuple:
 
 def next_stage(pool: RayPool, hyper: steps.Hyper, cfg: TrainConfig, step: int,
                voxels: dict[int, int], filtering: bool, projection, mesh: Mesh,
-               state) -> list[Stage]:  # fmt: skip
+               before: RenderSettings, peaks: list[int] | None, state) -> list[Stage]:  # fmt: skip
     """The stage that follows the grid events at `step`, derived as the loop derives it
-    (`events.on_devices`), from `state`: a copy of the replicated state taken before. The
-    loop's buffers are the worst case's there (`BufferSizer.new_grid` has no peaks left:
-    the read before the event applied them)."""
+    (`events.on_devices`, then `BufferSizer.new_grid` with `before`, the settings before
+    the event, and `peaks`, those it will carry over), from `state`: a copy of the
+    replicated state taken before."""
     state, _, device_pool, fresh, _ = events.on_devices(state, pool, cfg, step, voxels,
                                                         filtering, projection, mesh)  # fmt: skip
-    return [((state, device_pool, hyper), fresh)]
+    return [((state, device_pool, hyper), carry_capacity(fresh, before, peaks))]
 
 
 class Ahead:
@@ -67,9 +69,12 @@ class Ahead:
     every call is the plain jit call, and the stall accounting still holds)."""
 
     def __init__(self, spec: steps.StepSpec, mesh: Mesh, cfg: TrainConfig,
-                 voxels: dict[int, int]) -> None:  # fmt: skip
-        """`voxels`: the upsample steps' voxel counts (`Schedule.voxels`)."""
-        self.spec, self.mesh = spec, mesh
+                 voxels: dict[int, int], filtering: bool = False,
+                 projection=None) -> None:  # fmt: skip
+        """`voxels`: the upsample steps' voxel counts (`Schedule.voxels`); `filtering`,
+        `projection`: the loop's arguments of the grid events (`events.on_devices`)."""
+        self.spec, self.mesh, self.cfg, self.voxels = spec, mesh, cfg, voxels
+        self.filtering, self.projection = filtering, projection
         # One process only: placing a predicted pool with several would take the others
         # (`parallel.replicate_per_process`) on the worker thread.
         self.enabled = enabled = cfg.run.compile_ahead and jax.process_count() == 1
@@ -79,7 +84,9 @@ class Ahead:
         self.pending: list[threading.Event] = []  # predictions not yet turned into stages
         self.current: tuple | None = None  # the signature of the last call
         self.call = None  # and its executable (None: the jit call)
+        self.abstract: Args | None = None  # the last call's arguments' shapes (for `refit`)
         self.predicted: dict[int, int] = {}  # event step -> predictions made for it
+        self.coming: tuple[int, object] | None = None  # (event, a copy of the state) to predict
         self.stalls: list[tuple[int, float]] = []  # (step, stalled seconds) per stalling call
         self.stages: list[tuple[int, bool]] = []  # (step, compiled ahead) of each new stage
         self.rate: tuple[int, float] | None = None  # (step, time) of this stage's first call
@@ -94,28 +101,38 @@ class Ahead:
                                            daemon=True)
             self.worker.start()
 
-    def due(self, step: int, n: int, end: int) -> int | None:
-        """The grid event (before `end`) whose stage to predict before the call of `n`
-        steps from `step`, if any: every event's before the call that ends there, and an
-        upsample's alone (which a state far from it predicts exactly) also once it is
-        LEAD_SECONDS of training away (at the rate of this stage's calls so far)."""
+    def due(self, step: int, n: int, end: int, state) -> int | None:
+        """The grid event (before `end`) whose stage to predict after the call of `n`
+        steps from `step` (which donates `state`: a copy is kept for `prepare`), if any:
+        every event's after the call that ends there is queued, and an upsample's alone
+        (which a state far from it predicts exactly) also once it is LEAD_SECONDS of
+        training away (at the rate of this stage's calls so far)."""
         event = next((s for s in self.grids if step < s < end), None)
         if not self.enabled or event is None:
             return None
         made = self.predicted.get(event, 0)
         if step + n == event:
-            return event if made < 2 else None
-        if event in self.masks or made or self.rate is None or step <= self.rate[0]:
+            due = made < 2
+        elif event in self.masks or made or self.rate is None or step <= self.rate[0]:
+            due = False
+        else:
+            per_step = (time.perf_counter() - self.rate[1]) / (step - self.rate[0])
+            due = (event - step) * per_step <= LEAD_SECONDS
+        if not due:
             return None
-        per_step = (time.perf_counter() - self.rate[1]) / (step - self.rate[0])
-        return event if (event - step) * per_step <= LEAD_SECONDS else None
+        self.predicted[event] = made + 1
+        self.coming = (event, jax.tree.map(jnp.copy, state))
+        return event
 
-    def prepare(self, event: int, state, predict: Callable[..., Sequence[Stage]]) -> None:
-        """Have the worker run `predict` on a copy of `state` (the loop's next call donates
-        it) and compile the stages it returns."""
-        self.predicted[event] = self.predicted.get(event, 0) + 1
-        copy = jax.tree.map(jnp.copy, state)
-        predict = functools.partial(predict, state=copy)
+    def prepare(self, pool: RayPool, hyper: steps.Hyper, before: RenderSettings,
+                peaks: list[int] | None) -> None:  # fmt: skip
+        """Have the worker predict the stages after the event `due` returned (`next_stage`,
+        on the copy of the state it kept, with the loop's `pool`, `hyper`, settings `before`
+        the event and the `peaks` it will carry over), and compile them."""
+        (event, copy), self.coming = self.coming, None
+        predict = functools.partial(next_stage, pool, hyper, self.cfg, event, self.voxels,
+                                    self.filtering, self.projection, self.mesh, before, peaks,
+                                    copy)  # fmt: skip
         registered = threading.Event()
         self.pending.append(registered)
         with self.lock:
@@ -132,6 +149,7 @@ class Ahead:
         key = signature((state, pool, hyper), settings)
         if key != self.current:
             self.current, self.call = key, self._find(key)
+            self.abstract = jax.tree.map(_abstract, (state, pool, hyper))
             self.stages.append((step, self.call is not None))
             self.rate = None
         if self.call is None:
@@ -144,6 +162,18 @@ class Ahead:
         if stalled > 0:
             self.stalls.append((step, stalled))
         return out
+
+    def refit(self, settings: RenderSettings) -> None:
+        """Compile the last call's stage with other buffers (`settings`): a shrink the
+        buffer sizer planned for the call after next."""
+        if not self.enabled or self.current is None:
+            return
+        key = (settings, *self.current[1:])
+        with self.lock:
+            if key not in self.ready:
+                self.ready[key] = Future()
+                self.compiles.append((self.ready[key], self.abstract, settings))
+                self.wake.notify()
 
     def _find(self, key: tuple):
         """The executable of a new stage: wait for the predictions in progress, then for
@@ -223,6 +253,13 @@ class Ahead:
             "compile_ahead_misses": [step for step, hit in self.stages if not hit],
             "compile_stalls": [[step, round(s, 3)] for step, s in self.stalls],
         }
+
+
+def _abstract(x):
+    """An argument's shape, dtype and placement: what a compilation needs of it (the
+    argument itself is donated to the call)."""
+    return jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x),
+                                sharding=getattr(x, "sharding", None))  # fmt: skip
 
 
 class _Job:

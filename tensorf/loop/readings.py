@@ -5,6 +5,8 @@ a log line is due."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 
 from tensorf.config import TrainConfig
@@ -26,8 +28,10 @@ def read(tree):
 class Readings:
     """What the loop learns from each call (see `steps.train_steps`), a call late."""
 
-    def __init__(self, cfg: TrainConfig, sizer: BufferSizer, monitor: Monitor) -> None:
-        self.cfg, self.sizer, self.monitor = cfg, sizer, monitor
+    def __init__(self, cfg: TrainConfig, sizer: BufferSizer, monitor: Monitor,
+                 refit: Callable[[RenderSettings], None] = lambda _: None) -> None:  # fmt: skip
+        """`refit`: told the settings of each shrink planned (`Ahead.refit` compiles them)."""
+        self.cfg, self.sizer, self.monitor, self.refit = cfg, sizer, monitor, refit
         self.bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient
         self.unread: Call | None = None
 
@@ -38,13 +42,19 @@ class Readings:
         if self.unread is not None:
             self._read(*self.unread)
         self.unread = call
-        return self.sizer.fit(settings)
+        return self._fit(settings, called=True)
 
     def drain(self, settings: RenderSettings) -> RenderSettings:
         """Read the call in flight (waiting for it): where the host needs the state."""
         self._read(*self.unread)
         self.unread = None
-        return self.sizer.fit(settings)
+        return self._fit(settings, called=False)
+
+    def _fit(self, settings: RenderSettings, called: bool) -> RenderSettings:
+        settings, planned = self.sizer.fit(settings, called)
+        if planned:
+            self.refit(self.sizer.planned_settings(settings))
+        return settings
 
     def _read(self, step: int, n: int, metrics: dict) -> None:
         m = read(metrics)

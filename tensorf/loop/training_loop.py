@@ -4,13 +4,11 @@ reads (`Readings`), so the devices never wait for the host between those points.
 
 from __future__ import annotations
 
-import functools
-
 from tensorf import data, parallel
 from tensorf.config import TrainConfig, override
 from tensorf.eval.evaluation import Probe, finish
 from tensorf.loop import start
-from tensorf.loop.ahead import Ahead, next_stage
+from tensorf.loop.ahead import Ahead
 from tensorf.loop.budget import BudgetPlan, budget_spent
 from tensorf.loop.buffers import BufferSizer
 from tensorf.loop.monitor import Monitor, open_sinks
@@ -37,21 +35,21 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
     monitor = Monitor(run_cfg, writer, log, (step, began), viewer)
     monitor.describe(state, settings, len(pool.index))
     sizer = BufferSizer(begun.saved)
-    readings = Readings(cfg, sizer, monitor)
     device_pool = pool.on(mesh, cfg.run.seed)
     spec, hyper = steps.StepSpec.of(cfg), steps.Hyper.of(run_cfg)
-    ahead = Ahead(spec, mesh, cfg, schedule.voxels)  # compiles the grid events' stages
+    # Compiles the stages after grid events and buffer shrinks ahead.
+    ahead = Ahead(spec, mesh, cfg, schedule.voxels, begun.filter_rays, projection)
+    readings = Readings(cfg, sizer, monitor, ahead.refit)
     with StopOnSignals() as signals, ahead:
         while step < run_cfg.schedule.n_iters:
             n = schedule.stop(step, run_cfg.schedule.n_iters, plan.stops()) - step
-            if coming := ahead.due(step, n, run_cfg.schedule.n_iters):  # on a state's copy
-                ahead.prepare(coming, state, functools.partial(
-                    next_stage, pool, hyper, cfg, coming, schedule.voxels, begun.filter_rays,
-                    projection, mesh))  # fmt: skip
+            coming = ahead.due(step, n, run_cfg.schedule.n_iters, state)
             state, metrics = ahead.train_steps(state, device_pool, n, hyper, settings, step)
             step += n
             monitor.bar.update(n)
             settings = readings.queue((step, n, metrics), settings)
+            if coming:  # with the peaks the event will carry over, read by now
+                ahead.prepare(pool, hyper, settings, sizer.carried(pending=True))
             event, save = schedule.grid_event(step), schedule.save(step, run_cfg.schedule.n_iters)
             # Process 0 decides, so that every process stops at the same step.
             out_of_time, signum = parallel.from_primary(

@@ -97,6 +97,7 @@ def render_rays(
     dirs: jax.Array,
     jitter: jax.Array | None = None,
     background: jax.Array | None = None,
+    views: jax.Array | None = None,
     distortion: bool = False,
 ) -> dict[str, jax.Array]:
     """Render world rays (rays, 3), unit directions -> rgb (rays, 3), depth (rays,) and
@@ -110,8 +111,10 @@ def render_rays(
     needed a slot: above the capacity, the excess samples were skipped (treated as empty
     / unshaded), so callers enlarge the buffers and, when exactness matters, render again.
     `jitter` (rays,) in [0, 1) offsets each ray's samples during training; `background`
-    (a scalar) overrides `settings.background`. `distortion`: also each ray's distortion
-    loss (rays,) (`tensorf.render.distortion_loss`, in `normalised_distances`).
+    (a scalar) overrides `settings.background`. `views` (rays,) int32: each ray's training
+    view, whose appearance code shades it (training, with --model.appearance-codes); None:
+    the mean code (see `field.radiance`). `distortion`: also each ray's distortion loss
+    (rays,) (`tensorf.render.distortion_loss`, in `normalised_distances`).
     """
     n_rays, n = origins.shape[0], settings.samples_per_ray
     params = to_compute(params, settings.precision)
@@ -148,7 +151,7 @@ def render_rays(
     distance = world_distance(s.t, origins, dirs) if settings.ndc else s.t
     depth = (weights * distance).sum(-1)
     rgb, appearance_count = _shade(params, cfg, settings, aabb, s, dirs, weights, acc,
-                                   background)  # fmt: skip
+                                   background, views)  # fmt: skip
     out = {
         "rgb": rgb,
         "depth": depth,
@@ -265,10 +268,11 @@ def _optical_depths(
 
 def _shade(params: field.Params, cfg: ModelConfig, settings: RenderSettings, aabb: jax.Array,
            s: _Samples, dirs: jax.Array, weights: jax.Array, acc: jax.Array,
-           background: jax.Array | None) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+           background: jax.Array | None,
+           views: jax.Array | None) -> tuple[jax.Array, jax.Array]:  # fmt: skip
     """Colours (rays, 3) from each ray's top-k samples by weight (rays, samples) above the
     weight threshold, packed into the appearance buffer, composited over the background;
-    and the number of samples that needed a slot there."""
+    and the number of samples that needed a slot there. `views` (rays,): see render_rays."""
     n_rays, n = weights.shape
     k = min(settings.appearance_samples, n)
     top_w, top_idx = jax.lax.top_k(weights, k)  # (rays, k)
@@ -285,7 +289,8 @@ def _shade(params: field.Params, cfg: ModelConfig, settings: RenderSettings, aab
     # normalised NDC direction, which the projection bends away from the physical one).
     points = s.lookup(ray, s.t[ray, sample][:, None])[:, 0]
     xyz, viewdirs = to_compute((field.normalize(points, aabb), dirs[ray]), settings.precision)
-    rgb = field.radiance(params, cfg, xyz, viewdirs)  # (capacity, 3)
+    codes = None if views is None else params["codes"][views[ray]]  # (capacity, C)
+    rgb = field.radiance(params, cfg, xyz, viewdirs, codes)  # (capacity, 3)
     background = settings.background if background is None else background
     rgb = jnp.zeros((n_rays, 3)).at[ray].add(w[:, None] * rgb) + (1.0 - acc)[:, None] * background
     return rgb, appearance_count

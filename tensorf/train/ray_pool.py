@@ -43,6 +43,10 @@ class Cameras:
         index = np.array([distinct.index(c) for c in cameras], np.int32)
         return cls(c2w, jnp.asarray(table), jnp.asarray(index), views.intrinsics)
 
+    def view_of(self, ids: jax.Array) -> jax.Array:
+        """Pixel ids (n,) -> the view (n,) of each, among this process's views."""
+        return ids // (self.intrinsics.height * self.intrinsics.width)
+
     def rays(self, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Pixel ids (n,) -> origins, directions (n, 3)."""
         height, width = self.intrinsics.height, self.intrinsics.width

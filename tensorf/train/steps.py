@@ -18,7 +18,7 @@ from tensorf.field import field
 from tensorf.parallel import AXIS, REPLICATED, SHARDED
 from tensorf.render.march import render_rays
 from tensorf.render.sampling import RenderSettings
-from tensorf.train.ray_pool import Batch, DevicePool
+from tensorf.train.ray_pool import Batch, Cameras, DevicePool
 from tensorf.train.train_state import ADAM, TrainState
 
 # No parameter of a sane field comes near this (grid values stay within tens, weights
@@ -128,8 +128,9 @@ def _step(
         params = jax.lax.pcast(params, AXIS, to="varying")
         cameras, ids, target = rows(source)
         origins, dirs = cameras.rays(ids)
+        views = _training_views(cameras, ids, mesh) if spec.model.appearance_codes else None
         out = render_rays(params, spec.model, settings, aabb, mask, origins, dirs, jitter,
-                          background, spec.distortion)  # fmt: skip
+                          background, views, spec.distortion)  # fmt: skip
         sse = jnp.sum((out["rgb"] - target) ** 2)
         counts = jnp.stack([out["density_count"], out["appearance_count"]])
         capacity = jnp.array([settings.density_capacity, settings.appearance_capacity])
@@ -168,6 +169,15 @@ def _step(
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (_, (loss, logged, counts)), grads = grad_fn(state.params)
     return _update(state, grads, rng, hyper, loss, logged, counts)
+
+
+def _training_views(cameras: Cameras, ids: jax.Array, mesh: Mesh) -> jax.Array:
+    """Inside shard_map: each pixel id's (n,) view as its index in the whole training split,
+    the row of its appearance code. Process p loads views p, p + P, p + 2P, ... of the P
+    processes (`data.load_views`' shard) and its pixel ids count those alone; the mesh lists
+    each process's devices together, in process order. One process: the local index."""
+    process = jax.lax.axis_index(AXIS) // (mesh.size // jax.process_count())
+    return cameras.view_of(ids) * jax.process_count() + process
 
 
 def _update(

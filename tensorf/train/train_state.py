@@ -41,11 +41,13 @@ class TrainState:
         return self.params["density"].resolution
 
 
-def init_state(cfg: TrainConfig) -> TrainState:
+def init_state(cfg: TrainConfig, training_views: int = 0) -> TrainState:
+    """The state at step 0; `training_views`: the views of the whole training split (all
+    processes'), needed with appearance codes (`field.init_params`)."""
     key, init_key = jax.random.split(jax.random.PRNGKey(cfg.run.seed))
     aabb = np.array(cfg.schedule.aabb, np.float32).reshape(2, 3)
     resolution = tensor_vm.resolution_for_voxels(cfg.schedule.grid_init**3, aabb)
-    params = field.init_params(init_key, cfg.model, resolution)
+    params = field.init_params(init_key, cfg.model, resolution, training_views)
     return TrainState(
         params=params,
         opt_state=ADAM.init(params),
