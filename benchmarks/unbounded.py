@@ -8,7 +8,7 @@ share of the time spent loading images, peak RSS, and writes an orbit video of e
 python benchmarks/unbounded.py [--minutes 15] [--dataset-path ../shared/data/nerf/fox]
     [--variant "NAME=OPTIONS" ...] [--no-video]
 
-e.g. --variant preset= --variant "codes=--appearance-codes 16" compares the preset with an
+e.g. --variant preset= --variant "codes=--model.appearance-codes 16" compares the preset with an
 option on.
 """
 

@@ -59,6 +59,12 @@ class ModelConfig:
     """Positional-encoding frequencies applied to the appearance features."""
     view_pe: int = 2
     """Positional-encoding frequencies applied to the view direction."""
+    appearance_codes: int = 0
+    """Length of a learned code per training image (NeRF-W / nerfacto appearance
+    embeddings), fed to the shading MLP so that exposure and white balance that change
+    between photos need not be painted into the scene; 0: off. Codes start at zero and
+    learn at --lr-network. Every render outside training (evaluation, videos, the viewer,
+    mesh colours) uses the mean of the training codes."""
     density_activation: Literal["softplus", "relu"] = "softplus"
     """Density from the summed feature: softplus(feature + density_shift), or relu(feature)
     (the official LLFF setting)."""
@@ -159,9 +165,21 @@ class DataConfig:
     downscale: int = 1
     """Integer image downscale factor for training and evaluation (LLFF: reads images_N/
     when present, else resizes the largest image folder)."""
+    target_long_side: int = 0
+    """Pick the downscale from the photos: the factor that puts the images' long side
+    nearest to this many pixels (by ratio; Blender: factors dividing both sides). Applies
+    while --downscale is 1; another --downscale overrides it, and 0 turns it off (full
+    size: --target-long-side 0). The chosen factor is printed and saved in config.json as
+    --downscale, which --resume keeps."""
     drop_missing_images: bool = False
     """Captures (transforms.json, COLMAP): drop the frames whose image file is missing,
     with a warning, instead of refusing the scene."""
+
+    @property
+    def fits_downscale(self) -> bool:
+        """Whether --target-long-side picks the downscale: while --downscale is at its
+        default 1, so that an explicit factor wins and a fitted one, once saved, stays."""
+        return self.target_long_side > 0 and self.downscale == 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +236,12 @@ class OptimiserConfig:
     ortho_weight: float = 0.0
     """Weight of the orthogonality term on the grids' line factors (official Ortho_weight,
     vector_comp_diffs: off-diagonal entries of each line's component Gram matrix)."""
+    distortion_weight: float = 0.0
+    """Weight of mip-NeRF 360's distortion loss (0: off), averaged over the rays: each ray's
+    compositing weights pulled together onto one short stretch of it, which empties
+    floaters and haze. Measured in a distance normalised over the ray (world rays: from
+    --render.near to --render.far; NDC: t; contracted: the contracted distance); mip-NeRF
+    360 uses 0.01."""
     adam_on_upsample: Literal["reset", "resample"] = "reset"
     """What Adam's moments do when the grid is upsampled: 'reset' re-creates the optimizer
     (official code); 'resample' interpolates the moments onto the new grid."""

@@ -3,6 +3,7 @@ the data before any work, then hand the run to the training loop (`tensorf.loop`
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -12,6 +13,7 @@ import tyro
 from tensorf import data, parallel
 from tensorf.cli import run_main
 from tensorf.config import DataConfig, DistributedConfig, EvalConfig, RenderConfig, TrainConfig
+from tensorf.data.resolution import nearest_downscale
 from tensorf.errors import ConfigError
 from tensorf.loop import rundir, training_loop
 from tensorf.presets import PRESETS
@@ -65,6 +67,8 @@ def train(cfg: TrainConfig) -> dict:
         raise ConfigError(f"--distributed: could not join the other processes ({reason}); "
                           "check --distributed.coordinator-address") from error  # fmt: skip
     checks.check_config(cfg)
+    fitted = cfg.data.fits_downscale
+    cfg = dataclasses.replace(cfg, data=fit_downscale(cfg.data))  # saved: --resume keeps it
     rundir.check_run_dir(cfg)
     timing.use_compile_cache(cfg.run.compile_cache)
     shard = (jax.process_index(), jax.process_count())
@@ -72,6 +76,9 @@ def train(cfg: TrainConfig) -> dict:
     views = data.load_views(cfg.data.dataset_path, "train", downscale=cfg.data.downscale,
                             shard=shard, drop_missing=cfg.data.drop_missing_images)  # fmt: skip
     check_scene_kind(cfg.data, cfg.render, views)
+    if fitted and parallel.is_primary():
+        print(f"images: {views.width}x{views.height} (--downscale {cfg.data.downscale}, the "
+              f"nearest to --target-long-side {cfg.data.target_long_side})")  # fmt: skip
     checks.check_memory(cfg, views.images.nbytes)
     load_seconds = time.perf_counter() - load_start
     projection = ndc_for(cfg.render, views.intrinsics)
@@ -94,6 +101,14 @@ def train(cfg: TrainConfig) -> dict:
             viewer.close()
         if lock is not None:
             lock.close()
+
+
+def fit_downscale(scene: DataConfig) -> DataConfig:
+    """`scene` with --target-long-side turned into its --downscale (see `fits_downscale`)."""
+    if not scene.fits_downscale:
+        return scene
+    size = data.full_size(scene.dataset_path, scene.drop_missing_images)
+    return dataclasses.replace(scene, downscale=nearest_downscale(size, scene.target_long_side))
 
 
 def check_eval_views(scene: DataConfig, evaluation: EvalConfig) -> float:

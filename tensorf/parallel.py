@@ -88,6 +88,13 @@ def split_rows(mesh: Mesh, *full: np.ndarray) -> tuple[jax.Array, ...]:
     return tuple(jax.make_array_from_callback(x.shape, sharding, x.__getitem__) for x in full)
 
 
+def total(count: int) -> int:
+    """The sum of every process's `count` (e.g. the training views, each loads a share)."""
+    if jax.process_count() == 1:
+        return count
+    return int(multihost_utils.process_allgather(np.int32(count)).sum())
+
+
 def fetch(*arrays: jax.Array) -> tuple[np.ndarray, ...]:
     """Global arrays -> numpy, whole, on every process."""
     return tuple(np.asarray(multihost_utils.process_allgather(x, tiled=True)) for x in arrays)
@@ -99,13 +106,6 @@ def from_primary(*values: int) -> tuple[int, ...]:
         return tuple(int(v) for v in values)
     agreed = multihost_utils.broadcast_one_to_all(np.asarray(values, np.int32))
     return tuple(int(v) for v in agreed)
-
-
-def total(count: int) -> int:
-    """The sum of every process's `count` (e.g. the training views of all the shares)."""
-    if jax.process_count() == 1:
-        return int(count)
-    return int(multihost_utils.process_allgather(np.int32(count)).sum())
 
 
 def view_ids(n_views: int) -> np.ndarray:

@@ -74,12 +74,13 @@ PRESETS["llff"] = (
     _LLFF,
 )
 PRESETS["llff-quick"] = (
-    "LLFF tuned for a 2-core CPU (use with --max-minutes 15) at images_8: 5000 steps of 1024 "
-    "rays, 64^3 -> 256^3 by step 2000, half the official samples per ray, a second alpha "
-    "mask at step 2500.",
+    "LLFF tuned for a 2-core CPU (use with --max-minutes 15) at a long side near 504 px "
+    "(the LLFF scenes' images_8): 5000 steps of 1024 rays, 64^3 -> 256^3 by step 2000, half "
+    "the official samples per ray, a second alpha mask at step 2500.",
     override(
         _LLFF,
-        downscale=8,
+        downscale=1,
+        target_long_side=504,
         n_iters=5000,
         batch_size=1024,
         grid_init=64,
@@ -132,20 +133,25 @@ PRESETS["unbounded"] = (
     "photos' size. Meant for a GPU.",
     _UNBOUNDED,
 )
+# The length of unbounded-quick's per-image appearance codes (--model.appearance-codes):
+# 0, off, until they are measured on the captures (issue 33); 16 turns them on.
+UNBOUNDED_QUICK_APPEARANCE_CODES = 0
 PRESETS["unbounded-quick"] = (
-    "Unbounded captures on a 2-core CPU (use with --max-minutes 15) at an eighth of the "
-    "photos' size: VM-96, 5000 steps of 1024 rays, 64^3 -> 256^3 by step 2000, one sample "
-    "per voxel inside the inner box and 64 beyond it.",
+    "Unbounded captures on a 2-core CPU (use with --max-minutes 15) at a long side near 400 "
+    "px: VM-96, 5000 steps of 1024 rays, 64^3 -> 256^3 by step 2000, one sample per voxel "
+    "inside the inner box and 64 beyond it.",
     override(
         _UNBOUNDED,
-        downscale=8,
+        downscale=1,
+        target_long_side=400,
         n_iters=5000,
         batch_size=1024,
         grid_init=64,
         grid_final=256,
         upsample_steps=(500, 1000, 1500, 2000),
         mask_steps=(1000, 2500),
-        model=ModelConfig(density_components=(8, 8, 8), appearance_components=(24, 24, 24)),
+        model=ModelConfig(density_components=(8, 8, 8), appearance_components=(24, 24, 24),
+                          appearance_codes=UNBOUNDED_QUICK_APPEARANCE_CODES),
         render=dataclasses.replace(_UNBOUNDED.render, step_ratio=1.0, appearance_samples=16),
         checkpoint_every=500,
         log_every=50,

@@ -3,12 +3,13 @@ few steps (in two calls that draw their batches on the devices, as the training 
 and renders a view on 1 device and on 4, and prints how far apart they are as JSON
 (tests/test_parallel.py asserts on it).
 
-    python tests/parallel_check.py SCENE_DIR [refine-poses]
+    python tests/parallel_check.py SCENE_DIR [APPEARANCE_CODES [refine-poses]]
 
 With refine-poses the cameras' pose corrections are learned too (from the first step), and
 compared with the parameters.
 """
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,7 +26,9 @@ from tensorf.train import ray_pool, steps, train_state
 assert len(jax.devices()) == 4, "run with XLA_FLAGS=--xla_force_host_platform_device_count=4"
 scene = Path(sys.argv[1])
 cfg = tiny_config(scene, scene / "unused")
-if sys.argv[2:] == ["refine-poses"]:
+codes = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, appearance_codes=codes))
+if sys.argv[3:] == ["refine-poses"]:
     cfg = override(cfg, refine_poses=True, pose_warmup_steps=0)
 views = data.load_views(scene, "train")
 results = {}

@@ -134,6 +134,34 @@ def write_sphere_scene(
     return root
 
 
+def write_exposure_scene(
+    root: Path, gains: np.ndarray, size: int = 24, radius: float = 0.6,
+    camera_distance: float = 3.0, camera_angle_x: float = 0.69,
+) -> Path:
+    """The sphere scene photographed `shots` times from each of `poses` cameras with another
+    exposure and white balance each time: training image (pose p, shot s) is the sphere's
+    colour times `gains[p, s]` (gains: (poses, shots, 3)) on the white background. From
+    one pose no view-dependent colour tells its shots apart; only a per-image code can."""
+    root = Path(root)
+    focal = focal_length(size, camera_angle_x)
+    n_poses, shots = gains.shape[:2]
+    poses = {"train": orbit_poses(n_poses, camera_distance, z_max=0.85, phase=0.0),
+             "test": orbit_poses(1, camera_distance, z_max=0.6, phase=1.0)}  # fmt: skip
+    for split, split_gains in (("train", gains), ("test", np.ones((1, 1, 3)))):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        frames = []
+        for p, c2w in enumerate(poses[split]):
+            rgb, alpha = render_sphere(c2w, size, focal, radius)
+            for s, gain in enumerate(split_gains[p]):
+                rgba = np.concatenate([rgb * gain, alpha[..., None]], axis=-1)
+                name = f"{split}/r_{p}_{s}"
+                iio.imwrite(root / f"{name}.png", np.round(rgba * 255.0).astype(np.uint8))
+                frames.append({"file_path": f"./{name}", "transform_matrix": c2w.tolist()})
+        meta = {"camera_angle_x": camera_angle_x, "frames": frames}
+        (root / f"transforms_{split}.json").write_text(json.dumps(meta, indent=2))
+    return root
+
+
 def sphere_config(dataset: Path, run_dir: Path) -> TrainConfig:
     """A whole run on the sphere scene: ~1 minute on 2 CPU cores; events at 100 (mask +
     shrink, upsample) and 200 (mask + ray filtering + shrink and regrid, as `quick` does).

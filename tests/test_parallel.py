@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from cli_helpers import REPO, run_cli
 from synthetic import write_sphere_scene
@@ -16,10 +17,11 @@ from synthetic import write_sphere_scene
 from tensorf.train import checkpoint
 
 
-@pytest.mark.parametrize("refine", [[], ["refine-poses"]])
-def test_four_devices_match_one(tmp_path, refine):
+@pytest.mark.parametrize("options", [["0"], ["4"], ["0", "refine-poses"]],
+                         ids=["plain", "appearance codes", "refine poses"])
+def test_four_devices_match_one(tmp_path, options):
     scene = write_sphere_scene(tmp_path / "scene", size=16, n_train=8, n_test=1)
-    result = run_cli(str(REPO / "tests" / "parallel_check.py"), str(scene), *refine,
+    result = run_cli(str(REPO / "tests" / "parallel_check.py"), str(scene), *options,
                      XLA_FLAGS="--xla_force_host_platform_device_count=4")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -44,8 +46,10 @@ from synthetic import tiny_config
 from tensorf import cli, experiment
 from tensorf.config import DistributedConfig
 scene, run_dir, port, pid = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+cfg = tiny_config(scene, run_dir)
 cfg = dataclasses.replace(
-    tiny_config(scene, run_dir),
+    cfg,
+    model=dataclasses.replace(cfg.model, appearance_codes=4),
     distributed=DistributedConfig(f"localhost:{{port}}", num_processes=2, process_id=pid),
 )
 metrics = cli.run_main(lambda: experiment.train(cfg))
@@ -62,8 +66,8 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_train_one_run(sphere_scene, tiny_run, tmp_path):
     """jax.distributed on localhost: two CPU processes, each with its half of the views,
-    train one model; process 0 alone writes logs and metrics, and the result is as good
-    as the one-process run."""
+    train one model (with appearance codes); process 0 alone writes logs and metrics, and
+    the result is as good as the one-process run."""
     run_dir = tmp_path / "multi"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     port = str(free_port())
@@ -96,3 +100,8 @@ def test_two_processes_train_one_run(sphere_scene, tiny_run, tmp_path):
     # The checkpoint orbax wrote from both processes restores in one.
     _, state = checkpoint.load_run(run_dir)
     assert int(state.step) == cfg.schedule.n_iters
+    # One code per view of the whole split, each learned: process 1's views (1, 3, 5, ...)
+    # have rows of their own, not process 0's (a row no ray reaches stays exactly zero).
+    codes = np.asarray(state.params["codes"])
+    assert codes.shape == (24, 4)
+    assert np.all(np.abs(codes).sum(1) > 0)

@@ -8,15 +8,17 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from tensorf.data import blender, colmap, llff, transforms
 from tensorf.data.location import data_dir, default_dataset_path
+from tensorf.data.resolution import FullSize
 from tensorf.data.views import DOWNLOAD_HINT, IMAGE_SUFFIXES, DatasetError, SceneKind, Views
 
 __all__ = [
-    "DatasetError", "SceneKind", "Views", "available_splits", "data_dir",
-    "default_dataset_path", "detect_format", "load_views",
+    "DatasetError", "FullSize", "SceneKind", "Views", "available_splits", "data_dir",
+    "default_dataset_path", "detect_format", "full_size", "load_views",
 ]  # fmt: skip
 
 # What marks each format's scene folder, in the order they are tried.
@@ -99,3 +101,17 @@ def load_views(
         return _LOADERS[fmt].load_views(dataset_path, split, downscale, max_views, shard,
                                         drop_missing)  # fmt: skip
     return _LOADERS[fmt].load_views(dataset_path, split, downscale, max_views, shard)
+
+
+def full_size(dataset_path: Path | str, drop_missing: bool = False) -> FullSize:
+    """The full size of a scene's training images (its first training view's, which sets
+    the size of all) and the downscale factors its loader reads them at."""
+    fmt = detect_format(dataset_path)
+    if fmt == "llff":  # from poses_bounds.npy: its images/ may be missing
+        return llff.full_size(dataset_path)
+    first = load_views(dataset_path, "train", max_views=1, drop_missing=drop_missing)
+    width, height = first.width, first.height
+    if fmt == "blender":  # box-averaged: the factor must divide both sides
+        common = math.gcd(width, height)
+        return FullSize(width, height, [f for f in range(1, common + 1) if common % f == 0])
+    return FullSize(width, height, range(1, max(width, height) + 1))  # captures: resized

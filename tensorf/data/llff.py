@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tensorf.data.resolution import FullSize
 from tensorf.data.views import (
     DatasetError,
     Views,
@@ -101,6 +102,15 @@ def load_views(
     )
 
 
+def full_size(dataset_path: Path | str) -> FullSize:
+    """The images' full size (poses_bounds.npy's) and the factors `load_views` reads: an
+    images_N/ folder, or a resize of the largest one, which cannot be enlarged."""
+    root = Path(dataset_path)
+    _, _, (height, width, _) = _read_poses(root / POSES_FILE)
+    smallest = _folders(root)[0][0]
+    return FullSize(int(width), int(height), range(smallest, int(max(width, height)) + 1))
+
+
 def _read_poses(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """(N, 4, 4) recentred and rescaled camera-to-world in our axes, (N, 2) bounds in the
     same units, and the full-resolution (height, width, focal)."""
@@ -162,9 +172,8 @@ def _folder_factor(folder: Path) -> int | None:
     return int(match.group(1)) if match and int(match.group(1)) > 0 else None
 
 
-def _image_folder(root: Path, downscale: int) -> tuple[Path, int]:
-    """The folder to read and its downscale factor: images_<downscale>/ (images/ for 1)
-    if present, else the largest-resolution folder, which must not be smaller."""
+def _folders(root: Path) -> list[tuple[int, Path]]:
+    """The image folders (factor, path), the largest images first."""
     folders = sorted(
         (factor, p) for p in root.iterdir() if p.is_dir() and (factor := _folder_factor(p))
     )
@@ -173,6 +182,13 @@ def _image_folder(root: Path, downscale: int) -> tuple[Path, int]:
             f"{root}: no image folder (images/ or images_N/ beside {POSES_FILE}); "
             "re-extract the dataset"
         )
+    return folders
+
+
+def _image_folder(root: Path, downscale: int) -> tuple[Path, int]:
+    """The folder to read and its downscale factor: images_<downscale>/ (images/ for 1)
+    if present, else the largest-resolution folder, which must not be smaller."""
+    folders = _folders(root)
     for factor, folder in folders:
         if factor == downscale:
             return folder, factor

@@ -16,6 +16,7 @@ from tensorf.config import EvalConfig, TrainConfig
 from tensorf.errors import TrainingError
 from tensorf.eval.lpips import MIN_SIDE, lpips
 from tensorf.eval.scoring import model_megabytes, psnr, ssim, summary
+from tensorf.field import field
 from tensorf.progress import tqdm
 from tensorf.render.image import baked, render_image
 from tensorf.render.sampling import image_settings, ndc_for
@@ -77,11 +78,14 @@ def evaluate_views(
         "model_mb": model_megabytes(state.params),
         "ssim": float(np.mean(ssims)),
         "n_views": views.n_views,
+        "image_size": [views.width, views.height],
         "step": int(state.step),
         # Without LPIPS, which has its own figure: as before it was added.
         "seconds_per_image": (seconds - lpips_seconds) / views.n_views,
         "psnr_per_view": [round(p, 3) for p in psnrs],
     }
+    if cfg.model.appearance_codes:
+        metrics["appearance"] = field.APPEARANCE_RULE
     if net is not None:
         metrics |= {
             "lpips": float(np.mean(lpipses)),
@@ -169,8 +173,9 @@ def finish(
     load_seconds += time.perf_counter() - load_start
     views = seen_from_refined(views, state.poses, cfg.eval.eval_split, cfg.eval.eval_max_views)
     metrics, previews = evaluate_views(state, cfg, views, out_dir)
-    metrics = {"split": cfg.eval.eval_split, "train_seconds": train_seconds,
-               "load_seconds": load_seconds, **(counts or {}), **metrics}  # fmt: skip
+    metrics = {"split": cfg.eval.eval_split, "downscale": cfg.data.downscale,
+               "train_seconds": train_seconds, "load_seconds": load_seconds,
+               **(counts or {}), **metrics}  # fmt: skip
     if not primary:
         return metrics
     step = metrics["step"]

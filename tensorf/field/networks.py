@@ -33,24 +33,28 @@ def positional_encoding(x: jax.Array, n_freqs: int) -> jax.Array:
 
 
 class ShadingMLP(nn.Module):
-    """Appearance features and view direction -> RGB in [0, 1]."""
+    """Appearance features and view direction (and, optionally, a per-image appearance
+    code) -> RGB in [0, 1]."""
 
     feature_pe: int = 2
     view_pe: int = 2
     width: int = 128
 
     @nn.compact
-    def __call__(self, features: jax.Array, viewdirs: jax.Array) -> jax.Array:
-        """features (n, F), viewdirs (n, 3) -> rgb (n, 3)."""
-        x = jnp.concatenate(
-            [
-                features,
-                viewdirs,
-                positional_encoding(features, self.feature_pe),
-                positional_encoding(viewdirs, self.view_pe),
-            ],
-            axis=-1,
-        )
+    def __call__(
+        self, features: jax.Array, viewdirs: jax.Array, codes: jax.Array | None = None
+    ) -> jax.Array:
+        """features (n, F), viewdirs (n, 3), codes (n, C) or None -> rgb (n, 3).
+
+        The codes (NeRF-W's appearance embeddings) go in last and unencoded, as NeRF-W
+        and nerfacto feed them; without them the input is the official MLPRender_Fea's."""
+        inputs = [
+            features,
+            viewdirs,
+            positional_encoding(features, self.feature_pe),
+            positional_encoding(viewdirs, self.view_pe),
+        ]
+        x = jnp.concatenate(inputs if codes is None else [*inputs, codes], axis=-1)
         for _ in range(2):
             x = nn.relu(
                 nn.Dense(

@@ -48,20 +48,36 @@ def begin(cfg: TrainConfig, views: data.Views) -> Start:
         checkpoint.save_config(cfg.run.run_dir, cfg)
         checkpoint.save_cameras(cfg.run.run_dir, views)
     mngr = checkpoint.manager(cfg.run.run_dir, cfg.run.keep_checkpoints)
+    # Only appearance codes and --refine-poses need the whole split's size (a collective
+    # with several processes).
+    wanted = cfg.model.appearance_codes or cfg.optimiser.refine_poses
+    training_views = parallel.total(views.n_views) if wanted else 0
     saved = {}
     if cfg.run.resume and mngr.all_steps():
         unreadable = cfg.run.run_dir / "unreadable_checkpoints"
         state, saved = checkpoint.restore_latest(mngr, cfg, set_aside=unreadable)
+        check_codes(state, training_views)
     else:
         if cfg.run.resume and parallel.is_primary():
             print(f"warning: --resume: {cfg.run.run_dir} has no checkpoint yet (the run stopped "
                   "before its first); starting from step 0", file=sys.stderr)  # fmt: skip
-        state = train_state.init_state(cfg, parallel.total(views.n_views))
+        state = train_state.init_state(cfg, training_views)
     if parallel.is_primary():
         export_poses(cfg, views, pool, state)
     if filter_rays and any(s <= int(state.step) for s in cfg.schedule.mask_steps[1:]):
         pool = events.filter_rays(state.mask, pool, cfg.render)
     return Start(state, pool, mngr, saved, filter_rays)
+
+
+def check_codes(state: TrainState, training_views: int) -> None:
+    """A resumed run's appearance codes must be one per training view: another scene (or
+    another set of its photos) would shade its rays with other photos' codes."""
+    if "codes" in state.params and len(state.params["codes"]) != training_views:
+        raise ConfigError(
+            f"--resume: the run's appearance codes are for {len(state.params['codes'])} "
+            f"training views, the scene has {training_views}; resume with the scene (and "
+            "--drop-missing-images) it was trained with"
+        )
 
 
 def export_poses(cfg: TrainConfig, views: data.Views, pool: RayPool, state: TrainState) -> None:

@@ -31,6 +31,7 @@ from tensorf.field import field
 from tensorf.field.alpha_mask import AlphaMask, is_occupied
 from tensorf.geometry import contraction
 from tensorf.geometry.ndc import ndc_rays, world_distance
+from tensorf.render.distortion_loss import distortion_loss
 from tensorf.render.sampling import DTYPES, RenderSettings
 
 
@@ -96,6 +97,8 @@ def render_rays(
     dirs: jax.Array,
     jitter: jax.Array | None = None,
     background: jax.Array | None = None,
+    views: jax.Array | None = None,
+    distortion: bool = False,
 ) -> dict[str, jax.Array]:
     """Render world rays (rays, 3), unit directions -> rgb (rays, 3), depth (rays,) and
     acc (rays,). Depth is the expected distance along the ray, in world units (for NDC
@@ -108,7 +111,10 @@ def render_rays(
     needed a slot: above the capacity, the excess samples were skipped (treated as empty
     / unshaded), so callers enlarge the buffers and, when exactness matters, render again.
     `jitter` (rays,) in [0, 1) offsets each ray's samples during training; `background`
-    (a scalar) overrides `settings.background`.
+    (a scalar) overrides `settings.background`. `views` (rays,) int32: each ray's training
+    view, whose appearance code shades it (training, with --model.appearance-codes); None:
+    the mean code (see `field.radiance`). `distortion`: also each ray's distortion loss
+    (rays,) (`tensorf.render.distortion_loss`, in `normalised_distances`).
     """
     n_rays, n = origins.shape[0], settings.samples_per_ray
     params = to_compute(params, settings.precision)
@@ -145,8 +151,8 @@ def render_rays(
     distance = world_distance(s.t, origins, dirs) if settings.ndc else s.t
     depth = (weights * distance).sum(-1)
     rgb, appearance_count = _shade(params, cfg, settings, aabb, s, dirs, weights, acc,
-                                   background)  # fmt: skip
-    return {
+                                   background, views)  # fmt: skip
+    out = {
         "rgb": rgb,
         "depth": depth,
         "acc": acc,
@@ -155,6 +161,9 @@ def render_rays(
         "rest_count": rest_count,
         "rest_density_count": rest_density_count,
     }
+    if distortion:
+        out["distortion"] = distortion_loss(weights, *normalised_distances(settings, s))
+    return out
 
 
 class _Samples(NamedTuple):
@@ -211,6 +220,32 @@ def _samples(settings: RenderSettings, aabb: jax.Array, origins: jax.Array, dirs
     return _Samples(o, d, t, dt, in_range, t_out, settings.contract)
 
 
+def normalised_distances(settings: RenderSettings, s: _Samples) -> tuple[jax.Array, jax.Array]:
+    """Where the samples are along their rays, and the lengths they stand for (rays,
+    samples), in a distance from 0 at the ray's start to 1 at its end, for the distortion
+    loss (mip-NeRF 360 measures it in such a normalised distance, its s-space).
+
+    World rays: (t - near) / (far - near). NDC rays: t itself, 0 on the near plane and 1 at
+    infinity. Contracted rays: the contracted distance, over its whole: the way to the edge
+    of the inner box as it is (the contraction is the identity there), then beyond it the
+    fraction of the way in disparity from the edge to `far` (the outer samples are spaced
+    evenly in it, and it is about the contracted distance across the shell, whose depth is
+    1), the whole divided by its length."""
+    near, far = settings.near, settings.far
+    if not s.contract:
+        return (s.t - near) / (far - near), jnp.full_like(s.t, settings.step_size / (far - near))
+    n_inner = settings.n_samples
+    t_in, t_exit = ray_aabb(s.o, s.d, contraction.INNER, near, far)
+    t_exit = jnp.where(t_in < t_exit, t_exit, near)[:, None]  # as the samples took it
+    inside = jnp.minimum(s.t[:, :n_inner], t_exit) - near
+    beyond = (1.0 / t_exit - 1.0 / s.t[:, n_inner:]) / (1.0 / t_exit - 1.0 / far)
+    length = t_exit - near + 1.0
+    mids = jnp.concatenate([inside, t_exit - near + beyond], axis=-1) / length
+    inner_widths = s.dt.reshape(s.t.shape)[:, :n_inner]  # the step, or 0 past the box
+    outer_widths = jnp.full_like(beyond, 1.0 / settings.outer_samples)
+    return mids, jnp.concatenate([inner_widths, outer_widths], axis=-1) / length
+
+
 def _optical_depths(
     params: field.Params, cfg: ModelConfig, settings: RenderSettings, aabb: jax.Array,
     mask: AlphaMask, s: _Samples, rays, ok_rays, start: int, stop: int, capacity: int,
@@ -233,10 +268,11 @@ def _optical_depths(
 
 def _shade(params: field.Params, cfg: ModelConfig, settings: RenderSettings, aabb: jax.Array,
            s: _Samples, dirs: jax.Array, weights: jax.Array, acc: jax.Array,
-           background: jax.Array | None) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+           background: jax.Array | None,
+           views: jax.Array | None) -> tuple[jax.Array, jax.Array]:  # fmt: skip
     """Colours (rays, 3) from each ray's top-k samples by weight (rays, samples) above the
     weight threshold, packed into the appearance buffer, composited over the background;
-    and the number of samples that needed a slot there."""
+    and the number of samples that needed a slot there. `views` (rays,): see render_rays."""
     n_rays, n = weights.shape
     k = min(settings.appearance_samples, n)
     top_w, top_idx = jax.lax.top_k(weights, k)  # (rays, k)
@@ -253,7 +289,8 @@ def _shade(params: field.Params, cfg: ModelConfig, settings: RenderSettings, aab
     # normalised NDC direction, which the projection bends away from the physical one).
     points = s.lookup(ray, s.t[ray, sample][:, None])[:, 0]
     xyz, viewdirs = to_compute((field.normalize(points, aabb), dirs[ray]), settings.precision)
-    rgb = field.radiance(params, cfg, xyz, viewdirs)  # (capacity, 3)
+    codes = None if views is None else params["codes"][views[ray]]  # (capacity, C)
+    rgb = field.radiance(params, cfg, xyz, viewdirs, codes)  # (capacity, 3)
     background = settings.background if background is None else background
     rgb = jnp.zeros((n_rays, 3)).at[ray].add(w[:, None] * rgb) + (1.0 - acc)[:, None] * background
     return rgb, appearance_count

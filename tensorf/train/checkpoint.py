@@ -158,6 +158,8 @@ def save(mngr: ocp.CheckpointManager, state: TrainState, buffers: dict | None = 
     the render buffer sizes in use (`buffers`), so a resumed run continues bit for bit."""
     step = int(state.step)
     shapes = {"resolution": list(state.resolution), "mask_cells": list(state.mask.cells.shape)}
+    if "codes" in state.params:
+        shapes["training_views"] = int(state.params["codes"].shape[0])
     if state.poses is not None:
         shapes["pose_views"] = int(state.poses.table.shape[0])
     state = _storable(state)
@@ -189,9 +191,11 @@ def _restored(state: TrainState, cfg: TrainConfig) -> TrainState:
     return state
 
 
-def _abstract_state(cfg: TrainConfig, resolution, mask_cells, pose_views: int | None) -> TrainState:
+def _abstract_state(cfg: TrainConfig, resolution, mask_cells, training_views: int,
+                    pose_views: int | None) -> TrainState:  # fmt: skip
     def build():
-        params = field.init_params(jax.random.PRNGKey(0), cfg.model, tuple(resolution))
+        params = field.init_params(jax.random.PRNGKey(0), cfg.model, tuple(resolution),
+                                   training_views)  # fmt: skip
         return TrainState(
             params=params,
             opt_state=ADAM.init(params),
@@ -232,6 +236,7 @@ def restore_latest(
             shapes = mngr.restore(step, args=ocp.args.Composite(shapes=ocp.args.JsonRestore()))
             shapes = shapes["shapes"]
             target = _abstract_state(cfg, shapes["resolution"], shapes["mask_cells"],
+                                     shapes.get("training_views", 0),
                                      shapes.get("pose_views"))  # fmt: skip
             args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
             state = _restored(mngr.restore(step, args=args)["state"], cfg)

@@ -17,6 +17,7 @@ import numpy as np
 from tensorf import cli
 from tensorf.cli import ConfigError, number_problems
 from tensorf.config import OPTION_GROUPS, TrainConfig
+from tensorf.data.views import MAX_IMAGE_SIDE
 from tensorf.field import field, tensor_vm
 from tensorf.geometry.contraction import OUTER_AABB
 from tensorf.render import sampling
@@ -27,9 +28,10 @@ INTS = {
     "batch_size": (1, 2**24), "n_iters": (1, 10**9), "grid_init": (2, 4096),
     "grid_final": (2, 4096), "checkpoint_every": (1, 10**9), "keep_checkpoints": (1, 10**6),
     "log_every": (1, 10**9), "max_bad_steps": (1, 10**9), "downscale": (1, 10**4),
+    "target_long_side": (0, MAX_IMAGE_SIDE),
     "seed": (0, 2**31 - 1), "mask_max_resolution": (2, 1024),
     "model.appearance_dim": (1, 4096), "model.mlp_width": (1, 4096),
-    "model.feature_pe": (0, 16), "model.view_pe": (0, 16),
+    "model.feature_pe": (0, 16), "model.view_pe": (0, 16), "model.appearance_codes": (0, 1024),
     "render.max_samples": (1, 10**6), "render.chunk": (1, 2**22),
     "render.outer_samples": (1, 4096),
     "distributed.num_processes": (1, 10**5), "distributed.process_id": (0, 10**5),
@@ -44,6 +46,7 @@ FLOATS = {
     "lr_poses": (TINY, 1e3),
     "mask_threshold": (TINY, 1.0), "l1_initial": (0.0, 1e6), "l1_rest": (0.0, 1e6),
     "tv_density": (0.0, 1e6), "tv_appearance": (0.0, 1e6), "ortho_weight": (0.0, 1e6),
+    "distortion_weight": (0.0, 1e6),
     "model.density_shift": (-1e3, 1e3), "model.distance_scale": (TINY, 1e6),
     "model.init_scale": (TINY, 1e3), "render.step_ratio": (TINY, 1e3),
     "render.near": (0.0, 1e9), "render.far": (TINY, 1e9), "render.image_threshold": (TINY, 1.0),
@@ -137,7 +140,8 @@ def _shaded_sample_bytes(cfg: TrainConfig) -> int:
     and their encodings) and hidden layers, kept for the backward pass with their
     gradients (float32)."""
     model = cfg.model
-    inputs = (model.appearance_dim + 3) * (1 + 2 * max(model.feature_pe, model.view_pe))
+    inputs = ((model.appearance_dim + 3) * (1 + 2 * max(model.feature_pe, model.view_pe))
+              + model.appearance_codes)
     return 4 * 2 * (inputs + 2 * model.mlp_width + 3)
 
 
@@ -154,8 +158,10 @@ def _memory_problems(cfg: TrainConfig, image_bytes: int = 0) -> list[str]:
     memory, rather than let it die of it hours later."""
     aabb = np.reshape(cfg.schedule.aabb, (2, 3))
     resolution = tensor_vm.resolution_for_voxels(cfg.schedule.grid_final**3, aabb)
+    # One appearance code stands for them all: a view's code is C floats, nothing beside
+    # the grids.
     shapes = jax.eval_shape(lambda: field.init_params(jax.random.PRNGKey(0), cfg.model,
-                                                      resolution))  # fmt: skip
+                                                      resolution, 1))  # fmt: skip
     params = sum(int(np.prod(x.shape)) * 4 for x in jax.tree.leaves(shapes))
     ndc = (1.0, 1.0) if cfg.render.ndc else None
     settings = sampling.render_settings(cfg, aabb, resolution, ndc)

@@ -53,6 +53,10 @@ class Cameras:
         camera-frame direction turns with its camera."""
         return dataclasses.replace(self, c2w=se3.corrected(self.c2w, table[self.view_ids]))
 
+    def view_of(self, ids: jax.Array) -> jax.Array:
+        """Pixel ids (n,) -> the view (n,) of each, among this process's views."""
+        return ids // (self.intrinsics.height * self.intrinsics.width)
+
     def rays(self, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Pixel ids (n,) -> origins, directions (n, 3)."""
         height, width = self.intrinsics.height, self.intrinsics.width

@@ -19,7 +19,7 @@ from tensorf.parallel import AXIS, REPLICATED, SHARDED
 from tensorf.render.march import render_rays
 from tensorf.render.sampling import RenderSettings
 from tensorf.train import pose_refinement
-from tensorf.train.ray_pool import Batch, DevicePool
+from tensorf.train.ray_pool import Batch, Cameras, DevicePool
 from tensorf.train.train_state import ADAM, TrainState
 
 # No parameter of a sane field comes near this (grid values stay within tens, weights
@@ -40,6 +40,7 @@ class StepSpec:
     tv_density: bool
     tv_appearance: bool
     ortho: bool
+    distortion: bool
     refine_poses: bool  # off, the step is the one of before: no pose in its computation
 
     @classmethod
@@ -47,7 +48,7 @@ class StepSpec:
         opt = cfg.optimiser
         return cls(opt.batch_size, cfg.model, cfg.render.background == "random",
                    opt.tv_density > 0, opt.tv_appearance > 0, opt.ortho_weight > 0,
-                   opt.refine_poses)  # fmt: skip
+                   opt.distortion_weight > 0, opt.refine_poses)  # fmt: skip
 
 
 @jax.tree_util.register_dataclass
@@ -62,6 +63,7 @@ class Hyper:
     tv_density: jax.Array  # () float32
     tv_appearance: jax.Array  # () float32
     ortho_weight: jax.Array  # () float32
+    distortion_weight: jax.Array  # () float32
     lr_poses: jax.Array  # () float32 (--refine-poses)
     pose_warmup_steps: jax.Array  # () int32 (--refine-poses)
 
@@ -69,7 +71,8 @@ class Hyper:
     def of(cls, cfg: TrainConfig) -> Hyper:
         opt = cfg.optimiser
         rates = (opt.lr_grid, opt.lr_network, opt.lr_decay_ratio, opt.tv_density,
-                 opt.tv_appearance, opt.ortho_weight, opt.lr_poses)  # fmt: skip
+                 opt.tv_appearance, opt.ortho_weight, opt.distortion_weight,
+                 opt.lr_poses)  # fmt: skip
         return cls(np.int32(cfg.schedule.n_iters), *map(np.float32, rates),
                    np.int32(opt.pose_warmup_steps))  # fmt: skip
 
@@ -124,8 +127,9 @@ def _step(
     n_values = spec.batch_size * 3
 
     def local(params, poses, aabb, mask, source, jitter, background):
-        """This device's rays: squared error and sample counts, summed over all devices.
-        `poses`: the pose correction table (--refine-poses), or None."""
+        """This device's rays: squared error and sample counts, summed over all devices,
+        and with the distortion loss its sum over the rays. `poses`: the pose correction
+        table (--refine-poses), or None."""
         # Explicitly what shard_map does implicitly (and transposes to a sum over the
         # devices): the custom gradient of `tensor_vm.weighted_rows` must see it.
         params = jax.lax.pcast(params, AXIS, to="varying")
@@ -134,15 +138,16 @@ def _step(
             # The world rays are corrected; NDC (LLFF) projects them later, in render_rays.
             cameras = cameras.corrected(jax.lax.pcast(poses, AXIS, to="varying"))
         origins, dirs = cameras.rays(ids)
-        out = render_rays(
-            params, spec.model, settings, aabb, mask, origins, dirs, jitter, background
-        )
+        views = _training_views(cameras, ids, mesh) if spec.model.appearance_codes else None
+        out = render_rays(params, spec.model, settings, aabb, mask, origins, dirs, jitter,
+                          background, views, spec.distortion)  # fmt: skip
         sse = jnp.sum((out["rgb"] - target) ** 2)
         counts = jnp.stack([out["density_count"], out["appearance_count"]])
         capacity = jnp.array([settings.density_capacity, settings.appearance_capacity])
         dropped = jnp.maximum(counts - capacity, 0).sum()
         psum = functools.partial(jax.lax.psum, axis_name=AXIS)
-        return psum(sse), psum(counts), jax.lax.pmax(counts, AXIS), psum(dropped)
+        sums = (psum(sse),) + ((psum(out["distortion"].sum()),) if spec.distortion else ())
+        return sums, psum(counts), jax.lax.pmax(counts, AXIS), psum(dropped)
 
     sharded = jax.shard_map(
         local, mesh=mesh, in_specs=(REPLICATED,) * 4 + (source_specs, SHARDED, REPLICATED),
@@ -156,9 +161,9 @@ def _step(
         # Differentiating through shard_map sums the replicated parameters' gradients
         # over the devices (the transpose of replicating them).
         params, poses = trainable if spec.refine_poses else (trainable, None)
-        sse, *counts = sharded(params, poses, state.aabb, state.mask, source, jitter,
-                               background)  # fmt: skip
-        mse = sse / n_values
+        sums, *counts = sharded(params, poses, state.aabb, state.mask, source, jitter,
+                                background)  # fmt: skip
+        mse = sums[0] / n_values
         loss = mse + state.l1_weight * field.density_l1(params)
         terms = ((spec.tv_density, hyper.tv_density, "density"),
                  (spec.tv_appearance, hyper.tv_appearance, "appearance"))  # fmt: skip
@@ -167,22 +172,37 @@ def _step(
                 loss = loss + weight * tv_decay * field.grid_tv(params, key)
         if spec.ortho:
             loss = loss + hyper.ortho_weight * field.orthogonality(params)
-        return state.loss_scale.scale(loss), (loss, mse, counts)
+        logged = {"mse": mse}
+        if spec.distortion:  # the mean over the rays
+            logged["distortion"] = sums[1] / spec.batch_size
+            loss = loss + hyper.distortion_weight * logged["distortion"]
+        return state.loss_scale.scale(loss), (loss, logged, counts)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if spec.refine_poses:
-        (_, (loss, mse, counts)), (grads, pose_grads) = grad_fn((state.params, state.poses.table))
-        return _update(state, grads, rng, hyper, loss, mse, counts, pose_grads)
-    (_, (loss, mse, counts)), grads = grad_fn(state.params)
-    return _update(state, grads, rng, hyper, loss, mse, counts)
+        (_, (loss, logged, counts)), (grads, pose_grads) = grad_fn((state.params,
+                                                                    state.poses.table))
+        return _update(state, grads, rng, hyper, loss, logged, counts, pose_grads)
+    (_, (loss, logged, counts)), grads = grad_fn(state.params)
+    return _update(state, grads, rng, hyper, loss, logged, counts)
+
+
+def _training_views(cameras: Cameras, ids: jax.Array, mesh: Mesh) -> jax.Array:
+    """Inside shard_map: each pixel id's (n,) view as its index in the whole training split,
+    the row of its appearance code. Process p loads views p, p + P, p + 2P, ... of the P
+    processes (`data.load_views`' shard) and its pixel ids count those alone; the mesh lists
+    each process's devices together, in process order. One process: the local index."""
+    process = jax.lax.axis_index(AXIS) // (mesh.size // jax.process_count())
+    return cameras.view_of(ids) * jax.process_count() + process
 
 
 def _update(
     state: TrainState, grads: field.Params, rng: jax.Array, hyper: Hyper, loss: jax.Array,
-    mse: jax.Array, counts: tuple[jax.Array, jax.Array, jax.Array],
+    logged: dict[str, jax.Array], counts: tuple[jax.Array, jax.Array, jax.Array],
     pose_grads: jax.Array | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:  # fmt: skip
     """The step's Adam update with its (scaled) gradients, unless something is not finite;
+    `logged`: the loss terms to log (mse, and the distortion loss where it is on);
     `counts`: the samples that needed each buffer (summed, and the most on one device)
     and those dropped; `pose_grads` (views, 6): the pose corrections' (--refine-poses).
     Returns the next state and the step's metrics."""
@@ -227,8 +247,8 @@ def _update(
     metrics = {
         "finite": finite,
         "loss": loss,
-        "mse": mse,
-        "psnr": -10.0 * jnp.log10(mse),
+        **logged,
+        "psnr": -10.0 * jnp.log10(logged["mse"]),
         "lr_grid": hyper.lr_grid * decay,
         "lr_network": hyper.lr_network * decay,
         "loss_scale": state.loss_scale.loss_scale,

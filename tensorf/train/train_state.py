@@ -45,15 +45,15 @@ class TrainState:
         return self.params["density"].resolution
 
 
-def init_state(cfg: TrainConfig, n_views: int = 0) -> TrainState:
-    """Step 0 of a run; `n_views`: the training views (all processes'), which
-    --refine-poses needs."""
-    if cfg.optimiser.refine_poses and n_views < 1:
+def init_state(cfg: TrainConfig, training_views: int = 0) -> TrainState:
+    """The state at step 0; `training_views`: the views of the whole training split (all
+    processes'), needed with appearance codes (`field.init_params`) and --refine-poses."""
+    if cfg.optimiser.refine_poses and training_views < 1:
         raise ValueError("--refine-poses needs the number of training views")
     key, init_key = jax.random.split(jax.random.PRNGKey(cfg.run.seed))
     aabb = np.array(cfg.schedule.aabb, np.float32).reshape(2, 3)
     resolution = tensor_vm.resolution_for_voxels(cfg.schedule.grid_init**3, aabb)
-    params = field.init_params(init_key, cfg.model, resolution)
+    params = field.init_params(init_key, cfg.model, resolution, training_views)
     return TrainState(
         params=params,
         opt_state=ADAM.init(params),
@@ -66,7 +66,7 @@ def init_state(cfg: TrainConfig, n_views: int = 0) -> TrainState:
         skipped_steps=jnp.int32(0),
         dropped_samples=jnp.int32(0),
         loss_scale=initial_loss_scale(cfg.run),
-        poses=PoseCorrections.zeros(n_views) if cfg.optimiser.refine_poses else None,
+        poses=PoseCorrections.zeros(training_views) if cfg.optimiser.refine_poses else None,
     )
 
 
