@@ -246,19 +246,13 @@ class OptimiserConfig:
     """What Adam's moments do when the grid is upsampled: 'reset' re-creates the optimizer
     (official code); 'resample' interpolates the moments onto the new grid."""
     refine_poses: bool = False
-    """Learn a correction of every training camera's pose with the field (6 numbers per
-    view: a rotation about the camera's centre and a move along its axes, starting at
-    none), for captures whose poses are a little off. Renders of the training views
-    (--eval-split train), videos and the viewer use the refined poses, also written to
-    <run_dir>/refined_poses.json; held-out views have no correction and are rendered from
-    their given poses."""
+    """Learn a rotation and translation per training camera with the field, for captures
+    whose poses are a little off; renders of the training views, videos and the viewer use
+    them (<run_dir>/refined_poses.json), held-out views keep their given poses."""
     lr_poses: float = resumable(default=1e-3)
-    """With --refine-poses: Adam learning rate of the pose corrections (radians and world
-    units per step, roughly); it decays by --lr-decay-ratio over the run, from step 0, and
-    is not restarted on upsample."""
+    """--refine-poses: Adam learning rate of the poses (decays by --lr-decay-ratio, no restart)."""
     pose_warmup_steps: int = 500
-    """With --refine-poses: the pose learning rate ramps up linearly from 0 over this many
-    steps, so that the cameras move once the field has a shape to align them to."""
+    """--refine-poses: the poses' learning rate ramps up from 0 over this many steps."""
 
 
 @dataclasses.dataclass(frozen=True)
