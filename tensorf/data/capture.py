@@ -25,6 +25,8 @@ TEST_EVERY = 8  # without split lists, frames 0, 8, 16, ... are held out (as LLF
 SPLITS = ("train", "test", "all")
 MISSING_OPTION = "--drop-missing-images"
 
+_WARNED: set[str] = set()  # the warnings printed so far
+
 
 def available_splits(dataset_path: Path | str) -> list[str]:
     """Every capture has the same three splits."""
@@ -64,9 +66,11 @@ def load(
             f"(first: {missing[0].path}); restore them, or pass {MISSING_OPTION} to train on "
             f"the {len(frames) - len(missing)} that do"
         )
-    if missing:
-        print(f"warning: {source}: dropped {len(missing)} of {len(frames)} frames whose images "
-              f"are missing (first: {missing[0].path})", file=sys.stderr)  # fmt: skip
+    warning = (f"warning: {source}: dropped {len(missing)} of {len(frames)} frames whose "
+               f"images are missing (first: {missing[0].path})" if missing else None)  # fmt: skip
+    if warning and warning not in _WARNED:  # once, however many splits and probes load it
+        _WARNED.add(warning)
+        print(warning, file=sys.stderr)
     present = [f for f in frames if f.path.is_file()]
     if not present:
         raise DatasetError(f"{source}: none of the {len(frames)} frames' images exist; check "
