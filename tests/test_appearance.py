@@ -100,6 +100,7 @@ def train_psnr(scene, codes: int) -> float:
     return float(np.mean(metrics["psnr"]))
 
 
+@pytest.mark.slow
 def test_codes_explain_per_image_exposure(tmp_path):
     """Six poses, two photos each with its own gain per channel (0.5 to 1): without codes
     the field can only fit the average of a pose's two photos."""
@@ -112,6 +113,7 @@ def test_codes_explain_per_image_exposure(tmp_path):
     assert with_ > 37.0
 
 
+@pytest.mark.slow
 def test_codes_resume_bit_for_bit(sphere_scene, tmp_path):
     """A run with codes resumed from its step-20 checkpoint ends where the whole run did;
     its metrics say which code shaded the test views."""

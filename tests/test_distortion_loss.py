@@ -172,6 +172,7 @@ def logged(run_dir) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "rays_per_s"} for line in lines]
 
 
+@pytest.mark.slow
 def test_a_run_with_it_on_is_finite_and_resumes_bit_for_bit(sphere_scene, tmp_path):
     cfg = override(tiny_config(sphere_scene, tmp_path / "a"), distortion_weight=0.01,
                    n_iters=40, mask_steps=(20,), upsample_steps=(20,),

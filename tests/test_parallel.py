@@ -17,8 +17,12 @@ from synthetic import write_sphere_scene
 from tensorf.train import checkpoint
 
 
-@pytest.mark.parametrize("options", [["0"], ["4"], ["0", "refine-poses"]],
-                         ids=["plain", "appearance codes", "refine poses"])
+# The plain run is the default tier's contract; the variants with more state are CI's.
+@pytest.mark.parametrize("options", [
+    pytest.param(["0"], id="plain"),
+    pytest.param(["4"], id="appearance codes", marks=pytest.mark.slow),
+    pytest.param(["0", "refine-poses"], id="refine poses", marks=pytest.mark.slow),
+])  # fmt: skip
 def test_four_devices_match_one(tmp_path, options):
     scene = write_sphere_scene(tmp_path / "scene", size=16, n_train=8, n_test=1)
     result = run_cli(str(REPO / "tests" / "parallel_check.py"), str(scene), *options,

@@ -159,6 +159,7 @@ def pose_errors(true: np.ndarray, poses: np.ndarray) -> tuple[float, float, floa
     return float(np.degrees(np.mean(turns))), float(np.mean(moves)), float(np.mean(pixels))
 
 
+@pytest.mark.slow
 def test_refinement_recovers_perturbed_poses(tmp_path):
     exact, _ = write_pose_scene(tmp_path / "exact", SIZE, N_TRAIN, 4, 0.0, 0.0)
     off, true = write_pose_scene(tmp_path / "off", SIZE, N_TRAIN, 4, DEGREES, SHIFT)
