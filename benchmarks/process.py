@@ -14,11 +14,14 @@ on an otherwise idle machine.
 python benchmarks/process.py [--dataset-path ../shared/data/nerf/fox] [--out runs/process_fox]
                              [--reuse]   # compare an earlier run's poses, without posing again
                              [--train-steps 5000]  # then train on both and compare PSNR
+                             [--train-minutes 15]  # the same on a time budget each
 
 --train-steps N: train unbounded-quick for N steps on our poses and on the given ones, with
 the same training photos and the same held-out photos (the given capture's: every 8th of
 its frames), and print both held-out PSNRs. A fixed number of steps rather than a time
 budget, so that the comparison holds on a machine shared with other work.
+--train-minutes M: the same with the preset's own run length, --max-minutes M (the issue's
+protocol: same preset, same budget), on a machine with no other work.
 """
 
 import argparse
@@ -41,6 +44,8 @@ parser.add_argument("--dataset-path", default=str(data_dir() / "nerf" / "fox"))
 parser.add_argument("--out", default=str(ROOT / "runs" / "process_fox"))
 parser.add_argument("--reuse", action="store_true", help="compare OUT's poses, do not pose")
 parser.add_argument("--train-steps", type=int, default=0, help="train on both; 0: do not")
+parser.add_argument("--train-minutes", type=float, default=0.0,
+                    help="train on both with --max-minutes; 0: do not")  # fmt: skip
 args = parser.parse_args()
 
 
@@ -90,9 +95,10 @@ print(f"against the given poses ({len(shared)} photos in both): rotation error m
 
 
 def train(dataset: Path, run_dir: Path) -> dict:
+    length = (["--max-minutes", str(args.train_minutes)] if args.train_minutes
+              else ["--n-iters", str(args.train_steps)])  # fmt: skip
     cmd = [sys.executable, str(ROOT / "train.py"), "unbounded-quick", "--dataset-path",
-           str(dataset), "--run-dir", str(run_dir), "--n-iters", str(args.train_steps),
-           "--drop-missing-images"]  # fmt: skip
+           str(dataset), "--run-dir", str(run_dir), *length, "--drop-missing-images"]  # fmt: skip
     print(f"# {' '.join(cmd)}", flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -100,7 +106,7 @@ def train(dataset: Path, run_dir: Path) -> dict:
     return {**metrics, "wall_minutes": (time.perf_counter() - start) / 60}
 
 
-if args.train_steps:
+if args.train_steps or args.train_minutes:
     # Our transforms.json gets the given capture's split, by photo name.
     held_out = {Path(name).name for name in load_views(scene, "test", downscale=8,
                                                        drop_missing=True).names}  # fmt: skip
