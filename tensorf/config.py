@@ -1,9 +1,7 @@
 """Configuration: one tree of frozen dataclasses, parsed by tyro (the presets, named
 configs, are in `tensorf.presets`).
 
-`TrainConfig` is a group per concern, so that each part of the program can be handed the
-one it reads:
-
+`TrainConfig` is a group per concern, so that each part of the program is handed its own:
 - data: the scene folder and how its photos are read (the data loaders);
 - model, render: the field and how rays sample it (the field, the renderer);
 - schedule: the grid's box and resolutions, the steps of its events and the run's length
@@ -14,7 +12,6 @@ one it reads:
 - eval: held-out views during and after training (evaluation);
 - live: the browser viewer while training (the viewer);
 - distributed: the processes of a multi-host run (jax.distributed).
-
 The flags keep the names they had before the groups: the groups of options (data, schedule,
 optimiser, run, eval, live) add no prefix (`--n-iters`, not `--schedule.n-iters`); model,
 render and distributed keep theirs (`--model.mlp-width`). A flat config.json written before
@@ -205,6 +202,9 @@ class ScheduleConfig:
     (official: once, when the geometry may still hold floaters), or 'every', so the box
     follows the object as it settles; after each later crop the grid is resampled to the
     voxel count the schedule has reached, spending it all on the object."""
+    event_lead: int = 128
+    """Steps before each grid event (at most half the way from the one before) at which an
+    alpha mask is measured (0: at its update, as official) and the stage after it compiled."""
     mask_threshold: float = 1e-4
     """Alpha above which a cell counts as occupied."""
     mask_max_resolution: int = 256

@@ -18,7 +18,7 @@ from tensorf import experiment, parallel
 from tensorf.config import override
 from tensorf.loop import monitor
 from tensorf.loop.ahead import Ahead, signature
-from tensorf.train import events, steps, train_state
+from tensorf.train import events, steps, timing, train_state
 
 MESH = parallel.data_mesh()
 
@@ -44,7 +44,14 @@ def test_every_grid_event_swaps_in_the_stage_compiled_ahead(tiny_run):
     # Every second of compilation either stalled the loop or was hidden; the loop's waits
     # for the worker count as stalled, also while it was predicting rather than compiling.
     assert total - 1e-6 <= stalled + hidden <= total + metrics["compile_seconds_waited"] + 1e-6
-    assert sum(s for _, s in metrics["compile_stalls"]) == pytest.approx(stalled, abs=0.01)
+    assert sum(s for _, s, _ in metrics["compile_stalls"]) == pytest.approx(stalled, abs=0.01)
+    # The devices sit idle for at most as long as the loop stalled, and for all of the
+    # first stage's compilation (nothing was queued before it).
+    idle = {step: s for step, _, s in metrics["compile_stalls"]}
+    stalls = {step: s for step, s, _ in metrics["compile_stalls"]}
+    assert all(0 <= idle[step] <= stalls[step] + 0.05 for step in idle)
+    assert idle[0] >= stalls[0] - 0.05
+    assert metrics["compile_seconds_idle"] == pytest.approx(sum(idle.values()), abs=0.01)
 
 
 def test_without_compile_ahead_the_same_run(tiny_run, sphere_scene, tmp_path):
@@ -61,29 +68,6 @@ def test_without_compile_ahead_the_same_run(tiny_run, sphere_scene, tmp_path):
     )
 
 
-def test_predictions_are_due_ahead_of_an_event_and_just_before_it(sphere_scene, tmp_path):
-    """An upsample (500) a minute of training away, and every grid event (an alpha mask at
-    1000) before the call that ends at it, at most twice each."""
-    cfg = override(tiny_config(sphere_scene, tmp_path / "unused"), upsample_steps=(500,),
-                   mask_steps=(1000,))  # fmt: skip
-    spec = steps.StepSpec.of(cfg)
-    with Ahead(spec, MESH, cfg, {500: 20**3}) as ahead:
-        assert ahead.due(0, 10, 400, None) is None  # no event before the end
-        assert ahead.due(0, 10, 2000, None) is None  # no rate measured yet
-        ahead.rate = (0, time.perf_counter() - 100.0)  # 100 steps took 100 s
-        assert ahead.due(100, 10, 2000, None) is None  # 400 s of training away
-        assert ahead.due(450, 10, 2000, None) == 500  # under a minute away
-        assert ahead.due(950, 10, 2000, None) is None  # an alpha mask: not from afar,
-        assert ahead.due(990, 10, 2000, None) == 1000  # but before the call that ends there
-        ahead.predicted[500] = 1
-        assert ahead.due(460, 10, 2000, None) is None  # predicted already
-        assert ahead.due(490, 10, 2000, None) == 500  # the call that ends at the event: once more
-        ahead.predicted[500] = 2
-        assert ahead.due(490, 10, 2000, None) is None
-    with Ahead(spec, MESH, override(cfg, compile_ahead=False), {500: 20**3}) as ahead:
-        assert ahead.due(490, 10, 2000, None) is None
-
-
 def test_a_stage_is_its_settings_and_its_arguments_shapes(sphere_scene, tmp_path):
     cfg = tiny_config(sphere_scene, tmp_path / "unused")
     state = parallel.replicate(train_state.init_state(cfg), MESH)
@@ -98,3 +82,17 @@ def test_a_stage_is_its_settings_and_its_arguments_shapes(sphere_scene, tmp_path
     assert signature((parallel.replicate(upsampled, MESH), hyper), settings) != key
     local = jax.tree.map(np.asarray, state)  # the same shapes, not placed on the mesh
     assert signature((local, hyper), settings) != key
+
+
+def test_settle_waits_for_the_worker(sphere_scene, tmp_path, monkeypatch):
+    """The budget plan's window starts with no compilation on the worker: `settle` returns
+    once the compilations queued are done, and counts its wait as waited."""
+    cfg = tiny_config(sphere_scene, tmp_path / "unused")
+    with Ahead(steps.StepSpec.of(cfg), MESH, cfg, {}) as ahead:
+        monkeypatch.setattr(ahead, "compile", lambda args, settings: time.sleep(0.5) or "done")
+        ahead.current = ("settings", "tree", "shapes")  # a stage in use
+        waited = timing.COMPILES["waited"]
+        ahead.refit("smaller")
+        ahead.settle()
+        assert ahead.ready[("smaller", "tree", "shapes")].result(timeout=0) == "done"
+        assert timing.COMPILES["waited"] - waited >= 0.4

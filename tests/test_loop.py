@@ -78,10 +78,12 @@ def test_the_loop_never_waits_for_the_steps_it_queued(sphere_scene, tmp_path, mo
     assert recorder.steps == cfg.schedule.n_iters
     # Step 1, then one call per log line.
     assert recorder.calls == 1 + cfg.schedule.n_iters // cfg.run.log_every
-    # Where the state must reach the host: grid events, checkpoints, the end; and step 1,
-    # whose counts size the buffers.
+    # Where the state must reach the host: grid events and where they are fixed ahead
+    # (10, 30: an alpha mask is measured), checkpoints, the end; and step 1, whose counts
+    # size the buffers.
     every = cfg.run.checkpoint_every
-    drains = {1, 20, 40, cfg.schedule.n_iters, *range(every, cfg.schedule.n_iters, every)}
+    drains = {1, 10, 20, 30, 40, cfg.schedule.n_iters,
+              *range(every, cfg.schedule.n_iters, every)}  # fmt: skip
     waits = sorted({step for step, kind in reads if kind != "previous" and step not in drains})
     assert waits == []
     # The counts of (nearly) every call are read, one call late.
@@ -246,6 +248,21 @@ def test_calls_end_where_the_host_has_work():
     while chain[-1] < 1000:
         chain.append(schedule.next_stop(chain[-1], 1000, 64, (500,), set()))
     assert chain == [500, 564, 628, 692, 756, 820, 884, 948, 1000]
+
+
+def test_grid_events_are_fixed_ahead_within_their_stage():
+    """The quick preset's events (masks at 500, 1000, 2000; upsamples at 500, 1000, 1500)
+    are fixed 128 steps early; a closer event before one halves the lead (it is fixed on
+    the stage the event ends), and a lead of 0 fixes none early."""
+    cfg = PRESETS["quick"][1]
+    leads = {372: 500, 872: 1000, 1372: 1500, 1872: 2000}
+    assert schedule.Schedule.of(cfg, evaluates=False).leads == leads
+    assert schedule.event_leads({20, 40}, 128) == {10: 20, 30: 40}
+    assert schedule.event_leads({1, 250, 300}, 128) == {126: 250, 275: 300}
+    assert schedule.event_leads({500}, 0) == {}
+    plain = schedule.Schedule.of(override(cfg, event_lead=0), evaluates=False)
+    assert plain.stop(300, 5000, set()) == 350 and plain.leads == {}
+    assert schedule.Schedule.of(cfg, evaluates=False).stop(350, 5000, set()) == 372
 
 
 def test_the_budget_plan_asks_for_calls_to_end_where_it_measures():

@@ -63,13 +63,15 @@ def test_the_buffers_grow_at_once_and_shrink_a_call_late_only_at_shrink_points()
     assert settings.density_capacity > 4096 and fit(settings) == settings
     assert sizer.capacities == [settings.density_capacity, settings.appearance_capacity]
     # The first fit may shrink: 25% over the peaks, rounded up to a bucket (1024 at least),
-    # planned for the call after the next one (compile ahead compiles it behind that one).
+    # planned for the call after the next one (compile ahead compiles it behind that one);
+    # the shading buffer, whose count at the initial field says little, stays as it is.
+    worst = settings.appearance_capacity
     sizer.note([1000, 300])
     assert sizer.fit(settings, called=True) == (settings, True)
-    assert sizer.planned == [1280, 1024] and not sizer.may_shrink
+    assert sizer.planned == [1280, worst] and not sizer.may_shrink
     assert sizer.fit(settings, called=False) == (settings, False)  # no call since: not yet
     settings = fit(settings)
-    assert (settings.density_capacity, settings.appearance_capacity) == (1280, 1024)
+    assert (settings.density_capacity, settings.appearance_capacity) == (1280, worst)
     assert sizer.planned is None
     sizer.note([900, 200])  # fits: nothing changes, and nothing compiles
     assert fit(settings) == settings
@@ -80,7 +82,8 @@ def test_the_buffers_grow_at_once_and_shrink_a_call_late_only_at_shrink_points()
     # counts, not the last call's.
     sizer.note([700, 100])
     sizer.may_shrink = True
-    assert fit(settings).density_capacity == 2560 and sizer.planned is None
+    assert fit(settings).density_capacity == 2560  # the shading buffer shrinks at last:
+    assert sizer.planned == [2560, 1024]
     sizer.note([700, 100])
     sizer.may_shrink = True
     assert fit(settings).density_capacity == 2560 and sizer.planned == [1024, 1024]
@@ -97,25 +100,35 @@ def test_the_buffers_survive_a_checkpoint_and_carry_over_a_grid_event():
     assert saved == {"density_capacity": fresh.density_capacity,
                      "appearance_capacity": fresh.appearance_capacity, "peaks": [1100, 310],
                      "high": [1100, 310], "may_shrink": False,
-                     "recent": [[1000, 300], [1100, 310]], "planned": [1280, 1024]}  # fmt: skip
+                     "last": [1100, 310],
+                     "planned": [1280, fresh.appearance_capacity], "held": None,
+                     "first": False}  # fmt: skip
     again = BufferSizer(json.loads(json.dumps(saved)))  # as a checkpoint stores it
     assert (again.peaks, again.high, again.may_shrink) == ([1100, 310], [1100, 310], False)
     assert BufferSizer.restored(fresh, saved) == settings
     assert again.fit(settings, called=True)[0] == sizer.fit(settings, called=True)[0]
     settings = sizer.planned_settings(settings) if sizer.planned else settings
-    # A grid event: the density buffer scales with the samples per ray from the peaks of
-    # the call before the event's own (what compile ahead knew while the event's call was
-    # queued), then the old peaks (counted with the old grid) are dropped.
-    assert sizer.carried(pending=True) == [1100, 310]
-    sizer.note([1500, 320])  # the event's call, read at the event
-    assert sizer.carried(pending=False) == [1100, 310]
+    # A grid event fixed ahead: the peaks read there are held (and saved with a checkpoint
+    # in between), and the event carries them over, not the later ones: what compile ahead
+    # predicted its stage from. The density buffer scales with the samples per ray, the
+    # shading one with the sample spacing; then the old peaks (counted with the old grid)
+    # are dropped.
+    assert sizer.hold() == [1100, 310]
+    sizer.note([1500, 320])
+    assert BufferSizer(json.loads(json.dumps(sizer.saved(settings)))).held == [1100, 310]
     bigger = render_settings(QUICK, np.reshape(QUICK.schedule.aabb, (2, 3)), (128, 128, 128))
     scale = bigger.samples_per_ray / settings.samples_per_ray
     carried = sizer.new_grid(bigger, settings)
     assert carried.density_capacity == min(bigger.density_capacity,
                                            bucket(int(1100 * scale * 1.25) + 1))  # fmt: skip
-    assert (sizer.peaks, sizer.high, sizer.may_shrink, sizer.recent) == (None, None, True, [])
-    assert sizer.carried(pending=True) is None  # no call read since the event
+    # Twice the samples per unit of length.
+    denser = settings.step_size / bigger.step_size
+    assert denser == pytest.approx(127 / 63)
+    assert carried.appearance_capacity == bucket(int(310 * denser * 1.25) + 1)
+    assert (sizer.peaks, sizer.high, sizer.may_shrink, sizer.held) == (None, None, True, None)
+    # An event not fixed ahead (--event-lead 0) carries over the last peaks read.
+    sizer.note([1000, 300])
+    assert sizer.new_grid(bigger, settings).density_capacity == bucket(int(1000 * scale * 1.25) + 1)
     assert sizer.new_grid(bigger, settings) == bigger  # nothing to carry: the worst case
 
 

@@ -22,7 +22,7 @@ from tensorf import experiment
 from tensorf.cli import TrainingError
 from tensorf.config import override
 from tensorf.loop import monitor
-from tensorf.train import checkpoint, steps
+from tensorf.train import checkpoint, events, steps
 
 # The same run as the `tiny_run` fixture, in a process of its own (argv: scene, run dir,
 # "resume" or "new", optionally another n_iters), through the same error handling as
@@ -100,6 +100,28 @@ def test_sigkill_at_a_random_moment_then_resume(tiny_run, sphere_scene, tmp_path
     steps = [line["step"] for line in logged(cfg.run.run_dir)]
     assert steps == list(range(cfg.run.log_every, cfg.schedule.n_iters + 1, cfg.run.log_every))
     assert logged(cfg.run.run_dir) == logged(cfg_a.run.run_dir)
+
+
+def test_resume_between_a_mask_measured_ahead_and_its_update(sphere_scene, tmp_path):
+    """The tiny run's alpha masks are measured at 10 and 30 for their updates at 20 and
+    40 (`ScheduleConfig.event_lead`); resumed from its checkpoint at 35, between the second
+    pair, a run applies the mask saved with it (not the one its state at 35 would give),
+    compiled ahead as uninterrupted, and ends bit for bit where the uninterrupted run did.
+    The threshold makes the mask at 30 a part of the box, one that grows by 40."""
+    cfg_a = override(tiny_config(sphere_scene, tmp_path / "a"), checkpoint_every=35,
+                     mask_threshold=0.002)  # fmt: skip
+    metrics_a = experiment.train(cfg_a)
+    cfg = override(cfg_a, run_dir=tmp_path / "b", resume=True)
+    shutil.copytree(cfg_a.run.run_dir, cfg.run.run_dir)
+    shutil.rmtree(cfg.run.run_dir / "checkpoints" / "60")
+    state, saved = checkpoint.restore_latest(checkpoint.manager(cfg.run.run_dir), cfg)
+    ahead, now = saved["measured"], events.measure_mask(state, cfg, 40)
+    assert ahead.step == 40 and np.asarray(ahead.mask.cells).any()
+    assert (np.asarray(ahead.mask.cells) != np.asarray(now.mask.cells)).any()
+    metrics = experiment.train(cfg)
+    assert metrics["psnr"] == pytest.approx(metrics_a["psnr"], abs=1e-6)
+    assert_same_state(cfg_a, cfg)
+    assert 40 in metrics_a["compile_ahead_hits"] and metrics["compile_ahead_hits"] == [40]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -24,6 +24,16 @@ class AlphaMask:
     aabb: jax.Array  # (2, 3)
 
 
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """An alpha mask measured ahead of its update at `step` (`ScheduleConfig.event_lead`):
+    the update is then known, shapes and all, before the state reaches it."""
+
+    step: int
+    mask: AlphaMask
+    bounds: np.ndarray  # (2, 3) its occupied grid points' bounds (`compute_alpha_mask`)
+
+
 def everything(aabb: jax.Array) -> AlphaMask:
     """The mask before the first update: every point inside the aabb counts as occupied."""
     return AlphaMask(jnp.ones((1, 1, 1), bool), jnp.asarray(aabb, jnp.float32))

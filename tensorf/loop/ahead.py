@@ -3,14 +3,14 @@ thread while the current stage trains, so that a grid event swaps in a ready exe
 instead of stalling the loop on a compilation (issue 30); so is the step with the smaller
 buffers of a shrink the buffer sizer plans (`refit`).
 
-The loop asks `due` before each call whether to predict (and a copy of the state is kept);
-once the call is queued, `prepare` has the worker predict the stages to come (the
-arguments and render settings the loop will pass after the event, computed from the copy
-as the loop will compute them, with the buffer peaks it will carry over: `next_stage`),
-and compile each one not compiled yet (`jax.jit(...).lower(...).compile()`: the same
-program the jit call would compile, so results are the same bit for bit). `train_steps`
-runs a call with the executable of its stage when one was compiled ahead, and otherwise
-falls back to the jit call (a miss).
+Each grid event is fixed `ScheduleConfig.event_lead` steps ahead: its alpha mask, if it
+updates one, is measured there, and the buffer peaks it will carry over are held. There the
+loop calls `foresee`, and the worker predicts the stage after the event (the arguments and
+render settings the loop will pass after it, computed from a copy of the state as the loop
+will compute them: `next_stage`), exactly, and compiles it
+(`jax.jit(...).lower(...).compile()`: the same program the jit call would compile, so
+results are the same bit for bit). `train_steps` runs a call with the executable of its
+stage when one was compiled ahead, and otherwise falls back to the jit call (a miss).
 
 Stall accounting (`timing.compiles_since`): seconds the loop's thread spent compiling the
 train step, or waiting for the worker, are stalled; the worker's compile seconds the loop
@@ -30,15 +30,10 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from tensorf.config import TrainConfig
+from tensorf.field.alpha_mask import Measured
 from tensorf.render.sampling import RenderSettings, carry_capacity
 from tensorf.train import events, steps, timing
 from tensorf.train.ray_pool import RayPool
-
-# Predict an upsample's stage once its estimated distance is under this many seconds of
-# training (enough for a compilation on a loaded 2-core CPU), and every grid event's just
-# before it, from the freshest state (an alpha mask's box is read from the field: from
-# afar, it is a compilation wasted).
-LEAD_SECONDS = 60.0
 
 Args = tuple  # (state, device pool, hyper): the traced arguments of `steps.train_steps`
 Stage = tuple[Args, RenderSettings]
@@ -54,13 +49,15 @@ def signature(args: Args, settings: RenderSettings) -> tuple:
 
 def next_stage(pool: RayPool, hyper: steps.Hyper, cfg: TrainConfig, step: int,
                voxels: dict[int, int], filtering: bool, projection, mesh: Mesh,
-               before: RenderSettings, peaks: list[int] | None, state) -> list[Stage]:  # fmt: skip
+               before: RenderSettings, peaks: list[int] | None, state,
+               measured: Measured | None = None) -> list[Stage]:  # fmt: skip
     """The stage that follows the grid events at `step`, derived as the loop derives it
     (`events.on_devices`, then `BufferSizer.new_grid` with `before`, the settings before
     the event, and `peaks`, those it will carry over), from `state`: a copy of the
-    replicated state taken before."""
+    replicated state taken before (`measured`: the alpha mask measured for the event)."""
     state, _, device_pool, fresh, _ = events.on_devices(state, pool, cfg, step, voxels,
-                                                        filtering, projection, mesh)  # fmt: skip
+                                                        filtering, projection, mesh,
+                                                        measured)  # fmt: skip
     return [((state, device_pool, hyper), carry_capacity(fresh, before, peaks))]
 
 
@@ -78,18 +75,15 @@ class Ahead:
         # One process only: placing a predicted pool with several would take the others
         # (`parallel.replicate_per_process`) on the worker thread.
         self.enabled = enabled = cfg.run.compile_ahead and jax.process_count() == 1
-        self.grids = sorted({*cfg.schedule.mask_steps, *voxels})  # the grid events' steps
-        self.masks = set(cfg.schedule.mask_steps)
         self.ready: dict[tuple, Future] = {}  # signature -> compiled train_steps
         self.pending: list[threading.Event] = []  # predictions not yet turned into stages
         self.current: tuple | None = None  # the signature of the last call
         self.call = None  # and its executable (None: the jit call)
         self.abstract: Args | None = None  # the last call's arguments' shapes (for `refit`)
-        self.predicted: dict[int, int] = {}  # event step -> predictions made for it
-        self.coming: tuple[int, object] | None = None  # (event, a copy of the state) to predict
-        self.stalls: list[tuple[int, float]] = []  # (step, stalled seconds) per stalling call
+        # (step, seconds the loop stalled, seconds the devices sat idle) per stalling call
+        self.stalls: list[tuple[int, float, float]] = []
+        self.last = None  # the metrics of the last call queued
         self.stages: list[tuple[int, bool]] = []  # (step, compiled ahead) of each new stage
-        self.rate: tuple[int, float] | None = None  # (step, time) of this stage's first call
         self.lock = threading.Lock()
         self.job: _Job | None = None  # the prediction the worker is to run next
         self.compiles: list[tuple[Future, Args, RenderSettings]] = []  # the last, first
@@ -101,38 +95,18 @@ class Ahead:
                                            daemon=True)
             self.worker.start()
 
-    def due(self, step: int, n: int, end: int, state) -> int | None:
-        """The grid event (before `end`) whose stage to predict after the call of `n`
-        steps from `step` (which donates `state`: a copy is kept for `prepare`), if any:
-        every event's after the call that ends there is queued, and an upsample's alone
-        (which a state far from it predicts exactly) also once it is LEAD_SECONDS of
-        training away (at the rate of this stage's calls so far)."""
-        event = next((s for s in self.grids if step < s < end), None)
-        if not self.enabled or event is None:
-            return None
-        made = self.predicted.get(event, 0)
-        if step + n == event:
-            due = made < 2
-        elif event in self.masks or made or self.rate is None or step <= self.rate[0]:
-            due = False
-        else:
-            per_step = (time.perf_counter() - self.rate[1]) / (step - self.rate[0])
-            due = (event - step) * per_step <= LEAD_SECONDS
-        if not due:
-            return None
-        self.predicted[event] = made + 1
-        self.coming = (event, jax.tree.map(jnp.copy, state))
-        return event
-
-    def prepare(self, pool: RayPool, hyper: steps.Hyper, before: RenderSettings,
+    def foresee(self, event: int, measured: Measured | None, state, pool: RayPool,
+                hyper: steps.Hyper, before: RenderSettings,
                 peaks: list[int] | None) -> None:  # fmt: skip
-        """Have the worker predict the stages after the event `due` returned (`next_stage`,
-        on the copy of the state it kept, with the loop's `pool`, `hyper`, settings `before`
-        the event and the `peaks` it will carry over), and compile them."""
-        (event, copy), self.coming = self.coming, None
+        """Have the worker predict the stage after the grid events at `event` (`next_stage`:
+        on a copy of `state`, with the alpha mask `measured` for it, the loop's `pool` and
+        `hyper`, the settings `before` the event and the `peaks` it will carry over), and
+        compile it."""
+        if not self.enabled:
+            return
         predict = functools.partial(next_stage, pool, hyper, self.cfg, event, self.voxels,
                                     self.filtering, self.projection, self.mesh, before, peaks,
-                                    copy)  # fmt: skip
+                                    jax.tree.map(jnp.copy, state), measured)  # fmt: skip
         registered = threading.Event()
         self.pending.append(registered)
         with self.lock:
@@ -145,22 +119,26 @@ class Ahead:
     def train_steps(self, state, pool, n: int, hyper, settings: RenderSettings, step: int):
         """`steps.train_steps` with the executable compiled ahead for this stage, if any;
         `step`: where the call starts (for the record of stalls)."""
-        stalled = timing.compiling()
+        stalled, began = timing.compiling(), time.perf_counter()
         key = signature((state, pool, hyper), settings)
+        queued = None  # when the devices finish the call queued before a new stage's
         if key != self.current:
+            if self.last is not None:
+                queued = _Finish(self.last)
             self.current, self.call = key, self._find(key)
             self.abstract = jax.tree.map(_abstract, (state, pool, hyper))
             self.stages.append((step, self.call is not None))
-            self.rate = None
         if self.call is None:
             out = steps.train_steps(state, pool, n, hyper, self.spec, settings, self.mesh)
         else:
             out = self.call(state, pool, n, hyper)
-        if self.rate is None:  # measured from after the compilation
-            self.rate = (step, time.perf_counter())
         stalled = timing.compiling() - stalled
         if stalled > 0:
-            self.stalls.append((step, stalled))
+            # The devices sat idle from when they finished the call queued before (the
+            # loop's stall overlaps it) until this one was queued.
+            idle_from = began if queued is None else max(began, queued.at())
+            self.stalls.append((step, stalled, max(time.perf_counter() - idle_from, 0.0)))
+        self.last = out[1]
         return out
 
     def refit(self, settings: RenderSettings) -> None:
@@ -174,6 +152,22 @@ class Ahead:
                 self.ready[key] = Future()
                 self.compiles.append((self.ready[key], self.abstract, settings))
                 self.wake.notify()
+
+    def settle(self) -> None:
+        """Wait for the worker's predictions and compilations so far (counted as waited):
+        the budget plan measures the step rate with no compilation sharing the cores (one
+        in its window once cut a 15-minute plan to 12.5 minutes)."""
+        if not self.enabled:
+            return
+        start = time.perf_counter()
+        for registered in self.pending:
+            registered.wait()
+        for future in list(self.ready.values()):
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001, S110 (the jit call reports it, if it is used)
+                pass
+        timing.COMPILES["waited"] += time.perf_counter() - start
 
     def _find(self, key: tuple):
         """The executable of a new stage: wait for the predictions in progress, then for
@@ -246,13 +240,34 @@ class Ahead:
 
     def report(self) -> dict:
         """For metrics.json: the steps where a new stage started, found compiled ahead or
-        not, and (step, seconds) of every call that stalled on a compilation (the seconds
-        stalled and hidden in all are `timing.compiles_since`'s)."""
+        not, (step, seconds stalled, seconds idle) of every call that stalled on a
+        compilation, and the devices' idle seconds in all (the seconds stalled and hidden
+        in all are `timing.compiles_since`'s)."""
         return {
             "compile_ahead_hits": [step for step, hit in self.stages if hit],
             "compile_ahead_misses": [step for step, hit in self.stages if not hit],
-            "compile_stalls": [[step, round(s, 3)] for step, s in self.stalls],
+            "compile_stalls": [[step, round(s, 3), round(idle, 3)]
+                               for step, s, idle in self.stalls],  # fmt: skip
+            "compile_seconds_idle": sum(idle for _, _, idle in self.stalls),
         }
+
+
+class _Finish:
+    """When the devices finish computing `outputs`, watched on a thread of its own (the
+    loop thread may be compiling meanwhile)."""
+
+    def __init__(self, outputs) -> None:
+        self.done = 0.0
+        self.thread = threading.Thread(target=self._watch, args=(outputs,), daemon=True)
+        self.thread.start()
+
+    def _watch(self, outputs) -> None:
+        jax.block_until_ready(outputs)
+        self.done = time.perf_counter()
+
+    def at(self) -> float:
+        self.thread.join()
+        return self.done
 
 
 def _abstract(x):

@@ -24,10 +24,15 @@ class BufferSizer:
         # to the largest peaks since the last such point: each resize is a compilation.
         self.high = saved.get("high")
         self.may_shrink = saved.get("may_shrink", True)
-        # The peaks of the last two calls read since the last grid event, the newest last:
-        # a grid event carries over the older one's (see `carried`).
-        self.recent = saved.get("recent", [])
+        # The first fit of a run (step 1's counts) leaves a shading buffer that fits alone:
+        # a field at its initial values shades few samples (lego: 800 at step 1, 16,000 by
+        # step 50), and a buffer fitted to them would drop samples until it grew.
+        self.first = saved.get("first", True)
+        # The peaks of the last call read since the last grid event (`peaks` until `fit`).
+        self.last = saved.get("last")
         self.planned = saved.get("planned")  # capacities of a shrink decided, due next call
+        # The peaks a grid event fixed ahead carries over (see `hold`).
+        self.held = saved.get("held")
         self.capacities = [0, 0]  # the buffers of the last call dispatched
 
     @staticmethod
@@ -38,7 +43,7 @@ class BufferSizer:
     def note(self, peaks: list[int]) -> None:
         """The largest counts on one device over a call's steps, per buffer."""
         self.peaks = peaks
-        self.recent = [*self.recent[-1:], peaks]
+        self.last = peaks
         self.high = peaks if self.high is None else list(map(max, self.high, peaks))
 
     def fit(self, settings: RenderSettings, called: bool) -> tuple[RenderSettings, bool]:
@@ -52,6 +57,11 @@ class BufferSizer:
         if self.peaks is not None:
             shrink = self.may_shrink
             peaks = dict(zip(CAPACITIES, self.high if shrink else self.peaks, strict=True))
+            if self.first:
+                shaded, size = peaks["appearance_capacity"], settings.appearance_capacity
+                if shaded <= size:
+                    del peaks["appearance_capacity"]
+                self.first = False
             grown = fit_capacity(settings, peaks, shrink=False)
             if shrink and (fitted := fit_capacity(settings, peaks, shrink=True)) != grown:
                 self.planned, planned = [getattr(fitted, k) for k in CAPACITIES], True
@@ -66,22 +76,21 @@ class BufferSizer:
         """`settings` with the planned shrink (there must be one)."""
         return dataclasses.replace(settings, **dict(zip(CAPACITIES, self.planned, strict=True)))
 
-    def carried(self, pending: bool) -> list[int] | None:
-        """The peaks a grid event carries over: those of the call before the one that ends
-        at the event, which is the newest read while that call is `pending` (queued, not
-        read yet). Compile ahead predicts the stage after the event then, so the prediction
-        and the event agree on the buffers (the last call's peaks are read only at the
-        event, too late to compile for them)."""
-        recent = self.recent if pending else self.recent[:-1]
-        return recent[-1] if recent else None
+    def hold(self) -> list[int] | None:
+        """Where a grid event is fixed ahead (its call read): keep the peaks read last for
+        the event to carry over, so that the stage after it is known there, buffers and
+        all."""
+        self.held = self.last
+        return self.held
 
     def new_grid(self, fresh: RenderSettings, before: RenderSettings) -> RenderSettings:
         """After a grid event (its call read): the new grid's settings (`fresh`, sized for
-        the worst case) with buffers carried over (`carried`, `carry_capacity`); the peaks
-        so far were counted with the old grid's buffers, and are dropped."""
-        settings = carry_capacity(fresh, before, self.carried(pending=False))
-        self.peaks = self.high = None
-        self.recent, self.planned = [], None
+        the worst case) with buffers carried over from the peaks `hold` kept, or else the
+        last ones (`carry_capacity`); the peaks so far were counted with the old grid's
+        buffers, and are dropped."""
+        settings = carry_capacity(fresh, before, self.held if self.held is not None else self.last)
+        self.peaks = self.high = self.held = self.last = None
+        self.planned = None
         self.may_shrink = True
         return settings
 
@@ -89,5 +98,6 @@ class BufferSizer:
         """What a checkpoint saves, so that a resumed run sizes its buffers the same."""
         saved = {k: getattr(settings, k) for k in CAPACITIES}
         saved.update(peaks=self.peaks, high=self.high, may_shrink=self.may_shrink,
-                     recent=self.recent, planned=self.planned)  # fmt: skip
+                     last=self.last, planned=self.planned, held=self.held,
+                     first=self.first)  # fmt: skip
         return saved

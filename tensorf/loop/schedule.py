@@ -19,6 +19,18 @@ def next_stop(step: int, n_iters: int, most: int, every: tuple[int, ...], at: se
     return min(stops + [s for s in at if s > step])
 
 
+def event_leads(grid: set[int], lead: int) -> dict[int, int]:
+    """The step at which each grid event (`grid`: their steps) is fixed -> the event's
+    step: `lead` steps before it, at most half the way from the event before it (so that
+    the stage it is fixed on is the one the event ends); none for a lead of 0."""
+    leads = {}
+    for event in sorted(grid):
+        before = max((s for s in grid if s < event), default=0)
+        if (early := min(lead, (event - before) // 2)) > 0:
+            leads[event - early] = event
+    return leads
+
+
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """The steps at which the loop has work: `voxels` maps each upsample step to its voxel
@@ -30,16 +42,18 @@ class Schedule:
     checkpoint_every: int
     eval_every: int
     per_call: int  # steps one call runs at most
+    leads: dict[int, int]  # the step each grid event is fixed at -> the event's
 
     @classmethod
     def of(cls, cfg: TrainConfig, evaluates: bool) -> Schedule:
         """`evaluates`: whether the run evaluates during training (--eval-every)."""
         counts = events.voxel_schedule(cfg.schedule)
         voxels = dict(zip(cfg.schedule.upsample_steps, counts, strict=True))
-        return cls(tuple(cfg.schedule.mask_steps), voxels, cfg.run.log_every,
-                   cfg.run.checkpoint_every,
+        masks = tuple(cfg.schedule.mask_steps)
+        leads = event_leads({*masks, *voxels}, cfg.schedule.event_lead)
+        return cls(masks, voxels, cfg.run.log_every, cfg.run.checkpoint_every,
                    cfg.eval.eval_every if evaluates else 0,
-                   cfg.run.steps_per_call or steps.MAX_STEPS_PER_CALL)  # fmt: skip
+                   cfg.run.steps_per_call or steps.MAX_STEPS_PER_CALL, leads)  # fmt: skip
 
     def stop(self, step: int, n_iters: int, also: set[int]) -> int:
         """The last step of the call that starts after `step`: the next step with work, or
@@ -48,7 +62,7 @@ class Schedule:
         first checked there."""
         every = (self.log_every, self.checkpoint_every, self.eval_every)
         return next_stop(step, n_iters, self.per_call, every,
-                         {1, *self.mask_steps, *self.voxels, *also})  # fmt: skip
+                         {1, *self.mask_steps, *self.voxels, *self.leads, *also})  # fmt: skip
 
     def grid_event(self, step: int) -> bool:
         return step in self.mask_steps or step in self.voxels

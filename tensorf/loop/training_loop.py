@@ -9,6 +9,7 @@ from orbax.checkpoint import CheckpointManager
 from tensorf import data, parallel
 from tensorf.config import TrainConfig, override
 from tensorf.eval.evaluation import Probe, finish
+from tensorf.field.alpha_mask import Measured
 from tensorf.loop import start
 from tensorf.loop.ahead import Ahead
 from tensorf.loop.budget import BudgetPlan, budget_spent
@@ -41,19 +42,20 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
     sizer = BufferSizer(begun.saved)
     device_pool = pool.on(mesh, cfg.run.seed)
     spec, hyper = steps.StepSpec.of(cfg), steps.Hyper.of(run_cfg)
-    # Compiles the stages after grid events and buffer shrinks ahead.
     ahead = Ahead(spec, mesh, cfg, schedule.voxels, begun.filter_rays, projection)
     readings = Readings(cfg, sizer, monitor, ahead.refit)
+    # An alpha mask measured ahead of its update (`ScheduleConfig.event_lead`).
+    measured = begun.saved.get("measured")
     with StopOnSignals() as signals, ahead:
+        if sizer.held is not None:  # resumed between an event's lead and the event
+            coming = min(s for s in schedule.leads.values() if s > step)
+            ahead.foresee(coming, measured, state, pool, hyper, settings, sizer.held)
         while step < run_cfg.schedule.n_iters:
             n = schedule.stop(step, run_cfg.schedule.n_iters, plan.stops()) - step
-            coming = ahead.due(step, n, run_cfg.schedule.n_iters, state)
             state, metrics = ahead.train_steps(state, device_pool, n, hyper, settings, step)
             step += n
             monitor.bar.update(n)
             settings = readings.queue((step, n, metrics), settings)
-            if coming:  # with the peaks the event will carry over, read by now
-                ahead.prepare(pool, hyper, settings, sizer.carried(pending=True))
             event, save = schedule.grid_event(step), schedule.save(step, run_cfg.schedule.n_iters)
             # Process 0 decides, so that every process stops at the same step.
             out_of_time, signum = parallel.from_primary(
@@ -65,30 +67,29 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
             # is still in flight counted its steps in the window (lego quick planned 20%
             # too few steps).
             measures = step in plan.stops()
-            if event or save or out_of_time or signum or measures or evaluate or step == 1:
+            lead = schedule.leads.get(step)
+            if event or save or out_of_time or signum or measures or evaluate or lead or step == 1:
                 settings = readings.drain(settings)  # the host needs the state now
             sizer.may_shrink |= save  # a checkpoint step is a shrink point
-            # The step rate is measured without evaluations and compilations (a buffer
-            # refit in the window once cut a 15-minute plan to half the budget).
-            steady = (timing.clock() - began - probe.seconds
-                      - timing.compile_seconds_since(compiles))  # fmt: skip
-            if plan.due(step):
-                n_iters = plan.n_iters(step, timing.clock() - began, steady, probe.per_step())
-                run_cfg = override(run_cfg, n_iters=n_iters)
-                hyper = steps.Hyper.of(run_cfg)
-                monitor.plan(step, n_iters)
-            plan.note(step, steady)
+            planned = replan(plan, step, began, probe, compiles, run_cfg, monitor, ahead)
+            if planned is not run_cfg:
+                run_cfg, hyper = planned, steps.Hyper.of(planned)
             if event:
                 state, pool, device_pool, fresh, ok = events.on_devices(
-                    state, pool, cfg, step, schedule.voxels, begun.filter_rays, projection, mesh
-                )
-                settings = sizer.new_grid(fresh, settings)
+                    state, pool, cfg, step, schedule.voxels, begun.filter_rays, projection,
+                    mesh, measured,
+                )  # fmt: skip
+                settings, measured = sizer.new_grid(fresh, settings), None
                 monitor.grid_event(step, state, settings, len(pool.index), ok)
+            if lead:
+                if lead in schedule.mask_steps:
+                    measured = events.measure_mask(parallel.local_copy(state), cfg, lead)
+                ahead.foresee(lead, measured, state, pool, hyper, settings, sizer.hold())
             if evaluate:
                 monitor.last_log += probe.run(state, step)  # left out of the rays/s
             if save or out_of_time or signum:
                 saved = {**sizer.saved(settings), **plan.saved(run_cfg.schedule.n_iters)}
-                save_run(mngr, state, saved, cfg, views, pool)
+                save_run(mngr, state, saved, cfg, views, pool, measured)
             if signum:
                 mngr.wait_until_finished()
                 raise interrupted(signum, step, cfg.run.run_dir)
@@ -104,10 +105,29 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
     return finish(state, cfg, writer, train_seconds, load_seconds + probe.load_seconds, counts)
 
 
+def replan(plan: BudgetPlan, step: int, began: float, probe: Probe, compiles: dict,
+           run_cfg: TrainConfig, monitor: Monitor, ahead: Ahead) -> TrainConfig:  # fmt: skip
+    """`run_cfg` with the length `--fill-budget` plans, where its plan is due (training
+    `began` then); the plan notes the step rate's window. The rate is measured without
+    evaluations and compilations (a buffer refit in the window once cut a 15-minute plan to
+    half the budget), and with no compilation sharing the cores (`Ahead.settle`)."""
+    if step in plan.stops():
+        ahead.settle()
+    seconds = timing.clock() - began
+    steady = seconds - probe.seconds - timing.compile_seconds_since(compiles)
+    if plan.due(step):
+        n_iters = plan.n_iters(step, seconds, steady, probe.per_step())
+        run_cfg = override(run_cfg, n_iters=n_iters)
+        monitor.plan(step, n_iters)
+    plan.note(step, steady)
+    return run_cfg
+
+
 def save_run(mngr: CheckpointManager, state: TrainState, saved: dict, cfg: TrainConfig,
-             views: data.Views, pool: RayPool) -> None:  # fmt: skip
-    """A checkpoint (`saved`: what goes with the state), and from process 0 the poses
-    refined so far (--refine-poses)."""
-    checkpoint.save(mngr, state, saved)
+             views: data.Views, pool: RayPool,
+             measured: Measured | None) -> None:  # fmt: skip
+    """A checkpoint (`saved`: what goes with the state; `measured`: an alpha mask measured
+    ahead of its update), and from process 0 the poses refined so far (--refine-poses)."""
+    checkpoint.save(mngr, state, saved, measured)
     if parallel.is_primary():
         start.export_poses(cfg, views, pool, state)

@@ -22,10 +22,10 @@ from tensorf.config_json import from_dict, to_dict
 from tensorf.data.views import Views
 from tensorf.errors import CheckpointError
 from tensorf.field import field
-from tensorf.field.alpha_mask import AlphaMask
+from tensorf.field.alpha_mask import AlphaMask, Measured
 from tensorf.geometry.cameras import Intrinsics
 from tensorf.outputs import is_disk_full
-from tensorf.parallel import REPLICATED, data_mesh
+from tensorf.parallel import REPLICATED, data_mesh, replicate
 from tensorf.train.pose_refinement import PoseCorrections, load_refined
 from tensorf.train.train_state import ADAM, TrainState, initial_loss_scale
 
@@ -153,9 +153,11 @@ def load_run(run_dir: Path) -> tuple[TrainConfig, TrainState]:
     return cfg, restore_latest(manager(run_dir, create=False), cfg)[0]
 
 
-def save(mngr: ocp.CheckpointManager, state: TrainState, buffers: dict | None = None) -> None:
+def save(mngr: ocp.CheckpointManager, state: TrainState, buffers: dict | None = None,
+         measured: Measured | None = None) -> None:  # fmt: skip
     """Save asynchronously; the shapes that vary during training go in a JSON sidecar, with
-    the render buffer sizes in use (`buffers`), so a resumed run continues bit for bit."""
+    the render buffer sizes in use (`buffers`), so a resumed run continues bit for bit; so
+    does an alpha mask `measured` ahead of its update."""
     step = int(state.step)
     shapes = {"resolution": list(state.resolution), "mask_cells": list(state.mask.cells.shape)}
     if "codes" in state.params:
@@ -164,12 +166,14 @@ def save(mngr: ocp.CheckpointManager, state: TrainState, buffers: dict | None = 
         shapes["pose_views"] = int(state.poses.table.shape[0])
     state = _storable(state)
     shapes["buffers"] = buffers or {}
-    mngr.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), shapes=ocp.args.JsonSave(shapes)
-        ),
-    )
+    items = {"state": ocp.args.StandardSave(state)}
+    if measured is not None:
+        shapes["measured"] = {"step": measured.step, "bounds": measured.bounds.tolist(),
+                              "cells": list(measured.mask.cells.shape)}  # fmt: skip
+        # Replicated, as the state is: every process saves the same.
+        mask = replicate(measured.mask, data_mesh())
+        items["measured"] = ocp.args.StandardSave(mask)
+    mngr.save(step, args=ocp.args.Composite(shapes=ocp.args.JsonSave(shapes), **items))
 
 
 def _storable(state: TrainState) -> TrainState:
@@ -211,12 +215,19 @@ def _abstract_state(cfg: TrainConfig, resolution, mask_cells, training_views: in
             poses=None if pose_views is None else PoseCorrections.zeros(pose_views),
         )
 
-    # Restored replicated on every device (of every process), as training keeps it.
+    return _replicated(jax.eval_shape(lambda: _storable(build())))
+
+
+def _abstract_mask(cells: list[int]) -> AlphaMask:
+    return _replicated(AlphaMask(jax.ShapeDtypeStruct(tuple(cells), bool),
+                                 jax.ShapeDtypeStruct((2, 3), jnp.float32)))  # fmt: skip
+
+
+def _replicated(tree):
+    """Restored replicated on every device (of every process), as training keeps it."""
     replicated = NamedSharding(data_mesh(), REPLICATED)
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-        jax.eval_shape(lambda: _storable(build())),
-    )
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                        tree)  # fmt: skip
 
 
 def restore_latest(
@@ -238,9 +249,17 @@ def restore_latest(
             target = _abstract_state(cfg, shapes["resolution"], shapes["mask_cells"],
                                      shapes.get("training_views", 0),
                                      shapes.get("pose_views"))  # fmt: skip
-            args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
-            state = _restored(mngr.restore(step, args=args)["state"], cfg)
-            return state, shapes.get("buffers", {})
+            items = {"state": ocp.args.StandardRestore(target)}
+            if "measured" in shapes:
+                items["measured"] = ocp.args.StandardRestore(_abstract_mask(
+                    shapes["measured"]["cells"]))  # fmt: skip
+            restored = mngr.restore(step, args=ocp.args.Composite(**items))
+            saved = shapes.get("buffers", {})
+            if "measured" in shapes:
+                measured = shapes["measured"]
+                saved["measured"] = Measured(measured["step"], restored["measured"],
+                                             np.array(measured["bounds"], np.float32))  # fmt: skip
+            return _restored(restored["state"], cfg), saved
         except Exception as error:  # orbax / tensorstore raise many types for bad files
             reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
             print(f"warning: checkpoint {mngr.directory / str(step)} is unreadable ({reason})",

@@ -29,7 +29,7 @@ INTS = {
     "grid_final": (2, 4096), "checkpoint_every": (1, 10**9), "keep_checkpoints": (1, 10**6),
     "log_every": (1, 10**9), "max_bad_steps": (1, 10**9), "downscale": (1, 10**4),
     "target_long_side": (0, MAX_IMAGE_SIDE),
-    "seed": (0, 2**31 - 1), "mask_max_resolution": (2, 1024),
+    "seed": (0, 2**31 - 1), "mask_max_resolution": (2, 1024), "event_lead": (0, 10**9),
     "model.appearance_dim": (1, 4096), "model.mlp_width": (1, 4096),
     "model.feature_pe": (0, 16), "model.view_pe": (0, 16), "model.appearance_codes": (0, 1024),
     "render.max_samples": (1, 10**6), "render.chunk": (1, 2**22),

@@ -14,7 +14,7 @@ from jax.sharding import Mesh
 from tensorf import parallel
 from tensorf.config import OptimiserConfig, RenderConfig, ScheduleConfig, TrainConfig
 from tensorf.field import alpha_mask, decomposition, field, tensor_vm
-from tensorf.field.alpha_mask import AlphaMask
+from tensorf.field.alpha_mask import AlphaMask, Measured
 from tensorf.render.march import ray_aabb
 from tensorf.render.sampling import RenderSettings, voxel_step
 from tensorf.train.ray_pool import DevicePool, RayPool
@@ -84,19 +84,29 @@ def alpha_fn(state: TrainState, cfg: TrainConfig, step_size: float):
     return fn
 
 
-def update_mask(state: TrainState, cfg: TrainConfig, shrink: bool) -> tuple[TrainState, bool]:
-    """Recompute the alpha mask; on `shrink`, crop the grids to its occupied box.
+def measure_mask(state: TrainState, cfg: TrainConfig, step: int) -> Measured:
+    """The alpha mask of `state`, for the update at `step`."""
+    resolution = state.resolution
+    if np.prod(resolution) >= cfg.schedule.mask_max_resolution**3 and state.mask.cells.size > 1:
+        resolution = tuple(s + 1 for s in state.mask.cells.shape)
+    size = voxel_step(cfg.render, np.asarray(state.aabb), state.resolution)
+    mask, bounds = alpha_mask.compute_alpha_mask(
+        alpha_fn(state, cfg, size), np.asarray(state.aabb), resolution, cfg.schedule.mask_threshold
+    )
+    return Measured(step, mask, bounds)
+
+
+def update_mask(state: TrainState, cfg: TrainConfig, shrink: bool,
+                measured: Measured | None = None) -> tuple[TrainState, bool]:  # fmt: skip
+    """Set the alpha mask `measured` ahead (None: measure it now); on `shrink`, crop the
+    grids to its occupied box.
 
     Returns the new state and whether anything was occupied. With an empty mask (density
     collapsed) the state keeps its previous mask, so training can go on.
     """
-    resolution = state.resolution
-    if np.prod(resolution) >= cfg.schedule.mask_max_resolution**3 and state.mask.cells.size > 1:
-        resolution = tuple(s + 1 for s in state.mask.cells.shape)
-    step = voxel_step(cfg.render, np.asarray(state.aabb), state.resolution)
-    mask, bounds = alpha_mask.compute_alpha_mask(
-        alpha_fn(state, cfg, step), np.asarray(state.aabb), resolution, cfg.schedule.mask_threshold
-    )
+    if measured is None:
+        measured = measure_mask(state, cfg, int(state.step))
+    mask, bounds = measured.mask, measured.bounds
     if not np.asarray(mask.cells).any():
         return state, False
     state = dataclasses.replace(state, mask=mask)
@@ -121,17 +131,19 @@ def shrink_to(state: TrainState, bounds: np.ndarray) -> TrainState:
 
 def at_step(
     state: TrainState, pool: RayPool, cfg: TrainConfig, step: int, voxels: dict[int, int],
-    filtering: bool,
+    filtering: bool, measured: Measured | None = None,
 ) -> tuple[TrainState, RayPool, bool]:  # fmt: skip
     """The schedule's alpha-mask updates (shrinking the box, filtering the training rays
-    when `filtering`) and upsamples at `step` (`voxels`: each upsample step's voxel count).
+    when `filtering`) and upsamples at `step` (`voxels`: each upsample step's voxel count);
+    an update sets the mask `measured` for it ahead, or else measures it now.
     Returns the new state and pool, and False when an alpha mask would have been empty
     (and was kept)."""
     ok = True
     if step in cfg.schedule.mask_steps:
         first = step == cfg.schedule.mask_steps[0]
         follow = cfg.schedule.shrink == "every" and not first
-        state, ok = update_mask(state, cfg, shrink=first or follow)
+        ahead = measured if measured is not None and measured.step == step else None
+        state, ok = update_mask(state, cfg, first or follow, ahead)
         if first:
             state = dataclasses.replace(state, l1_weight=jnp.float32(cfg.optimiser.l1_rest))
         elif filtering:
@@ -147,11 +159,13 @@ def at_step(
 def on_devices(
     state: TrainState, pool: RayPool, cfg: TrainConfig, step: int, voxels: dict[int, int],
     filtering: bool, projection: tuple[float, float] | None, mesh: Mesh,
+    measured: Measured | None = None,
 ) -> tuple[TrainState, RayPool, DevicePool, RenderSettings, bool]:  # fmt: skip
     """`at_step` for the state replicated over `mesh`: the events run in each process, on
     its own copy. Returns the new state (replicated), host pool, device pool and render
     settings (buffers sized for the worst case), and whether the alpha mask was kept."""
-    state, pool, ok = at_step(parallel.local_copy(state), pool, cfg, step, voxels, filtering)
+    state, pool, ok = at_step(parallel.local_copy(state), pool, cfg, step, voxels, filtering,
+                              measured)  # fmt: skip
     state, device_pool = parallel.replicate(state, mesh), pool.on(mesh, cfg.run.seed)
     return state, pool, device_pool, settings_for(cfg, state, projection), ok
 
