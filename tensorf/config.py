@@ -113,7 +113,7 @@ class RenderConfig:
     style; the aabb must then be the contracted box -2..2). The inner box -1..1 stays as
     it is, the background beyond it shrinks with distance."""
     outer_samples: int = 64
-    """With --render.contract: samples per ray beyond the inner box, evenly in disparity."""
+    """With --render.contract: samples per ray beyond the inner box, about evenly in the shell."""
     background: Literal["white", "black", "random"] = "white"
     """What shows where rays end on nothing. 'random': each training batch is composited on
     white or black by a coin flip (the official real-scene setting, which keeps empty space

@@ -22,7 +22,7 @@ from tensorboardX.proto import event_pb2
 from tensorf import data, experiment
 from tensorf.cli import Interrupted
 from tensorf.config import override
-from tensorf.eval.evaluation import evaluate_views
+from tensorf.eval.evaluation import Probe, evaluate_views
 from tensorf.loop import budget, monitor, schedule
 from tensorf.presets import PRESETS
 from tensorf.train import checkpoint, steps, timing
@@ -229,6 +229,23 @@ def test_fill_budget_plans_for_evaluations_and_compilations_during_training():
     # steps of 100 + 5 ms.
     n_iters = plan.n_iters(at, 118.0, steady=110.0, eval_per_step=0.005)
     assert n_iters == at + int((600 * (1 - budget.RESERVE) - 118) / 0.105)
+
+
+def test_evaluations_during_training_are_planned_without_their_compilation(tiny_run):
+    """The first evaluation compiles its renders; the plan counts what the later ones cost
+    (lego quick's plan, counting the first's compilation on each, stopped at 91%)."""
+    cfg, _ = tiny_run
+    _, state = checkpoint.load_run(cfg.run.run_dir)
+    probe = Probe(override(cfg, eval_every=10, eval_every_views=1), None)
+    jax.clear_caches()  # as in a fresh process: the renders compile again
+    first = probe.run(state, 10)
+    assert 0 < probe.compiling < first
+    compiled = probe.compiling
+    second = probe.run(state, 20)
+    assert probe.compiling == pytest.approx(compiled, abs=0.05)  # nothing the second time
+    assert probe.per_step() == pytest.approx((first + second - compiled) / 2 / 10)
+    assert probe.report() == {"eval_during_training_seconds": first + second,
+                              "eval_during_training_compile_seconds": compiled}  # fmt: skip
 
 
 def test_calls_end_where_the_host_has_work():

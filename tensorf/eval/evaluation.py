@@ -117,6 +117,7 @@ class Probe:
     def __init__(self, cfg: TrainConfig, writer) -> None:
         self.cfg, self.writer = cfg, writer
         self.seconds, self.count = 0.0, 0  # spent evaluating so far
+        self.compiling = 0.0  # of those seconds, compiling (the first evaluation's, mostly)
         self.views = None
         start = time.perf_counter()
         if cfg.eval.eval_every and cfg.eval.eval_every < cfg.schedule.n_iters:
@@ -129,12 +130,13 @@ class Probe:
     def run(self, state: TrainState, step: int) -> float:
         """Evaluate (every process renders its share) and log (process 0); returns the
         seconds it took."""
-        start = timing.clock()
+        start, compiled = timing.clock(), timing.COMPILES["other"]
         views = seen_from_refined(self.views, state.poses, self.cfg.eval.eval_split,
                                   self.cfg.eval.eval_every_views)  # fmt: skip
         metrics, previews = evaluate_views(state, self.cfg, views, None)
         seconds = timing.clock() - start
         self.seconds += seconds
+        self.compiling += timing.COMPILES["other"] - compiled
         self.count += 1
         if self.writer is None:
             return seconds
@@ -151,9 +153,17 @@ class Probe:
                    f"{metrics['n_views']} views ({seconds:.1f} s)")  # fmt: skip
         return seconds
 
+    def report(self) -> dict:
+        """For metrics.json: the seconds spent evaluating during training, and compiling."""
+        return {"eval_during_training_seconds": self.seconds,
+                "eval_during_training_compile_seconds": self.compiling}  # fmt: skip
+
     def per_step(self) -> float:
-        """Seconds of evaluation per training step, as measured so far."""
-        return self.seconds / self.count / self.cfg.eval.eval_every if self.count else 0.0
+        """Seconds of evaluation per training step, as measured so far, less their
+        compilations: the first evaluation compiles its renders, the later ones do not."""
+        if not self.count:
+            return 0.0
+        return max(self.seconds - self.compiling, 0.0) / self.count / self.cfg.eval.eval_every
 
 
 def finish(

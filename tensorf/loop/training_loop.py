@@ -101,7 +101,7 @@ def run(cfg: TrainConfig, views: data.Views, load_seconds: float, projection, vi
     monitor.bar.close()
     train_seconds = timing.clock() - began
     mngr.wait_until_finished()
-    counts = {**timing.compiles_since(compiles), **ahead.report()}
+    counts = {**timing.compiles_since(compiles), **ahead.report(), **probe.report()}
     return finish(state, cfg, writer, train_seconds, load_seconds + probe.load_seconds, counts)
 
 

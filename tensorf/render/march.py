@@ -1,14 +1,14 @@
 """Volume rendering with static shapes: ray sampling, empty-space skipping, compositing.
 
 Per ray we take `n_samples` evenly spaced samples through the aabb (for forward-facing
-scenes, evenly spaced in normalised device coordinates, see `tensorf.geometry.ndc`; for unbounded
-captures, evenly inside the inner box and by disparity beyond it, looked up in contracted
-space, see `tensorf.geometry.contraction`). Only the samples that lie in the alpha mask are packed
-(batch-wide, cumulative-sum compaction) into a fixed-size buffer that gets density
-evaluations; compositing then runs on the dense (rays, samples) grid. The shading MLP
-runs only on each ray's top-k samples by weight that pass the official 1e-4 weight
-threshold, packed the same way. Every shape is static, so a render
-or training step is one jitted program; the buffer sizes adapt between calls.
+scenes, evenly spaced in normalised device coordinates, see `tensorf.geometry.ndc`; for
+unbounded captures, evenly inside the inner box and about evenly in contracted space beyond
+it, looked up there, see `tensorf.geometry.contraction`). Only the samples that lie in the
+alpha mask are packed (batch-wide, cumulative-sum compaction) into a fixed-size buffer that
+gets density evaluations; compositing then runs on the dense (rays, samples) grid. The
+shading MLP runs only on each ray's top-k samples by weight that pass the official 1e-4
+weight threshold, packed the same way. Every shape is static, so a render or training step
+is one jitted program; the buffer sizes adapt between calls.
 
 Once an alpha mask is known, rays march only the samples that cover its occupied box
 (`RenderSettings.window`), and `render_image` does not march rays that miss the box. It
@@ -193,7 +193,8 @@ def _samples(settings: RenderSettings, aabb: jax.Array, origins: jax.Array, dirs
     if settings.contract:
         t_in, t_exit = ray_aabb(o, d, contraction.INNER, settings.near, settings.far)
         t_exit = jnp.where(t_in < t_exit, t_exit, settings.near)
-        t, dt = contraction.sample_distances(t_exit, offset, settings.n_samples,
+        shell = contraction.shell_start(o, d, t_exit)
+        t, dt = contraction.sample_distances(t_exit, shell, offset, settings.n_samples,
                                              settings.outer_samples, settings.step_size,
                                              settings.near, settings.far)  # fmt: skip
         in_range = dt > 0
@@ -228,9 +229,9 @@ def normalised_distances(settings: RenderSettings, s: _Samples) -> tuple[jax.Arr
     World rays: (t - near) / (far - near). NDC rays: t itself, 0 on the near plane and 1 at
     infinity. Contracted rays: the contracted distance, over its whole: the way to the edge
     of the inner box as it is (the contraction is the identity there), then beyond it the
-    fraction of the way in disparity from the edge to `far` (the outer samples are spaced
-    evenly in it, and it is about the contracted distance across the shell, whose depth is
-    1), the whole divided by its length."""
+    fraction of the way in 1 / r from the edge to `far` (`contraction.sample_distances`:
+    the outer samples are spaced evenly in it, and it is about the contracted distance
+    across the shell, whose depth is 1), the whole divided by its length."""
     near, far = settings.near, settings.far
     if not s.contract:
         return (s.t - near) / (far - near), jnp.full_like(s.t, settings.step_size / (far - near))
@@ -238,7 +239,9 @@ def normalised_distances(settings: RenderSettings, s: _Samples) -> tuple[jax.Arr
     t_in, t_exit = ray_aabb(s.o, s.d, contraction.INNER, near, far)
     t_exit = jnp.where(t_in < t_exit, t_exit, near)[:, None]  # as the samples took it
     inside = jnp.minimum(s.t[:, :n_inner], t_exit) - near
-    beyond = (1.0 / t_exit - 1.0 / s.t[:, n_inner:]) / (1.0 / t_exit - 1.0 / far)
+    r0, slope = (x[:, None] for x in contraction.shell_start(s.o, s.d, t_exit[:, 0]))
+    r, r_far = (r0 + (t - t_exit) * slope for t in (s.t[:, n_inner:], far))
+    beyond = (1.0 / r0 - 1.0 / r) / (1.0 / r0 - 1.0 / r_far)
     length = t_exit - near + 1.0
     mids = jnp.concatenate([inside, t_exit - near + beyond], axis=-1) / length
     inner_widths = s.dt.reshape(s.t.shape)[:, :n_inner]  # the step, or 0 past the box

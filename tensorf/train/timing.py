@@ -16,8 +16,11 @@ clock = time.perf_counter
 # The train step's compilations in this process and their seconds (tracing, lowering, XLA,
 # or loading from the persistent cache), and the programs of any kind the persistent cache
 # held, from JAX's monitoring events; of the seconds, those of the compile-ahead thread
-# (`tensorf.loop.ahead`), and the seconds the loop waited for it.
-COMPILES = {"count": 0, "seconds": 0.0, "cache_hits": 0, "ahead": 0.0, "waited": 0.0}
+# (`tensorf.loop.ahead`), and the seconds the loop waited for it; and the seconds of every
+# other program's compilations (evaluation renders, LPIPS: the budget plan leaves them out
+# of what evaluations during training will go on costing).
+COMPILES = {"count": 0, "seconds": 0.0, "cache_hits": 0, "ahead": 0.0, "waited": 0.0,
+            "other": 0.0}  # fmt: skip
 AHEAD_THREAD = "tensorf-ahead"
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                    "/jax/core/compile/jaxpr_to_mlir_module_duration",
@@ -25,11 +28,15 @@ _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
 
 
 def _count_compiles(event: str, seconds: float, **kwargs) -> None:
-    if event in _COMPILE_EVENTS and "train_step" in str(kwargs.get("fun_name", "")):
+    if event not in _COMPILE_EVENTS:
+        return
+    ahead = threading.current_thread().name == AHEAD_THREAD
+    if "train_step" in str(kwargs.get("fun_name", "")):
         COMPILES["seconds"] += seconds
         COMPILES["count"] += event == _COMPILE_EVENTS[-1]
-        if threading.current_thread().name == AHEAD_THREAD:
-            COMPILES["ahead"] += seconds
+        COMPILES["ahead"] += seconds if ahead else 0.0
+    elif not ahead:
+        COMPILES["other"] += seconds
 
 
 def _count_cache_hits(event: str, **kwargs) -> None:
