@@ -4,6 +4,7 @@ keys; its initial value, and the render settings it implies."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ import jmp
 import numpy as np
 import optax
 
-from tensorf.config import RunConfig, TrainConfig
+from tensorf.config import ModelConfig, RunConfig, TrainConfig
 from tensorf.field import alpha_mask, field, tensor_vm
 from tensorf.field.alpha_mask import AlphaMask
 from tensorf.render.sampling import RenderSettings, precision, render_settings
@@ -50,13 +51,12 @@ def init_state(cfg: TrainConfig, training_views: int = 0) -> TrainState:
     processes'), needed with appearance codes (`field.init_params`) and --refine-poses."""
     if cfg.optimiser.refine_poses and training_views < 1:
         raise ValueError("--refine-poses needs the number of training views")
-    key, init_key = jax.random.split(jax.random.PRNGKey(cfg.run.seed))
     aabb = np.array(cfg.schedule.aabb, np.float32).reshape(2, 3)
     resolution = tensor_vm.resolution_for_voxels(cfg.schedule.grid_init**3, aabb)
-    params = field.init_params(init_key, cfg.model, resolution, training_views)
+    key, params, opt_state = _init(cfg.run.seed, cfg.model, resolution, training_views)
     return TrainState(
         params=params,
-        opt_state=ADAM.init(params),
+        opt_state=opt_state,
         aabb=jnp.asarray(aabb),
         mask=alpha_mask.everything(aabb),
         step=jnp.int32(0),
@@ -68,6 +68,16 @@ def init_state(cfg: TrainConfig, training_views: int = 0) -> TrainState:
         loss_scale=initial_loss_scale(cfg.run),
         poses=PoseCorrections.zeros(training_views) if cfg.optimiser.refine_poses else None,
     )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _init(seed: int, model: ModelConfig, resolution: tuple[int, int, int], training_views: int):
+    """The state's key, the field and Adam's state at step 0: one program, where op by op
+    each of its ~80 operations was a compilation of its own (3.3 s of every launch here,
+    too quick each for the compilation cache to keep)."""
+    key, init_key = jax.random.split(jax.random.PRNGKey(seed))
+    params = field.init_params(init_key, model, resolution, training_views)
+    return key, params, ADAM.init(params)
 
 
 def initial_loss_scale(run: RunConfig) -> jmp.LossScale:
